@@ -1,0 +1,224 @@
+"""Input conversion and validation shared by every public function.
+
+One message template everywhere, in the scikit-learn manner::
+
+    The 'eps' parameter of coding_rate must be a float > 0. Got -1 instead.
+
+and, for arrays, the argument's shape and dtype and what is expected.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._errors import InfospecWarning, InputError
+
+__all__ = [
+    "as_float_tensor",
+    "check_choice",
+    "check_eigenvalues",
+    "check_finite",
+    "check_ndim",
+    "check_nonempty",
+    "check_positive",
+    "check_probability",
+    "describe",
+]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def describe(x: torch.Tensor) -> str:
+    """Short description of a tensor for error messages: ``shape (3, 4) and dtype float32``."""
+    return f"shape {tuple(x.shape)} and dtype {str(x.dtype).replace('torch.', '')}"
+
+
+def as_float_tensor(x: Any, name: str, func: str) -> torch.Tensor:
+    """Convert ``x`` (tensor, array, list or scalar) to a floating torch tensor.
+
+    The working precision is float64, except for a floating tensor that requires
+    gradients in lower precision (a training loss): float32 tensors stay float32 and
+    float16/bfloat16 tensors are promoted to float32, so that log-determinants and
+    logarithms of small eigenvalues are not computed in half precision. The device
+    of a tensor is kept.
+
+    Raises
+    ------
+    InputError
+        If ``x`` cannot be converted, or is complex or boolean.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - numpy accepts nearly anything
+            raise InputError(
+                f"The '{name}' argument of {func} must be a tensor or array-like; "
+                f"got {type(x).__name__}."
+            ) from exc
+        if arr.dtype == object:
+            raise InputError(
+                f"The '{name}' argument of {func} must be a numeric tensor or array; "
+                f"got an array of Python objects from {type(x).__name__}."
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        raise InputError(
+            f"The '{name}' argument of {func} must be real; got a complex tensor with "
+            f"{describe(t)}. Pass its magnitude (for a power spectrum, abs(X)**2)."
+        )
+    if t.dtype == torch.bool:
+        raise InputError(
+            f"The '{name}' argument of {func} must be numeric; got a boolean tensor with "
+            f"{describe(t)}."
+        )
+    if t.requires_grad and t.dtype in _LOW_PRECISION:
+        return t.to(torch.float32)
+    return t.to(torch.float64)
+
+
+def check_ndim(
+    t: torch.Tensor,
+    name: str,
+    func: str,
+    *,
+    min_ndim: int = 1,
+    max_ndim: int | None = None,
+    expected: str | None = None,
+) -> torch.Tensor:
+    """Raise :class:`InputError` unless ``min_ndim <= t.ndim <= max_ndim``."""
+    if t.ndim < min_ndim or (max_ndim is not None and t.ndim > max_ndim):
+        if expected is None:
+            if max_ndim is None:
+                expected = f"at least {min_ndim} dimension(s)"
+            elif max_ndim == min_ndim:
+                expected = f"exactly {min_ndim} dimension(s)"
+            else:
+                expected = f"between {min_ndim} and {max_ndim} dimensions"
+        raise InputError(
+            f"The '{name}' argument of {func} must have {expected}; got {describe(t)}."
+        )
+    return t
+
+
+def check_nonempty(
+    t: torch.Tensor, name: str, func: str, *, dim: int | None = -1, minimum: int = 1
+) -> torch.Tensor:
+    """Raise :class:`InputError` if ``t`` (or its axis ``dim``) has fewer than ``minimum`` items."""
+    size = t.numel() if dim is None else (t.shape[dim] if t.ndim else 0)
+    if size < minimum or t.numel() == 0:
+        what = "values" if dim is None else f"entries along dimension {dim}"
+        raise InputError(
+            f"The '{name}' argument of {func} must have at least {minimum} {what}; "
+            f"got {describe(t)}."
+        )
+    return t
+
+
+def check_finite(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
+    """Raise :class:`InputError` if ``t`` contains NaN or infinity, saying how many and where."""
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()
+        n_nan = int(torch.isnan(t).sum())
+        n_inf = int(torch.isinf(t).sum())
+        first = tuple(int(i) for i in bad[0]) if bad.numel() else ()
+        raise InputError(
+            f"The '{name}' argument of {func} must be finite; got {n_nan} NaN and {n_inf} "
+            f"infinite value(s) (first at index {first}) in a tensor with {describe(t)}."
+        )
+    return t
+
+
+def check_eigenvalues(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
+    """Validate a spectrum of non-negative values along the last axis.
+
+    Checks that ``t`` is non-empty and finite, then treats negative values the way
+    scikit-learn's ``_check_psd_eigenvalues`` does: a negative value is round-off
+    when it is smaller in magnitude than both a relative tolerance of the largest
+    value (``1e-5`` in float64, ``5e-3`` in lower precision) and an absolute floor
+    (``1e-10`` in float64, ``1e-6`` otherwise); round-off negatives are clipped to 0
+    with an :class:`InfospecWarning`, larger ones raise :class:`InputError`.
+    """
+    check_ndim(t, name, func, min_ndim=1)
+    check_nonempty(t, name, func)
+    check_finite(t, name, func)
+    if t.numel() and bool((t < 0).any()):
+        double = t.dtype == torch.float64
+        rel, floor = (1e-5, 1e-10) if double else (5e-3, 1e-6)
+        largest = t.abs().amax(dim=-1, keepdim=True)
+        tol = torch.maximum(rel * largest, torch.full_like(largest, floor))
+        significant = t < -tol
+        if bool(significant.any()):
+            idx = tuple(int(i) for i in significant.nonzero()[0])
+            raise InputError(
+                f"The '{name}' argument of {func} must be non-negative (eigenvalues of a "
+                f"covariance, singular values or power-spectrum bins); got {float(t.min()):.6g} "
+                f"at index {idx} in a tensor with {describe(t)}, larger in magnitude than "
+                f"round-off. Check that it is a spectrum, not a signal or log-spectrum."
+            )
+        warnings.warn(
+            f"{func}: {int((t < 0).sum())} slightly negative value(s) in '{name}' (min "
+            f"{float(t.min()):.3g}) were treated as round-off and clipped to 0.",
+            InfospecWarning,
+            stacklevel=3,
+        )
+        t = t.clamp_min(0)
+    return t
+
+
+def _format(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else f"{value}"
+
+
+def check_positive(
+    value: Any, name: str, func: str, *, allow_zero: bool = False, integer: bool = False
+) -> float | int:
+    """Return ``value`` as a Python number after checking it is a finite number > 0 (or >= 0)."""
+    kind = "an int" if integer else "a float"
+    bound = ">= 0" if allow_zero else "> 0"
+    ok_type = isinstance(value, numbers.Integral if integer else numbers.Real)
+    if isinstance(value, bool):
+        ok_type = False
+    if ok_type:
+        v = int(value) if integer else float(value)
+        if math.isfinite(v) and (v >= 0 if allow_zero else v > 0):
+            return v
+    raise InputError(
+        f"The '{name}' parameter of {func} must be {kind} {bound}. Got {_format(value)} instead."
+    )
+
+
+def check_probability(
+    value: Any, name: str, func: str, *, low_open: bool = True, high_open: bool = False
+) -> float:
+    """Return ``value`` as a float after checking it lies in (0, 1] (bounds configurable)."""
+    lo, hi = ("(" if low_open else "["), ("]" if not high_open else ")")
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        v = float(value)
+        if (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1):
+            return v
+    raise InputError(
+        f"The '{name}' parameter of {func} must be a float in {lo}0, 1{hi}. "
+        f"Got {_format(value)} instead."
+    )
+
+
+def check_choice(value: Any, name: str, func: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``; otherwise raise, listing the valid choices."""
+    choices = tuple(choices)
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise InputError(
+            f"The '{name}' parameter of {func} must be one of {listed}. "
+            f"Got {_format(value)} instead."
+        )
+    return value

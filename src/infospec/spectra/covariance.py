@@ -1,0 +1,337 @@
+r"""Covariance spectra of samples: one-shot eigenvalues and a streaming accumulator.
+
+Samples are in rows: ``X`` has shape ``(n, d)``, n samples of dimension d.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._errors import InputError
+from .._validation import (
+    as_float_tensor,
+    check_finite,
+    check_ndim,
+    check_positive,
+    check_probability,
+    describe,
+)
+
+__all__ = ["StreamingCovariance", "covariance_eigenvalues", "ledoit_wolf_shrinkage"]
+
+
+def _check_samples(X: Any, func: str, name: str = "X") -> torch.Tensor:
+    x = as_float_tensor(X, name, func)
+    check_ndim(
+        x,
+        name,
+        func,
+        min_ndim=2,
+        max_ndim=2,
+        expected="exactly 2 dimensions (n samples, d features), samples in rows",
+    )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(
+            f"The '{name}' argument of {func} is empty: {describe(x)}. "
+            f"Expected at least one sample of at least one feature."
+        )
+    return check_finite(x, name, func)
+
+
+def ledoit_wolf_shrinkage(X) -> torch.Tensor:
+    r"""Ledoit–Wolf optimal shrinkage intensity toward a scaled identity.
+
+    For centred samples :math:`x_k` (rows of ``X``), :math:`S = X^\top X / n`,
+    :math:`\mu = \operatorname{tr} S / d`:
+
+    .. math::
+
+        \delta^2 = \tfrac{1}{d}\|S - \mu I\|_F^2,\qquad
+        \beta^2 = \min\Big(\delta^2,\ \frac{1}{d\,n^2}\sum_k \|x_k x_k^\top - S\|_F^2\Big),
+        \qquad \rho = \beta^2/\delta^2 \in [0, 1],
+
+    using :math:`\sum_k\|x_kx_k^\top - S\|_F^2 = \sum_k\|x_k\|^4 - n\|S\|_F^2` and
+    :math:`\|X^\top X\|_F = \|X X^\top\|_F` (computed on the smaller side).
+
+    Parameters
+    ----------
+    X : tensor or array_like, shape (n, d)
+        Samples in rows; centred here.
+
+    Returns
+    -------
+    rho : torch.Tensor, shape ()
+        Shrinkage intensity in [0, 1] (0 when the sample covariance is already isotropic).
+
+    References
+    ----------
+    O. Ledoit and M. Wolf, "A well-conditioned estimator for large-dimensional covariance
+    matrices", J. Multivariate Analysis 88(2), 2004.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from infospec import ledoit_wolf_shrinkage
+    >>> X = torch.randn(20, 50, generator=torch.Generator().manual_seed(0))
+    >>> 0.0 <= float(ledoit_wolf_shrinkage(X)) <= 1.0
+    True
+    """
+    func = "ledoit_wolf_shrinkage"
+    x = _check_samples(X, func)
+    return _ledoit_wolf(x - x.mean(dim=0))
+
+
+def _ledoit_wolf(xc: torch.Tensor) -> torch.Tensor:
+    n, d = xc.shape
+    gram = xc.mT @ xc if d <= n else xc @ xc.mT
+    s_fro2 = (gram * gram).sum() / n**2
+    trace = (xc * xc).sum() / n
+    mu = trace / d
+    delta2 = (s_fro2 - 2 * mu * trace + d * mu * mu) / d
+    norms4 = ((xc * xc).sum(dim=1) ** 2).sum()
+    beta2 = torch.clamp((norms4 / n - s_fro2) / (d * n), min=0)
+    beta2 = torch.minimum(beta2, delta2)
+    return torch.where(delta2 > 0, beta2 / torch.where(delta2 > 0, delta2, 1), 0 * delta2)
+
+
+def covariance_eigenvalues(
+    X,
+    *,
+    center: bool = True,
+    ddof: int = 1,
+    nonzero: bool = False,
+    shrinkage: str | float | None = None,
+) -> torch.Tensor:
+    r"""Eigenvalues of the sample covariance of ``X`` (samples in rows), descending.
+
+    .. math::
+
+        \Sigma = \frac{1}{n - \text{ddof}} (X - \bar x)^\top (X - \bar x)
+
+    computed through the smaller Gram side: when :math:`n < d` the nonzero eigenvalues are
+    those of :math:`(X - \bar x)(X - \bar x)^\top/(n-\text{ddof})` (n x n).
+
+    **When n < d** the covariance is singular: with centring its rank is at most
+    :math:`n - 1`, so at least :math:`d - n + 1` eigenvalues are exactly zero (:math:`d - n`
+    without centring). They are returned as exact zeros (length d), or dropped with
+    ``nonzero=True``. Measures that take logarithms (entropy, flatness) then give
+    :math:`-\infty` / 0; use ``shrinkage`` for a well-conditioned estimate instead.
+
+    Parameters
+    ----------
+    X : tensor or array_like, shape (n, d)
+        Samples in rows.
+    center : bool, default True
+        Subtract the sample mean (otherwise the second-moment matrix is used).
+    ddof : int >= 0, default 1
+        Delta degrees of freedom of the normalisation :math:`n - \text{ddof}`.
+    nonzero : bool, default False
+        Return only the :math:`\min(d, n - \text{center})` structurally nonzero eigenvalues.
+    shrinkage : {None, "ledoit-wolf"} or float in [0, 1], default None
+        Shrink toward :math:`\mu I` with :math:`\mu = \operatorname{tr}\Sigma/d`:
+        :math:`\lambda_i \to (1-\rho)\lambda_i + \rho\mu`, with :math:`\rho` given or the
+        Ledoit–Wolf optimum (:func:`ledoit_wolf_shrinkage`). Not combinable with ``nonzero``.
+
+    Returns
+    -------
+    eigvals : torch.Tensor, shape (d,) or (min(d, n - center),)
+        Non-negative, descending, float64.
+
+    Raises
+    ------
+    InputError
+        If ``X`` is not 2-D, empty or non-finite, ``n - ddof <= 0``, ``shrinkage`` is not a
+        valid choice, or ``shrinkage`` is combined with ``nonzero=True``.
+
+    References
+    ----------
+    O. Ledoit and M. Wolf (2004), see :func:`ledoit_wolf_shrinkage`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from infospec import covariance_eigenvalues
+    >>> X = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
+    >>> covariance_eigenvalues(X, ddof=0).tolist()
+    [2.0, 0.5]
+    """
+    func = "covariance_eigenvalues"
+    x = _check_samples(X, func)
+    n, d = x.shape
+    if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+        raise InputError(
+            f"The 'ddof' parameter of {func} must be an int >= 0. Got {ddof!r} instead."
+        )
+    if n - ddof <= 0:
+        raise InputError(
+            f"{func} needs more samples than ddof: X has n={n} rows and "
+            f"ddof={ddof}. Pass more samples or ddof=0."
+        )
+    rho = None
+    if shrinkage is not None:
+        if nonzero:
+            raise InputError(
+                f"The 'shrinkage' and 'nonzero' parameters of {func} cannot be "
+                f"combined: a shrunk covariance has no zero eigenvalues."
+            )
+        if isinstance(shrinkage, str):
+            if shrinkage != "ledoit-wolf":
+                raise InputError(
+                    f"The 'shrinkage' parameter of {func} must be None, "
+                    f"'ledoit-wolf' or a float in [0, 1]. Got {shrinkage!r} instead."
+                )
+        else:
+            rho = check_probability(shrinkage, "shrinkage", func, low_open=False)
+    xc = x - x.mean(dim=0) if center else x
+    small = xc.mT @ xc if d <= n else xc @ xc.mT
+    eig = torch.linalg.eigvalsh(small / (n - ddof)).flip(-1).clamp_min(0)
+    rank = min(d, n - 1 if center else n)
+    if rank < eig.shape[0]:
+        eig[rank:] = 0  # structural zeros (round-off would leave ~1e-17 noise there)
+    if nonzero:
+        return eig[:rank].clone()
+    if eig.shape[0] < d:
+        eig = torch.cat([eig, eig.new_zeros(d - eig.shape[0])])
+    if shrinkage is not None:
+        if rho is None:
+            rho = _ledoit_wolf(x - x.mean(dim=0))
+        mu = eig.sum() / d
+        eig = (1 - rho) * eig + rho * mu
+    return eig
+
+
+class StreamingCovariance:
+    r"""Streaming, mergeable covariance of samples arriving in batches (float64 sums).
+
+    Keeps the count :math:`n`, the mean :math:`\bar x` and the centred scatter
+    :math:`M = \sum_k (x_k - \bar x)(x_k - \bar x)^\top` and merges batches with the exact
+    pairwise update of Chan, Golub and LeVeque:
+
+    .. math::
+
+        n = n_a + n_b,\quad \delta = \bar x_b - \bar x_a,\quad
+        M = M_a + M_b + \frac{n_a n_b}{n}\,\delta\delta^\top .
+
+    Centred sums avoid the cancellation of raw second moments when the mean is large
+    compared to the spread (typical of activations), and the result does not depend on how
+    the data is split into batches (up to float64 round-off).
+
+    Parameters
+    ----------
+    dim : int > 0
+        Feature dimension d.
+    device : torch.device or str, optional
+        Where the d x d state lives (default CPU); put it on the model's device.
+    dtype : torch.dtype, default torch.float64
+        Accumulation precision.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from infospec import StreamingCovariance
+    >>> acc = StreamingCovariance(2)
+    >>> acc.update(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+    >>> acc.update(torch.tensor([[0.0, 2.0], [0.0, -2.0]]))
+    >>> acc.count, acc.eigenvalues(ddof=0).tolist()
+    (4, [2.0, 0.5])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        self.dim = check_positive(dim, "dim", "StreamingCovariance", integer=True)
+        self.count = 0
+        self.mean = torch.zeros(self.dim, dtype=dtype, device=device)
+        self.scatter = torch.zeros(self.dim, self.dim, dtype=dtype, device=device)
+
+    def update(self, X: Any) -> None:
+        """Add a batch of samples, shape (b, d) (or (..., d): leading axes are flattened)."""
+        func = "StreamingCovariance.update"
+        x = X.detach() if isinstance(X, torch.Tensor) else torch.as_tensor(X)
+        if x.ndim < 1 or x.shape[-1] != self.dim:
+            raise InputError(
+                f"The 'X' argument of {func} must have last dimension {self.dim} (the "
+                f"accumulator's feature dimension); got shape {tuple(x.shape)}. Batches "
+                f"of one accumulator must all have the same width."
+            )
+        x = x.reshape(-1, self.dim).to(device=self.mean.device, dtype=self.mean.dtype)
+        if x.shape[0] == 0:
+            return
+        check_finite(x, "X", func)
+        b = x.shape[0]
+        mean_b = x.mean(dim=0)
+        xc = x - mean_b
+        self._merge(b, mean_b, xc.mT @ xc)
+
+    def _merge(self, n_b: int, mean_b: torch.Tensor, scatter_b: torch.Tensor) -> None:
+        n_a = self.count
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.scatter += scatter_b + (n_a * n_b / n) * torch.outer(delta, delta)
+        self.mean += delta * (n_b / n)
+        self.count = n
+
+    def merge(self, other: StreamingCovariance) -> StreamingCovariance:
+        """Fold another accumulator (same dimension) into this one; returns ``self``."""
+        if not isinstance(other, StreamingCovariance) or other.dim != self.dim:
+            raise InputError(
+                f"StreamingCovariance.merge needs another StreamingCovariance of dimension "
+                f"{self.dim}; got {type(other).__name__} of dimension "
+                f"{getattr(other, 'dim', None)}."
+            )
+        if other.count:
+            self._merge(other.count, other.mean.to(self.mean), other.scatter.to(self.scatter))
+        return self
+
+    def covariance(self, *, ddof: int = 1) -> torch.Tensor:
+        """The d x d covariance :math:`M / (n - \\text{ddof})`."""
+        if self.count - ddof <= 0:
+            raise InputError(
+                f"StreamingCovariance has {self.count} sample(s), not enough for ddof={ddof}. "
+                f"Feed more data (update) or use ddof=0."
+            )
+        return self.scatter / (self.count - ddof)
+
+    def eigenvalues(self, *, ddof: int = 1) -> torch.Tensor:
+        """Covariance eigenvalues, descending, non-negative (round-off clipped)."""
+        return torch.linalg.eigvalsh(self.covariance(ddof=ddof)).flip(-1).clamp_min(0)
+
+    def reset(self) -> None:
+        """Forget every sample."""
+        self.count = 0
+        self.mean.zero_()
+        self.scatter.zero_()
+
+    def all_reduce(self, group: Any = None) -> StreamingCovariance:
+        """Merge the accumulators of every process of a ``torch.distributed`` group, in place.
+
+        Gathers each rank's ``(n, mean, scatter)`` and merges them in rank order, so every
+        rank ends with the same state. A no-op when torch.distributed is not initialised.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        world = dist.get_world_size(group)
+        state = torch.cat(
+            [
+                torch.tensor([float(self.count)], dtype=self.mean.dtype, device=self.mean.device),
+                self.mean,
+                self.scatter.reshape(-1),
+            ]
+        )
+        gathered = [torch.empty_like(state) for _ in range(world)]
+        dist.all_gather(gathered, state, group=group)
+        d = self.dim
+        self.reset()
+        for s in gathered:
+            n_b = round(float(s[0]))
+            if n_b:
+                self._merge(n_b, s[1 : 1 + d], s[1 + d :].reshape(d, d))
+        return self

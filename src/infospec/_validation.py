@@ -69,7 +69,13 @@ def as_float_tensor(x: Any, name: str, func: str) -> torch.Tensor:
                 f"The '{name}' argument of {func} must be a numeric tensor or array; "
                 f"got an array of Python objects from {type(x).__name__}."
             )
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if arr.ndim and not (arr.flags.c_contiguous and arr.flags.writeable):
+            arr = (
+                np.ascontiguousarray(arr).copy()
+                if not arr.flags.writeable
+                else (np.ascontiguousarray(arr))
+            )
+        t = torch.as_tensor(arr)
     if t.is_complex():
         raise InputError(
             f"The '{name}' argument of {func} must be real; got a complex tensor with "

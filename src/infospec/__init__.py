@@ -6,13 +6,9 @@ a monitor). Information measures return nats unless ``bits=True``.
 """
 
 from ._errors import InfospecError, InfospecWarning, InputError, SourceError
-from .measures import (
-    effective_rank,
-    log_spectrum_variance,
-    participation_ratio,
-    spectral_flatness,
-    stable_rank,
-)
+from .analysis import Report, analyze
+from .measures import *  # noqa: F403
+from .measures import __all__ as _measures_all
 from .spectra import (
     StreamingCovariance,
     covariance_eigenvalues,
@@ -26,15 +22,13 @@ __all__ = [
     "InfospecError",
     "InfospecWarning",
     "InputError",
+    "Report",
     "SourceError",
     "StreamingCovariance",
     "__version__",
+    "analyze",
     "covariance_eigenvalues",
-    "effective_rank",
     "ledoit_wolf_shrinkage",
-    "log_spectrum_variance",
-    "participation_ratio",
     "singular_values",
-    "spectral_flatness",
-    "stable_rank",
+    *_measures_all,
 ]

@@ -1,12 +1,52 @@
 """Pure measures on spectra and samples: torch in, torch out, float64 by default."""
 
 from .flatness import log_spectrum_variance, spectral_flatness
+from .information import (
+    DistortionRate,
+    RateDistortion,
+    WaterFilling,
+    coding_rate,
+    distortion_rate,
+    gaussian_capacity,
+    gaussian_entropy,
+    rate_distortion,
+    rate_reduction,
+    water_filling_capacity,
+)
 from .rank import effective_rank, participation_ratio, stable_rank
+from .rmt import (
+    MarchenkoPasturEdges,
+    MarchenkoPasturFit,
+    PowerLawFit,
+    fit_marchenko_pastur,
+    fit_power_law,
+    marchenko_pastur_cdf,
+    marchenko_pastur_edges,
+    marchenko_pastur_pdf,
+)
 
 __all__ = [
+    "DistortionRate",
+    "MarchenkoPasturEdges",
+    "MarchenkoPasturFit",
+    "PowerLawFit",
+    "RateDistortion",
+    "WaterFilling",
+    "coding_rate",
+    "distortion_rate",
     "effective_rank",
+    "fit_marchenko_pastur",
+    "fit_power_law",
+    "gaussian_capacity",
+    "gaussian_entropy",
     "log_spectrum_variance",
+    "marchenko_pastur_cdf",
+    "marchenko_pastur_edges",
+    "marchenko_pastur_pdf",
     "participation_ratio",
+    "rate_distortion",
+    "rate_reduction",
     "spectral_flatness",
     "stable_rank",
+    "water_filling_capacity",
 ]

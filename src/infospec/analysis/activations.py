@@ -1,0 +1,123 @@
+r"""One layer's activation covariance turned into the activation measures of the report.
+
+Conventions, for a layer with ``dim`` features and ``samples`` rows (tokens, positions):
+
+* eigenvalues :math:`\lambda_i` of the centred sample covariance (ddof 1), float64;
+  those below the eigensolver's round-off floor :math:`d\,\epsilon_{64}\lambda_{\max}` are
+  set to 0, and ``rank`` counts the rest (an up-projection's output has rank at most its
+  input width: its flatness is then 0 and its entropy :math:`-\infty`, exactly);
+* ``entropy_bits_per_dim``: the Gaussian differential entropy
+  :math:`\frac{1}{d}\big(\frac d2\log_2(2\pi e) + \frac12\sum_i\log_2\lambda_i\big)`; it
+  depends on the scale of the features (as every differential entropy) and is
+  :math:`-\infty` when the covariance is singular (fewer samples than features, dead units);
+* ``coding_rate_bits``: the coding rate of MCR²/CRATE at ``eps`` of the features rescaled to
+  unit mean squared norm (as MCR²'s normalised features):
+  :math:`\frac12\log_2\det(I + \frac{d}{\epsilon^2}\tilde\Sigma)` with
+  :math:`\tilde\Sigma = \Sigma/\operatorname{tr}\Sigma`, which is
+  :func:`~infospec.gaussian_capacity` of :math:`\tilde\lambda` at noise variance
+  :math:`\epsilon^2/d`;
+* ``rate_bits``: Gaussian :math:`R(D)` at
+  :math:`D = \text{rel\_distortion}\cdot\operatorname{tr}\Sigma`;
+* ``capacity_bits``: seed 002's latent capacity
+  :math:`\frac12\sum_i\log_2(1 + \lambda_i/t^2)` with noise variance
+  :math:`t^2 = \text{rel\_noise}\cdot\bar\lambda` (scale-free);
+* ``mp_num_spikes``: eigenvalues above the Marchenko–Pastur edge fitted with
+  :math:`q = d/n`: directions that stand out of an isotropic-noise bulk.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .._errors import InfospecError
+from ..measures.flatness import spectral_flatness
+from ..measures.information import gaussian_capacity, gaussian_entropy, rate_distortion
+from ..measures.rank import effective_rank, participation_ratio
+from ..measures.rmt import fit_marchenko_pastur
+
+__all__ = ["ACTIVATION_COLUMNS", "activation_record"]
+
+NAN = float("nan")
+
+ACTIVATION_COLUMNS: dict[str, str] = {
+    "dim": "feature dimension d of the layer's output",
+    "samples": "rows (tokens or positions) accumulated",
+    "rank": "numerical rank: eigenvalues above d * eps64 * lambda_max",
+    "flatness": "spectral flatness of the covariance eigenvalues (1 = whitened)",
+    "effective_rank": "exp of the entropy of lambda / sum lambda",
+    "participation_ratio": "(sum lambda)^2 / sum lambda^2",
+    "entropy_bits_per_dim": "Gaussian differential entropy, bits per dimension",
+    "coding_rate_bits": "MCR2 coding rate at eps of unit-energy features, bits",
+    "rate_bits": "Gaussian R(D) at the relative distortion, bits per sample",
+    "capacity_bits": "latent capacity 1/2 sum log2(1 + lambda / t^2), t^2 = rel_noise * mean",
+    "mp_sigma2": "Marchenko-Pastur bulk variance with q = d / samples",
+    "mp_num_spikes": "covariance eigenvalues above the MP bulk edge",
+}
+
+
+def activation_record(
+    eigvals: torch.Tensor,
+    samples: int,
+    *,
+    eps: float = 0.5,
+    rel_distortion: float = 0.01,
+    rel_noise: float = 0.1,
+) -> dict[str, Any]:
+    """Every activation measure of one layer from its covariance eigenvalues.
+
+    Parameters
+    ----------
+    eigvals : torch.Tensor, shape (d,)
+        Covariance eigenvalues (non-negative).
+    samples : int
+        Number of rows behind the covariance.
+    eps, rel_distortion, rel_noise : float
+        See the module docstring.
+
+    Returns
+    -------
+    record : dict
+        :data:`ACTIVATION_COLUMNS` as Python numbers plus ``warning``; measures that cannot
+        be made are NaN with the reason in ``warning``.
+    """
+    warnings: list[str] = []
+    lam = eigvals.detach().to(torch.float64).flatten().clamp_min(0)
+    d = lam.numel()
+    rec: dict[str, Any] = {"dim": d, "samples": samples}
+    total = float(lam.sum())
+    if total == 0:
+        rec.update({k: NAN for k in ACTIVATION_COLUMNS if k not in rec})
+        rec["warning"] = "constant activations: zero covariance"
+        return rec
+    # eigenvalues below the round-off floor of the eigensolver are noise: make them exact
+    # zeros, so a rank-deficient output (an up-projection) reads as flatness 0, entropy -inf
+    floor = d * torch.finfo(torch.float64).eps * float(lam.max())
+    lam = torch.where(lam > floor, lam, torch.zeros_like(lam))
+    rec["rank"] = int((lam > 0).sum())
+    rec["flatness"] = float(spectral_flatness(lam))
+    rec["effective_rank"] = float(effective_rank(lam))
+    rec["participation_ratio"] = float(participation_ratio(lam))
+    h = float(gaussian_entropy(lam, bits=True))
+    rec["entropy_bits_per_dim"] = h / d
+    if math.isinf(h):
+        zeros = int((lam == 0).sum())
+        warnings.append(
+            f"singular covariance (numerical rank {rec['rank']} of {d}, {zeros} zero "
+            f"eigenvalue(s), {samples} samples): entropy is -inf, flatness 0"
+        )
+    unit = lam / total
+    rec["coding_rate_bits"] = float(gaussian_capacity(unit, eps * eps / d, bits=True))
+    rec["rate_bits"] = float(rate_distortion(lam, rel_distortion * total, bits=True).rate)
+    rec["capacity_bits"] = float(gaussian_capacity(lam, rel_noise * total / d, bits=True))
+    try:
+        fit = fit_marchenko_pastur(lam, d / max(samples, 1))
+        rec["mp_sigma2"] = float(fit.sigma2)
+        rec["mp_num_spikes"] = int(fit.num_spikes)
+    except InfospecError as exc:
+        rec["mp_sigma2"] = rec["mp_num_spikes"] = NAN
+        warnings.append(f"Marchenko-Pastur fit: {exc}")
+    rec["warning"] = "; ".join(warnings)
+    return rec

@@ -1,0 +1,415 @@
+"""``analyze(source, data)``: every weight matrix, and every observed layer's activations."""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import InfospecError, InputError, SourceError
+from .._validation import check_choice, check_positive, check_probability
+from ..sources import open_source
+from ..spectra.activations import ActivationCovariances
+from ..spectra.conventions import as_matrices
+from ..spectra.matrices import singular_values
+from .activations import activation_record
+from .report import Report
+from .weights import weight_record
+
+__all__ = ["analyze"]
+
+
+def _progress(iterable: Iterable, *, total: int, desc: str, enabled: bool | None):
+    """A tqdm bar (layers done, time left) when stderr is a terminal or when asked."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the io extra
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, unit="layer", leave=False)
+
+
+def _resolve_device(device: Any) -> torch.device | None:
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(
+            f"The 'device' parameter of analyze must be a torch device such as "
+            f"'cpu' or 'cuda'. Got {device!r} instead."
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            "The 'device' parameter of analyze is 'cuda' but no CUDA device is "
+            "available here. Use device='cpu'."
+        )
+    return dev
+
+
+def _weight_rows(
+    entry,
+    tensor: torch.Tensor,
+    *,
+    conv: str,
+    split_in_proj: bool,
+    method: str,
+    device,
+    rel_distortion: float,
+    fits: bool,
+    report: Report,
+) -> None:
+    base = {"tensor": entry.name, "kind": entry.kind, "dtype": entry.dtype}
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        n_nan = int(torch.isnan(tensor).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        report.weights.append(
+            {
+                "name": entry.name,
+                **base,
+                "status": "error",
+                "warning": f"tensor contains {n_nan} NaN and {n_inf} "
+                f"infinite value(s); not analysed",
+            }
+        )
+        return
+    for label, matrix in as_matrices(entry, tensor, conv=conv, split_in_proj=split_in_proj):
+        rows, cols = matrix.shape
+        sigma = singular_values(matrix, method=method, device=device)
+        rec = weight_record(
+            sigma, rows=rows, cols=cols, rel_distortion=rel_distortion, fit_power=fits, fit_mp=fits
+        )
+        report.weights.append({"name": label, **base, "status": "ok", **rec})
+        report.spectra[f"weights/{label}"] = (sigma * sigma).cpu().numpy()
+
+
+def _observed_modules(
+    model: nn.Module, weight_names: Sequence[str], activation_layers: str | Sequence[str] | None
+) -> dict[str, nn.Module]:
+    named = dict(model.named_modules())
+    if activation_layers is None:
+        owners = []
+        for w in weight_names:
+            owner = w.rsplit(".", 1)[0] if "." in w else ""
+            if owner in named and owner not in owners and named[owner] is not model:
+                owners.append(owner)
+        return {n: named[n] for n in owners}
+    patterns = (
+        [activation_layers] if isinstance(activation_layers, str) else list(activation_layers)
+    )
+    chosen = {}
+    for pat in patterns:
+        try:
+            rx = re.compile(pat)
+        except re.error as exc:
+            raise InputError(
+                f"The 'activation_layers' pattern {pat!r} of analyze is not a "
+                f"valid regular expression: {exc}."
+            ) from exc
+        for n, m in named.items():
+            if n and rx.search(n):
+                chosen[n] = m
+    if not chosen:
+        sample = [n for n in named if n][:6]
+        raise InputError(
+            f"The 'activation_layers' pattern(s) {patterns} of analyze match no "
+            f"module of the model; module names look like {sample}."
+        )
+    return chosen
+
+
+def _forward(
+    model: nn.Module, batch: Any, device, collector: ActivationCovariances, index: int
+) -> None:
+    def move(x):
+        return x.to(device) if isinstance(x, torch.Tensor) and device is not None else x
+
+    try:
+        if isinstance(batch, Mapping):
+            kwargs = {k: move(v) for k, v in batch.items()}
+            mask = kwargs.get("attention_mask")
+            collector.set_token_mask(mask if isinstance(mask, torch.Tensor) else None)
+            model(**kwargs)
+        elif isinstance(batch, (tuple, list)):
+            collector.set_token_mask(None)
+            model(*[move(b) for b in batch])
+        elif isinstance(batch, torch.Tensor):
+            collector.set_token_mask(None)
+            model(move(batch))
+        else:
+            raise InputError(
+                f"Batch {index} of 'data' is a {type(batch).__name__}; a batch "
+                f"must be a tensor, a tuple of tensors or a dict of model inputs."
+            )
+    except (RuntimeError, TypeError, IndexError, ValueError) as exc:
+        if isinstance(exc, InfospecError):
+            raise
+        shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+        raise InputError(
+            f"Batch {index} of 'data' ({shape}) failed in the model's forward "
+            f"pass: {str(exc).splitlines()[0]}. Every batch must be a valid "
+            f"input of the model (same feature width, dtype and device)."
+        ) from exc
+
+
+def analyze(
+    source: Any,
+    data: Iterable[Any] | None = None,
+    *,
+    layers: str | Sequence[str] | None = None,
+    activation_layers: str | Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    conv: str = "flatten",
+    split_in_proj: bool = True,
+    min_dim: int | None = None,
+    method: str = "auto",
+    fits: bool = True,
+    rel_distortion: float = 0.01,
+    eps: float = 0.5,
+    rel_noise: float = 0.1,
+    max_tokens: int | None = None,
+    progress: bool | None = None,
+) -> Report:
+    """Analyse every weight matrix of a model, and, given data, every observed layer's activations.
+
+    Parameters
+    ----------
+    source : nn.Module, state dict, str or Path
+        A torch module, a mapping of names to tensors, a ``.safetensors`` file, a sharded
+        checkpoint's ``*.safetensors.index.json``, or a model folder (see
+        :func:`infospec.sources.open_source`). Files are read one tensor at a time through a
+        memory map, so checkpoints larger than memory work.
+    data : iterable of batches, optional
+        Inputs for activation measures (``source`` must then be an ``nn.Module``): each batch
+        a tensor (``model(x)``), a tuple (``model(*b)``) or a dict (``model(**b)``; its
+        ``attention_mask``, if any, excludes padding tokens).
+    layers : str or list of str, optional
+        Regular expression(s) searched in full dotted tensor names; default all.
+    activation_layers : str or list of str, optional
+        Regular expression(s) on module names whose outputs are observed; default: the
+        modules owning the analysed weights.
+    device : str or torch.device, optional
+        Where spectra are computed and activations accumulated (``"cuda"`` for speed).
+    conv : {"flatten", "per_position"}, default "flatten"
+        Convolution kernel as one ``out x (in*k)`` matrix, or one ``out x in`` per position.
+    split_in_proj : bool, default True
+        Analyse a packed attention ``in_proj_weight`` as its q, k and v matrices.
+    min_dim : int, optional
+        Skip matrices whose smaller side is below this (default of the source).
+    method : {"auto", "gram", "svd"}, default "auto"
+        Route of :func:`infospec.singular_values`.
+    fits : bool, default True
+        Make the power-law and Marchenko–Pastur fits.
+    rel_distortion : float in (0, 1], default 0.01
+        Relative squared error of the ``rate_bits`` columns.
+    eps : float > 0, default 0.5
+        Precision of the activation coding rate (features at unit mean energy).
+    rel_noise : float > 0, default 0.1
+        Noise variance of the activation capacity, relative to the mean eigenvalue.
+    max_tokens : int, optional
+        Cap on rows per layer per batch (random subset); default all rows.
+    progress : bool, optional
+        Show progress bars; default when stderr is a terminal.
+
+    Returns
+    -------
+    Report
+        Records per weight matrix and per observed layer, skipped tensors with reasons,
+        spectra, and metadata.
+
+    Raises
+    ------
+    SourceError
+        If the source cannot be opened or read.
+    InputError
+        If an option is invalid, ``layers`` matches nothing, ``data`` is given with a
+        source that is not a module, or a batch fails in the model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import infospec
+    >>> model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+    ...                             torch.nn.Linear(32, 16))
+    >>> report = infospec.analyze(model, [torch.randn(256, 64)], progress=False)
+    >>> report.to_dataframe()[["name", "rows", "cols"]].values.tolist()
+    [['0.weight', 32, 64], ['2.weight', 16, 32]]
+    >>> len(report.activations)
+    2
+    """
+    func = "analyze"
+    t0 = time.perf_counter()
+    check_choice(conv, "conv", func, ("flatten", "per_position"))
+    check_choice(method, "method", func, ("auto", "gram", "svd"))
+    rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
+    eps = check_positive(eps, "eps", func)
+    rel_noise = check_positive(rel_noise, "rel_noise", func)
+    dev = _resolve_device(device)
+    if data is not None and not isinstance(source, nn.Module):
+        raise InputError(
+            "The 'data' argument of analyze needs a torch.nn.Module as 'source' "
+            f"(activations come from a forward pass); got {type(source).__name__}."
+            " Load the model first, or omit data for a weights-only report."
+        )
+    src = open_source(source) if min_dim is None else open_source(source, min_dim=min_dim)
+    entries = src.select(layers)
+    report = Report(
+        meta={
+            "source": str(getattr(src, "description", None) or src),
+            "layers": layers,
+            "device": str(dev or "default"),
+            "conv": conv,
+            "split_in_proj": split_in_proj,
+            "method": method,
+            "rel_distortion": rel_distortion,
+            "eps": eps,
+            "rel_noise": rel_noise,
+            "max_tokens": max_tokens,
+            "infospec": _version(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+    )
+    todo = []
+    for e in entries:
+        if e.skipped:
+            report.skipped.append(
+                {
+                    "name": e.name,
+                    "shape": tuple(e.shape),
+                    "dtype": e.dtype,
+                    "kind": e.kind,
+                    "reason": e.skip_reason,
+                }
+            )
+        else:
+            todo.append(e)
+    for entry in _progress(todo, total=len(todo), desc="weights", enabled=progress):
+        try:
+            tensor = entry.load(device=dev)
+            _weight_rows(
+                entry,
+                tensor,
+                conv=conv,
+                split_in_proj=split_in_proj,
+                method=method,
+                device=dev,
+                rel_distortion=rel_distortion,
+                fits=fits,
+                report=report,
+            )
+        except SourceError:
+            raise
+        except InfospecError as exc:
+            report.weights.append(
+                {
+                    "name": entry.name,
+                    "tensor": entry.name,
+                    "kind": entry.kind,
+                    "dtype": entry.dtype,
+                    "status": "error",
+                    "warning": str(exc),
+                }
+            )
+        finally:
+            tensor = None  # free the tensor before reading the next one
+    report.meta["weight_seconds"] = time.perf_counter() - t0
+
+    if data is not None:
+        _activations(
+            source,
+            data,
+            [e.name for e in todo],
+            report,
+            activation_layers=activation_layers,
+            device=dev,
+            max_tokens=max_tokens,
+            eps=eps,
+            rel_distortion=rel_distortion,
+            rel_noise=rel_noise,
+            progress=progress,
+        )
+    report.meta["seconds"] = time.perf_counter() - t0
+    return report
+
+
+def _activations(
+    model: nn.Module,
+    data: Iterable[Any],
+    weight_names: Sequence[str],
+    report: Report,
+    *,
+    activation_layers,
+    device,
+    max_tokens,
+    eps,
+    rel_distortion,
+    rel_noise,
+    progress,
+) -> None:
+    modules = _observed_modules(model, weight_names, activation_layers)
+    if not modules:
+        raise InputError(
+            "analyze found no module to observe for activations (the model has "
+            "no analysed weight layers); pass activation_layers=REGEX."
+        )
+    was_training = model.training
+    model.eval()
+    total = len(data) if hasattr(data, "__len__") else None
+    batches = 0
+    try:
+        with (
+            ActivationCovariances(modules, max_tokens=max_tokens, device=device) as acts,
+            torch.no_grad(),
+        ):
+            bar = _progress(data, total=total, desc="activations", enabled=progress)
+            for i, batch in enumerate(bar):
+                _forward(model, batch, device, acts, i)
+                batches += 1
+            if batches == 0:
+                raise InputError(
+                    "The 'data' argument of analyze yielded no batch; give at "
+                    "least one batch or data=None."
+                )
+            for name in modules:
+                row: dict[str, Any] = {"name": name, "module": type(modules[name]).__name__}
+                acc = acts.accumulators.get(name)
+                if name in acts.errors:
+                    report.activations.append(
+                        {**row, "status": "error", "warning": acts.errors[name]}
+                    )
+                    continue
+                if acc is None or acc.count < 2:
+                    report.activations.append(
+                        {
+                            **row,
+                            "status": "error",
+                            "warning": "fewer than 2 activation rows were seen",
+                        }
+                    )
+                    continue
+                eig = acc.eigenvalues()
+                rec = activation_record(
+                    eig, acc.count, eps=eps, rel_distortion=rel_distortion, rel_noise=rel_noise
+                )
+                report.activations.append({**row, "status": "ok", **rec})
+                report.spectra[f"activations/{name}"] = eig.cpu().numpy()
+    finally:
+        model.train(was_training)
+    report.meta["batches"] = batches
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

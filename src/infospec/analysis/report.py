@@ -1,0 +1,216 @@
+"""The result of :func:`infospec.analyze`: per-layer records first, tables and pages last."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._errors import InputError
+from .._io import atomic_write
+from .._validation import check_choice
+from .activations import ACTIVATION_COLUMNS
+from .weights import WEIGHT_COLUMNS
+
+__all__ = ["Report"]
+
+_TABLES = ("weights", "activations", "skipped")
+
+#: Columns of the weight table that identify a row, in front of the measures.
+WEIGHT_ID_COLUMNS = ("name", "tensor", "kind", "dtype", "status")
+ACTIVATION_ID_COLUMNS = ("name", "module", "status")
+SKIPPED_COLUMNS = ("name", "shape", "dtype", "kind", "reason")
+
+#: Columns shown by :meth:`Report.summary`.
+_SUMMARY_WEIGHTS = (
+    "name",
+    "rows",
+    "cols",
+    "flatness",
+    "effective_rank",
+    "stable_rank",
+    "alpha",
+    "mp_num_spikes",
+    "bits_per_param",
+    "status",
+)
+_SUMMARY_ACTIVATIONS = (
+    "name",
+    "dim",
+    "samples",
+    "flatness",
+    "effective_rank",
+    "entropy_bits_per_dim",
+    "coding_rate_bits",
+    "capacity_bits",
+    "status",
+)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe scalar: NaN and infinities become None/strings, numpy scalars Python ones."""
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+@dataclass
+class Report:
+    """Per-layer spectral measures of a model, in bits.
+
+    Attributes
+    ----------
+    weights : list of dict
+        One record per weight matrix (columns: ``name``, ``tensor``, ``kind``, ``dtype``,
+        ``status`` then :data:`~infospec.analysis.weights.WEIGHT_COLUMNS` and ``warning``).
+        ``status`` is ``"ok"``, or ``"error"`` with the reason in ``warning`` (for example
+        a tensor holding NaN); a measure that could not be made is NaN with its reason in
+        ``warning``.
+    activations : list of dict
+        One record per observed module when data was given
+        (:data:`~infospec.analysis.activations.ACTIVATION_COLUMNS`).
+    skipped : list of dict
+        Every tensor that was not analysed, with its reason.
+    spectra : dict of str to numpy.ndarray
+        The eigenvalues behind each row (``lambda = sigma^2`` of each weight matrix under
+        ``"weights/<name>"``, covariance eigenvalues under ``"activations/<name>"``),
+        descending, for plots and further measures.
+    meta : dict
+        Source, options, timings and versions.
+    """
+
+    weights: list[dict[str, Any]] = field(default_factory=list)
+    activations: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    spectra: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # -- tables --------------------------------------------------------------------------
+    def to_dataframe(self, table: str = "weights") -> pd.DataFrame:
+        """One table as a DataFrame: ``"weights"`` (default), ``"activations"`` or ``"skipped"``."""
+        check_choice(table, "table", "Report.to_dataframe", _TABLES)
+        if table == "weights":
+            cols = [*WEIGHT_ID_COLUMNS, *WEIGHT_COLUMNS, "warning"]
+        elif table == "activations":
+            cols = [*ACTIVATION_ID_COLUMNS, *ACTIVATION_COLUMNS, "warning"]
+        else:
+            cols = list(SKIPPED_COLUMNS)
+        records = getattr(self, table)
+        df = pd.DataFrame.from_records(records, columns=cols)
+        return df
+
+    def summary(self, *, max_rows: int | None = 60) -> str:
+        """A plain-text overview: counts, medians and the main columns of each table."""
+        lines = [f"infospec report: {self.meta.get('source', '?')}"]
+        ok = [r for r in self.weights if r.get("status") == "ok"]
+        lines.append(
+            f"weights: {len(ok)} matrices analysed, "
+            f"{len(self.weights) - len(ok)} with errors, "
+            f"{len(self.skipped)} tensors skipped"
+        )
+        if "seconds" in self.meta:
+            lines.append(f"time: {self.meta['seconds']:.2f} s")
+        for table, cols in (("weights", _SUMMARY_WEIGHTS), ("activations", _SUMMARY_ACTIVATIONS)):
+            records = getattr(self, table)
+            if not records:
+                continue
+            df = self.to_dataframe(table)
+            df = df[[c for c in cols if c in df.columns]]
+            numeric = df.select_dtypes("number")
+            lines.append("")
+            lines.append(
+                f"[{table}] medians: "
+                + ", ".join(
+                    f"{c}={numeric[c].median():.4g}"
+                    for c in numeric.columns
+                    if c not in ("rows", "cols", "dim", "samples")
+                )
+            )
+            with pd.option_context(
+                "display.width",
+                200,
+                "display.max_columns",
+                20,
+                "display.float_format",
+                "{:.4g}".format,
+            ):
+                shown = df if max_rows is None or len(df) <= max_rows else df.head(max_rows)
+                lines.append(shown.to_string(index=False))
+                if shown is not df:
+                    lines.append(f"... {len(df) - len(shown)} more rows (to_dataframe() has all)")
+        if self.skipped:
+            lines.append("")
+            lines.append("[skipped]")
+            for r in self.skipped[: max_rows or len(self.skipped)]:
+                lines.append(f"  {r['name']} {tuple(r['shape'])}: {r['reason']}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    # -- files ---------------------------------------------------------------------------
+    def to_csv(self, path: str | os.PathLike, table: str = "weights") -> None:
+        """Write one table as CSV, atomically."""
+        df = self.to_dataframe(table)
+        with atomic_write(path, "w", encoding="utf-8") as fh:
+            df.to_csv(fh, index=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Records and metadata as JSON-safe Python objects (NaN -> None, inf -> "inf")."""
+
+        def clean(records):
+            return [{k: _clean(v) for k, v in r.items()} for r in records]
+
+        return {
+            "meta": {k: _clean(v) for k, v in self.meta.items()},
+            "weights": clean(self.weights),
+            "activations": clean(self.activations),
+            "skipped": clean(self.skipped),
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None, *, indent: int = 1) -> str:
+        """The report as JSON (without the spectra); written atomically when ``path`` is given."""
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            with atomic_write(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        return text
+
+    def to_html(self, path: str | os.PathLike, **kwargs: Any) -> None:
+        """Write a single self-contained HTML page (tables and embedded figures), atomically."""
+        from .html import render_html
+
+        text = render_html(self, **kwargs)
+        with atomic_write(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    def plot(self, kind: str = "overview", **kwargs: Any):
+        """Matplotlib figures of the report; see :func:`infospec.analysis.plots.plot_report`."""
+        from .plots import plot_report
+
+        return plot_report(self, kind, **kwargs)
+
+    def spectrum(self, name: str, table: str = "weights") -> np.ndarray:
+        """The eigenvalues behind one row (see :attr:`spectra`)."""
+        key = f"{table}/{name}"
+        if key not in self.spectra:
+            names = [k.split("/", 1)[1] for k in self.spectra if k.startswith(table + "/")]
+            raise InputError(
+                f"No {table} spectrum named '{name}' in this report; "
+                f"available: {names[:5]}{' ...' if len(names) > 5 else ''}"
+            )
+        return self.spectra[key]

@@ -1,0 +1,171 @@
+r"""One weight matrix's spectrum turned into every weight measure of the report.
+
+The singular values are computed once (:func:`infospec.singular_values`) and every measure
+reads them. Conventions (the ESD is that of WeightWatcher, so alphas compare):
+
+* ``W`` is ``rows x cols`` = out x in (see :mod:`infospec.spectra.conventions`);
+  :math:`N = \max(\text{rows}, \text{cols})`, :math:`M = \min(\text{rows}, \text{cols})`.
+* The empirical spectral density (ESD) is :math:`\lambda_i = \sigma_i^2`, the eigenvalues
+  of :math:`W^\top W`, unnormalised (as WeightWatcher). The power-law fit reads them.
+* The Marchenko–Pastur fit reads :math:`\lambda_i / N`, the eigenvalues of
+  :math:`W^\top W / N`, with aspect ratio :math:`q = M/N`, so that ``mp_sigma2`` is the
+  variance of a weight entry when ``W`` is pure noise.
+* The bits: the ``cols`` columns of ``W`` are treated as samples of a Gaussian vector of
+  dimension ``rows`` with second moment :math:`W W^\top/\text{cols}` (eigenvalues
+  :math:`\sigma_i^2/\text{cols}`); ``rate_bits`` is its rate-distortion function
+  :math:`R(D)` in bits per column at the total squared error
+  :math:`D = \text{rel\_distortion}\cdot\|W\|_F^2/\text{cols}`, and ``bits_per_param`` is
+  :math:`R(D)/\text{rows}`: what an optimal transform code needs per weight to keep
+  ``1 - rel_distortion`` of the energy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .._errors import InfospecError
+from ..measures.flatness import log_spectrum_variance, spectral_flatness
+from ..measures.information import rate_distortion
+from ..measures.rank import effective_rank
+from ..measures.rmt import fit_marchenko_pastur, fit_power_law
+
+__all__ = ["WEIGHT_COLUMNS", "weight_record"]
+
+NAN = float("nan")
+
+#: Column name -> meaning, in report order (names and layout columns come first).
+WEIGHT_COLUMNS: dict[str, str] = {
+    "rows": "rows of W (out features)",
+    "cols": "columns of W (in features x kernel positions)",
+    "params": "number of entries of W",
+    "sigma_max": "largest singular value (spectral norm of W)",
+    "frobenius_norm": "Frobenius norm of W",
+    "stable_rank": "||W||_F^2 / ||W||_2^2",
+    "effective_rank": "exp of the entropy of sigma / sum sigma (Roy & Vetterli)",
+    "flatness": "spectral flatness of the singular values (geometric / arithmetic mean)",
+    "log_sigma_var": "Var[log sigma_i] (seed 001's weight-flatness penalty)",
+    "mp_q": "aspect ratio q = M/N of the Marchenko-Pastur fit",
+    "mp_sigma2": "bulk variance per entry fitted by Marchenko-Pastur",
+    "mp_upper_edge": "MP bulk edge sigma2 (1 + sqrt q)^2, eigenvalue of W^T W / N",
+    "mp_num_spikes": "eigenvalues of W^T W / N above the MP bulk edge",
+    "mp_ks": "KS distance between the bulk and the fitted MP law",
+    "alpha": "power-law exponent of the ESD tail (MLE, xmin by min KS; WeightWatcher's)",
+    "alpha_xmin": "start of the power-law tail (an eigenvalue of W^T W)",
+    "alpha_ks": "KS distance of the power-law fit",
+    "alpha_sigma": "standard error of alpha",
+    "alpha_num_tail": "eigenvalues in the power-law tail",
+    "alpha_weighted": "alpha * log10(lambda_max) (WeightWatcher)",
+    "log_norm": "log10 of ||W||_F^2 = log10 sum lambda (WeightWatcher)",
+    "log_spectral_norm": "log10 lambda_max = log10 sigma_max^2 (WeightWatcher)",
+    "log_alpha_norm": "log10 sum lambda^alpha (WeightWatcher)",
+    "rate_bits": "Gaussian R(D) of the columns of W at the relative distortion, bits/column",
+    "bits_per_param": "rate_bits / rows: bits per weight of an optimal transform code",
+}
+
+
+def _fail(warnings: list[str], what: str, exc: Exception) -> None:
+    warnings.append(f"{what}: {exc}")
+
+
+def weight_record(
+    sigma: torch.Tensor,
+    *,
+    rows: int,
+    cols: int,
+    rel_distortion: float = 0.01,
+    fit_power: bool = True,
+    fit_mp: bool = True,
+) -> dict[str, Any]:
+    """Every weight measure of one matrix from its singular values.
+
+    Parameters
+    ----------
+    sigma : torch.Tensor, shape (min(rows, cols),)
+        Singular values of ``W`` (float64, any order, on any device).
+    rows, cols : int
+        Shape of ``W`` as out x in.
+    rel_distortion : float in (0, 1]
+        Relative squared error of the rate column.
+    fit_power, fit_mp : bool
+        Whether to make the power-law and Marchenko-Pastur fits.
+
+    Returns
+    -------
+    record : dict
+        The :data:`WEIGHT_COLUMNS` as Python numbers, plus ``warning`` (a string, empty
+        when every measure could be made). A measure that cannot be made is NaN and its
+        reason is in ``warning``; this function does not raise for degenerate spectra.
+    """
+    warnings: list[str] = []
+    s = sigma.detach().to(torch.float64).flatten()
+    lam = s * s
+    n_big, m_small = max(rows, cols), min(rows, cols)
+    total = float(lam.sum())
+    lam_max = float(lam.max())
+    rec: dict[str, Any] = {
+        "rows": rows,
+        "cols": cols,
+        "params": rows * cols,
+        "sigma_max": math.sqrt(lam_max),
+        "frobenius_norm": math.sqrt(total),
+    }
+    if lam_max == 0:
+        warnings.append("zero matrix: spectral measures undefined")
+        rec.update({k: NAN for k in WEIGHT_COLUMNS if k not in rec})
+        rec["warning"] = "; ".join(warnings)
+        return rec
+    rec["stable_rank"] = total / lam_max
+    rec["effective_rank"] = float(effective_rank(s))
+    rec["flatness"] = float(spectral_flatness(s))
+    rec["log_sigma_var"] = float(log_spectrum_variance(s))
+
+    rec["mp_q"] = m_small / n_big
+    mp = dict.fromkeys(("mp_sigma2", "mp_upper_edge", "mp_num_spikes", "mp_ks"), NAN)
+    if fit_mp:
+        try:
+            fit = fit_marchenko_pastur(lam / n_big, m_small / n_big)
+            mp = {
+                "mp_sigma2": float(fit.sigma2),
+                "mp_upper_edge": float(fit.upper_edge),
+                "mp_num_spikes": int(fit.num_spikes),
+                "mp_ks": float(fit.ks_distance),
+            }
+        except InfospecError as exc:
+            _fail(warnings, "Marchenko-Pastur fit", exc)
+    rec.update(mp)
+
+    pl = dict.fromkeys(("alpha", "alpha_xmin", "alpha_ks", "alpha_sigma", "alpha_num_tail"), NAN)
+    if fit_power:
+        try:
+            fit = fit_power_law(lam)
+            pl = {
+                "alpha": float(fit.alpha),
+                "alpha_xmin": float(fit.xmin),
+                "alpha_ks": float(fit.ks_distance),
+                "alpha_sigma": float(fit.sigma),
+                "alpha_num_tail": int(fit.num_tail),
+            }
+        except InfospecError as exc:
+            _fail(warnings, "power-law fit", exc)
+    rec.update(pl)
+    alpha = pl["alpha"]
+    rec["log_norm"] = math.log10(total)
+    rec["log_spectral_norm"] = math.log10(lam_max)
+    rec["alpha_weighted"] = alpha * rec["log_spectral_norm"]
+    if math.isnan(alpha):
+        rec["log_alpha_norm"] = NAN
+    else:
+        # log10 sum lam^alpha, computed stably in the log domain
+        rec["log_alpha_norm"] = float(
+            torch.logsumexp(alpha * torch.log(lam[lam > 0]), dim=0) / math.log(10)
+        )
+
+    col_eig = lam / cols
+    rd = rate_distortion(col_eig, rel_distortion * float(col_eig.sum()), bits=True)
+    rec["rate_bits"] = float(rd.rate)
+    rec["bits_per_param"] = rec["rate_bits"] / rows
+    rec["warning"] = "; ".join(warnings)
+    return rec

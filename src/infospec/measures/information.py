@@ -1,0 +1,769 @@
+"""Information measures of Gaussian spectra and of samples.
+
+Every measure reads either a spectrum (covariance eigenvalues along the last axis) or
+samples in rows, and returns nats unless ``bits=True``:
+
+- :func:`gaussian_entropy`: differential entropy of :math:`\\mathcal N(\\mu, \\Sigma)`;
+- :func:`coding_rate` and :func:`rate_reduction`: the lossy coding rate of samples and the
+  MCR² rate reduction of a labelled set;
+- :func:`rate_distortion` and :func:`distortion_rate`: the Gaussian rate-distortion curve by
+  reverse water-filling, and its inverse;
+- :func:`gaussian_capacity` and :func:`water_filling_capacity`: the mutual information of a
+  Gaussian signal through additive Gaussian noise, and the capacity of parallel Gaussian
+  channels under a power budget.
+
+Reverse water-filling, its inverse and water-filling are one computation: the water level
+solving a piecewise-linear equation whose breakpoints are the sorted levels (see
+:func:`_water_level`). It is solved exactly, for many targets at once, with cumulative sums
+and :func:`torch.searchsorted`; there is no iteration.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from .._errors import InputError
+from .._units import from_nats, to_nats
+from .._validation import (
+    as_float_tensor,
+    check_eigenvalues,
+    check_finite,
+    check_ndim,
+    check_nonempty,
+    check_positive,
+    describe,
+)
+
+__all__ = [
+    "DistortionRate",
+    "RateDistortion",
+    "WaterFilling",
+    "coding_rate",
+    "distortion_rate",
+    "gaussian_capacity",
+    "gaussian_entropy",
+    "rate_distortion",
+    "rate_reduction",
+    "water_filling_capacity",
+]
+
+_LOG_2PI_E = math.log(2.0 * math.pi * math.e)
+
+
+def _broadcast_shapes(*shapes: Any) -> torch.Size:
+    """``torch.broadcast_shapes`` without its first-call import of sympy (about a second)."""
+    return torch.Size(np.broadcast_shapes(*(tuple(s) for s in shapes)))
+
+
+class RateDistortion(NamedTuple):
+    """Result of :func:`rate_distortion`.
+
+    Attributes
+    ----------
+    rate : torch.Tensor, shape ``broadcast(eigvals.shape[:-1], distortion.shape)``
+        :math:`R(D)`, in nats (bits with ``bits=True``).
+    theta : torch.Tensor, same shape as ``rate``
+        The reverse water level :math:`\\theta`: every component with variance above it is
+        coded with squared error :math:`\\theta`, the others are dropped. Units of variance.
+    component_rates : torch.Tensor, shape ``rate.shape + (d,)``
+        :math:`\\tfrac12 \\max(0, \\log(\\lambda_i / \\theta))` for each eigenvalue, in the
+        order of ``eigvals`` (not sorted); they sum to ``rate``.
+    """
+
+    rate: torch.Tensor
+    theta: torch.Tensor
+    component_rates: torch.Tensor
+
+
+class DistortionRate(NamedTuple):
+    """Result of :func:`distortion_rate`.
+
+    Attributes
+    ----------
+    distortion : torch.Tensor, shape ``broadcast(eigvals.shape[:-1], rate.shape)``
+        :math:`D(R) = \\sum_i \\min(\\theta, \\lambda_i)`, the total squared error (units of
+        variance).
+    theta : torch.Tensor, same shape as ``distortion``
+        The reverse water level reached at that rate.
+    component_rates : torch.Tensor, shape ``distortion.shape + (d,)``
+        The rate spent on each eigenvalue, in the order of ``eigvals``, in nats (bits with
+        ``bits=True``); they sum to ``rate``.
+    """
+
+    distortion: torch.Tensor
+    theta: torch.Tensor
+    component_rates: torch.Tensor
+
+
+class WaterFilling(NamedTuple):
+    """Result of :func:`water_filling_capacity`.
+
+    Attributes
+    ----------
+    capacity : torch.Tensor, shape ``broadcast(noise_vars.shape[:-1], power.shape)``
+        :math:`C = \\sum_i \\tfrac12 \\log(1 + P_i / N_i)`, in nats (bits with ``bits=True``).
+    water_level : torch.Tensor, same shape as ``capacity``
+        The water level :math:`\\nu`, in units of power.
+    allocation : torch.Tensor, shape ``capacity.shape + (d,)``
+        :math:`P_i = \\max(0, \\nu - N_i)` in the order of ``noise_vars``; it sums to ``power``.
+    """
+
+    capacity: torch.Tensor
+    water_level: torch.Tensor
+    allocation: torch.Tensor
+
+
+# --------------------------------------------------------------------------------------
+# private helpers
+# --------------------------------------------------------------------------------------
+
+
+def _as_target(value: Any, like: torch.Tensor, name: str, func: str) -> torch.Tensor:
+    """Convert a scalar or tensor of targets (distortions, rates, powers) next to ``like``.
+
+    Returns it in the dtype and on the device of ``like``, after checking it is finite and
+    that its shape broadcasts with ``like.shape[:-1]``.
+    """
+    t = as_float_tensor(value, name, func).to(device=like.device, dtype=like.dtype)
+    check_finite(t, name, func)
+    try:
+        _broadcast_shapes(like.shape[:-1], t.shape)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(
+            f"The '{name}' argument of {func} must broadcast with the batch shape "
+            f"{tuple(like.shape[:-1])} of the spectrum (its shape without the last axis); got "
+            f"{describe(t)}. Pass a scalar, or a tensor whose shape broadcasts with it."
+        ) from exc
+    return t
+
+
+def _water_level(levels: torch.Tensor, target: torch.Tensor, *, fill: bool) -> torch.Tensor:
+    """Exact water level for (reverse) water-filling, vectorised over targets.
+
+    With ``d`` levels :math:`v_i` along the last axis of ``levels``, solve for :math:`x`
+
+    - ``fill=False`` (reverse water-filling): :math:`\\sum_i \\min(x, v_i) = t`, for
+      :math:`0 < t \\le \\sum_i v_i`;
+    - ``fill=True`` (water-filling): :math:`\\sum_i \\max(0, x - v_i) = t`, for :math:`t \\ge 0`.
+
+    Both are the same piecewise-linear function up to the identity
+    :math:`\\sum_i \\max(0, x - v_i) = d\\,x - \\sum_i \\min(x, v_i)`. With the levels sorted
+    ascending and :math:`S_k = v_{(1)} + \\dots + v_{(k)}`, on the segment
+    :math:`v_{(k)} \\le x \\le v_{(k+1)}`
+
+    .. math::
+
+        \\sum_i \\min(x, v_i) = S_k + (d - k)\\,x, \\qquad \\sum_i \\max(0, x - v_i) = k\\,x - S_k.
+
+    The segment holding ``t`` is the number of breakpoint values (the function at
+    :math:`x = v_{(k)}`) below ``t``, found by :func:`torch.searchsorted`; the level then
+    follows from one division. Levels equal to ``+inf`` (``fill=True`` only) are channels that
+    never open. ``target`` broadcasts with ``levels.shape[:-1]``; the result has the broadcast
+    shape.
+    """
+    d = levels.shape[-1]
+    v, _ = torch.sort(levels, dim=-1)
+    cums = torch.cumsum(v, dim=-1)
+    k = torch.arange(1, d + 1, dtype=v.dtype, device=v.device)
+    below = cums + (d - k) * v  # sum_i min(v_(k), v_i), k = 1..d
+    if fill:
+        breaks = torch.where(torch.isinf(v), torch.inf, d * v - below)
+    else:
+        breaks = below
+    # Round-off can make equal breakpoints (tied levels) decrease by an ulp: keep them sorted.
+    breaks = torch.cummax(breaks, dim=-1).values
+    s = torch.cat([torch.zeros_like(cums[..., :1]), cums], dim=-1)  # S_0 .. S_d
+
+    shape = _broadcast_shapes(levels.shape[:-1], target.shape)
+    t = target.expand(shape).unsqueeze(-1).contiguous()
+    breaks = breaks.expand(*shape, d).contiguous()
+    seg = torch.searchsorted(breaks, t, side="left")  # number of breakpoints strictly below t
+    if fill:
+        seg = seg.clamp(min=1)  # t = 0 sits on the first breakpoint: x = min level
+        s_k = torch.gather(s.expand(*shape, d + 1), -1, seg)
+        x = (t + s_k) / seg.to(t.dtype)
+    else:
+        seg = seg.clamp(max=d - 1)  # t = sum(levels) up to round-off: the last segment
+        s_k = torch.gather(s.expand(*shape, d + 1), -1, seg)
+        x = (t - s_k) / (d - seg).to(t.dtype)
+    return x.squeeze(-1)
+
+
+def _component_rates(log_eig: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
+    """Per-component rates :math:`\\tfrac12 \\max(0, \\log\\lambda_i - \\log\\theta)`.
+
+    Computed in the log domain so that a water level too small for the dtype (a very high
+    rate) still gives finite rates; zero eigenvalues (``log_eig = -inf``) get exactly 0.
+    """
+    return 0.5 * (log_eig - log_theta.unsqueeze(-1)).clamp_min(0)
+
+
+def _at(idx: tuple[int, ...]) -> str:
+    """`` at index (i, j)`` for an error message, or nothing for a scalar."""
+    return f" at index {idx}" if idx else ""
+
+
+def _check_not_all_zero(eig: torch.Tensor, name: str, func: str) -> None:
+    if bool((eig.amax(dim=-1) <= 0).any()):
+        raise InputError(
+            f"The '{name}' argument of {func} must have at least one positive eigenvalue in "
+            f"every spectrum; got an all-zero spectrum in a tensor with {describe(eig)}. A "
+            f"zero-variance source needs no rate at any distortion."
+        )
+
+
+def _logdet_cholesky(gram: torch.Tensor, func: str) -> torch.Tensor:
+    """:math:`\\log\\det G = 2 \\sum_i \\log L_{ii}` for SPD ``G = L L^T`` (batched)."""
+    chol, info = torch.linalg.cholesky_ex(gram)
+    logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    if bool((info != 0).any()) or not bool(torch.isfinite(logdet).all()):
+        dtype = str(gram.dtype).replace("torch.", "")
+        raise InputError(
+            f"{func}: I + alpha * Gram of the 'Z' argument (Gram of shape "
+            f"{tuple(gram.shape)}) is not positive definite or overflows in {dtype} "
+            f"arithmetic: the samples are too large relative to 'eps' for this precision. "
+            f"Pass Z in float64, rescale it, or increase 'eps'."
+        )
+    return logdet
+
+
+def _coding_rate_nats(z: torch.Tensor, eps: float, func: str) -> torch.Tensor:
+    """Coding rate in nats of validated samples ``z`` of shape (..., n, d)."""
+    n, d = z.shape[-2], z.shape[-1]
+    alpha = d / (n * eps**2)
+    if n < d:
+        gram = z @ z.mT  # (..., n, n)
+        size = n
+    else:
+        gram = z.mT @ z  # (..., d, d)
+        size = d
+    eye = torch.eye(size, dtype=z.dtype, device=z.device)
+    return 0.5 * _logdet_cholesky(eye + alpha * gram, func)
+
+
+def _check_samples(z: Any, func: str, *, batched: bool) -> torch.Tensor:
+    t = as_float_tensor(z, "Z", func)
+    if batched:
+        check_ndim(t, "Z", func, min_ndim=2, expected="at least 2 dimensions (..., n, d)")
+    else:
+        check_ndim(t, "Z", func, min_ndim=2, max_ndim=2, expected="exactly 2 dimensions (n, d)")
+    if t.shape[-1] == 0 or t.shape[-2] == 0:
+        raise InputError(
+            f"The 'Z' argument of {func} must hold at least one sample (row) and one feature "
+            f"(column); got {describe(t)}."
+        )
+    check_finite(t, "Z", func)
+    return t
+
+
+# --------------------------------------------------------------------------------------
+# entropy, coding rate, rate reduction
+# --------------------------------------------------------------------------------------
+
+
+def gaussian_entropy(eigvals: Any, *, bits: bool = False) -> torch.Tensor:
+    """Differential entropy of a Gaussian from its covariance eigenvalues.
+
+    .. math::
+
+        h(\\mathcal N(\\mu, \\Sigma)) = \\frac d2 \\log(2\\pi e)
+            + \\frac12 \\sum_{i=1}^d \\log \\lambda_i
+
+    The mean plays no part. A zero eigenvalue (a degenerate Gaussian, supported on a
+    subspace) gives exactly ``-inf``, without NaN or warning. Differentiable (the gradient
+    with respect to :math:`\\lambda_i` is :math:`1/(2\\lambda_i)`).
+
+    Parameters
+    ----------
+    eigvals : tensor or array-like, shape (..., d)
+        Eigenvalues of the covariance :math:`\\Sigma` along the last axis, >= 0 (round-off
+        negatives are clipped to 0 with a warning). Leading axes are batch axes.
+    bits : bool, default False
+        Return bits instead of nats.
+
+    Returns
+    -------
+    torch.Tensor, shape ``eigvals.shape[:-1]``
+        The entropy in nats (bits with ``bits=True``); ``-inf`` where an eigenvalue is 0.
+
+    Raises
+    ------
+    InputError
+        If ``eigvals`` is empty, not finite, or has negative values beyond round-off.
+
+    References
+    ----------
+    T. M. Cover and J. A. Thomas, *Elements of Information Theory*, 2nd ed., Wiley, 2006,
+    Theorem 8.4.1.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> h = gaussian_entropy(torch.tensor([2.0, 2.0, 2.0]))
+    >>> round(float(h), 6) == round(1.5 * math.log(2 * math.pi * math.e * 2.0), 6)
+    True
+    >>> round(float(gaussian_entropy([1.0, 1.0], bits=True)), 4)   # log2(2 pi e)
+    4.0942
+    >>> float(gaussian_entropy([1.0, 0.0]))
+    -inf
+    """
+    func = "gaussian_entropy"
+    eig = check_eigenvalues(as_float_tensor(eigvals, "eigvals", func), "eigvals", func)
+    d = eig.shape[-1]
+    h = 0.5 * d * _LOG_2PI_E + 0.5 * torch.log(eig).sum(-1)
+    return from_nats(h, bits)
+
+
+def coding_rate(Z: Any, *, eps: float, bits: bool = False) -> torch.Tensor:
+    """Lossy coding rate of samples (Ma et al., 2007), as used by MCR², CRATE and SimDINO.
+
+    .. math::
+
+        R(Z, \\epsilon) = \\frac12 \\log\\det\\Big(I_d + \\frac{d}{n\\epsilon^2} Z^\\top Z\\Big)
+                      = \\frac12 \\log\\det\\Big(I_n + \\frac{d}{n\\epsilon^2} Z Z^\\top\\Big)
+
+    for ``n`` samples in the rows of ``Z`` (``n x d``): the number of nats needed to code the
+    samples up to a mean squared error :math:`\\epsilon^2` per sample, for a Gaussian model.
+    The two forms are equal by Sylvester's determinant identity; the smaller Gram matrix is
+    used (``n x n`` when ``n < d``). The log-determinant is :math:`2 \\sum_i \\log L_{ii}` from
+    the Cholesky factor :math:`L`, which is differentiable (a training loss). The samples
+    are not centred.
+
+    Parameters
+    ----------
+    Z : tensor or array-like, shape (..., n, d)
+        Samples in rows, features in columns; leading axes are batch axes. Finite.
+    eps : float > 0
+        The distortion :math:`\\epsilon` (root mean squared error per sample).
+    bits : bool, default False
+        Return bits instead of nats.
+
+    Returns
+    -------
+    torch.Tensor, shape ``Z.shape[:-2]``
+        The coding rate in nats (bits with ``bits=True``), >= 0.
+
+    Raises
+    ------
+    InputError
+        If ``Z`` has fewer than 2 dimensions, an empty axis or non-finite values, if ``eps``
+        is not a float > 0, or if the matrix is not positive definite in the working
+        precision (float32 samples far larger than ``eps``).
+
+    References
+    ----------
+    Y. Ma, H. Derksen, W. Hong and J. Wright, "Segmentation of multivariate mixed data via
+    lossy data coding and compression", IEEE TPAMI 29(9), 2007.
+    Y. Yu, K. H. R. Chan, C. You, C. Song and Y. Ma, "Learning diverse and discriminative
+    representations via the principle of maximal coding rate reduction", NeurIPS 2020.
+    Y. Yu et al., "White-box transformers via sparse rate reduction" (CRATE), NeurIPS 2023.
+    Z. Wu et al., "Simplifying DINO via coding rate regularization" (SimDINO), 2025.
+
+    Examples
+    --------
+    >>> import torch
+    >>> Z = torch.eye(4)[:2]          # 2 orthonormal samples in 4 dimensions
+    >>> r = coding_rate(Z, eps=1.0)   # 1/2 logdet(I_2 + 2 I_2) = log 3
+    >>> round(float(r), 6)
+    1.098612
+    >>> round(float(coding_rate(Z.T, eps=1.0)), 6)   # 4 samples in 2-D: log 1.5
+    0.405465
+    """
+    func = "coding_rate"
+    eps = check_positive(eps, "eps", func)
+    z = _check_samples(Z, func, batched=True)
+    return from_nats(_coding_rate_nats(z, eps, func), bits)
+
+
+def rate_reduction(Z: Any, labels: Any, *, eps: float, bits: bool = False) -> torch.Tensor:
+    """MCR² rate reduction of labelled samples (Yu et al., 2020).
+
+    .. math::
+
+        \\Delta R = R(Z, \\epsilon) - \\sum_{j} \\frac{n_j}{2n}
+            \\log\\det\\Big(I + \\frac{d}{n_j \\epsilon^2} Z_j^\\top Z_j\\Big)
+
+    where :math:`Z_j` holds the :math:`n_j` rows of class ``j`` and :math:`R` is
+    :func:`coding_rate`: the rate of the whole set minus the sample-weighted rates of the
+    classes. It is large when the classes span independent subspaces and 0 for a single
+    class. Differentiable in ``Z``.
+
+    Parameters
+    ----------
+    Z : tensor or array-like, shape (n, d)
+        Samples in rows; finite. No batch axes.
+    labels : tensor or array-like of integers, shape (n,)
+        Class of each row. Any integer values; only classes present count.
+    eps : float > 0
+        The distortion :math:`\\epsilon`.
+    bits : bool, default False
+        Return bits instead of nats.
+
+    Returns
+    -------
+    torch.Tensor, shape ()
+        :math:`\\Delta R` in nats (bits with ``bits=True``).
+
+    Raises
+    ------
+    InputError
+        If ``Z`` is not 2-D, empty or not finite; if ``labels`` is not a 1-D integer array of
+        length ``n``; if ``eps`` is not a float > 0.
+
+    References
+    ----------
+    Y. Yu, K. H. R. Chan, C. You, C. Song and Y. Ma, "Learning diverse and discriminative
+    representations via the principle of maximal coding rate reduction", NeurIPS 2020.
+
+    Examples
+    --------
+    >>> import torch
+    >>> Z = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    >>> round(float(rate_reduction(Z, torch.tensor([0, 0, 1, 1]), eps=1.0)), 4)
+    0.4748
+    >>> float(rate_reduction(Z, torch.zeros(4, dtype=torch.long), eps=1.0))
+    0.0
+    """
+    func = "rate_reduction"
+    eps = check_positive(eps, "eps", func)
+    z = _check_samples(Z, func, batched=False)
+    lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    if lab.is_floating_point() or lab.is_complex() or lab.dtype == torch.bool:
+        raise InputError(
+            f"The 'labels' argument of {func} must hold integers (class indices); got "
+            f"{describe(lab)}. Convert it, e.g. labels.long()."
+        )
+    n = z.shape[0]
+    if lab.ndim != 1 or lab.shape[0] != n:
+        raise InputError(
+            f"The 'labels' argument of {func} must be 1-D with one label per row of Z "
+            f"(length {n}); got {describe(lab)}."
+        )
+    lab = lab.to(z.device)
+    total = _coding_rate_nats(z, eps, func)
+    within = torch.zeros((), dtype=z.dtype, device=z.device)
+    for c in torch.unique(lab):
+        zj = z[lab == c]
+        within = within + (zj.shape[0] / n) * _coding_rate_nats(zj, eps, func)
+    return from_nats(total - within, bits)
+
+
+# --------------------------------------------------------------------------------------
+# rate-distortion
+# --------------------------------------------------------------------------------------
+
+
+def rate_distortion(eigvals: Any, distortion: Any, *, bits: bool = False) -> RateDistortion:
+    """Rate-distortion function of a Gaussian source by reverse water-filling.
+
+    For a Gaussian vector with covariance eigenvalues :math:`\\lambda_i` and a total squared
+    error budget :math:`D` (Cover & Thomas, Theorem 10.3.3):
+
+    .. math::
+
+        R(D) = \\sum_i \\frac12 \\max\\Big(0, \\log \\frac{\\lambda_i}{\\theta}\\Big),
+        \\qquad \\sum_i \\min(\\theta, \\lambda_i) = D .
+
+    The water level :math:`\\theta` is found exactly: :math:`\\theta \\mapsto \\sum_i
+    \\min(\\theta, \\lambda_i)` is piecewise linear with breakpoints at the eigenvalues, so the
+    segment holding ``D`` is located by a search over cumulative sums and :math:`\\theta`
+    follows by one division, for all values of ``D`` at once. Zero eigenvalues are allowed
+    and cost no rate.
+
+    Parameters
+    ----------
+    eigvals : tensor or array-like, shape (..., d)
+        Eigenvalues of the source covariance, >= 0 and not all zero; leading batch axes.
+    distortion : float or tensor, shape broadcastable with ``eigvals.shape[:-1]``
+        Total squared error :math:`D` (the sum over components, not the mean), in
+        :math:`(0, \\sum_i \\lambda_i]`. A tensor gives many points of the curve at once.
+    bits : bool, default False
+        Rates in bits instead of nats.
+
+    Returns
+    -------
+    RateDistortion
+        ``(rate, theta, component_rates)``; ``rate`` and ``theta`` have shape
+        ``broadcast(eigvals.shape[:-1], distortion.shape)``, ``component_rates`` that shape
+        plus ``(d,)``, in the original order of the eigenvalues.
+
+    Raises
+    ------
+    InputError
+        If ``eigvals`` is empty, not finite, negative beyond round-off or all zero; if
+        ``distortion`` is not finite, does not broadcast, or lies outside
+        :math:`(0, \\sum_i \\lambda_i]`.
+
+    References
+    ----------
+    T. M. Cover and J. A. Thomas, *Elements of Information Theory*, 2nd ed., Wiley, 2006,
+    Theorem 10.3.3.
+
+    Examples
+    --------
+    >>> import torch
+    >>> rd = rate_distortion(torch.tensor([4.0, 1.0, 0.25]), 1.25)   # theta = 0.5
+    >>> round(float(rd.theta), 6), round(float(rd.rate), 6)
+    (0.5, 1.386294)
+    >>> [round(r, 6) for r in rd.component_rates.tolist()]
+    [1.039721, 0.346574, 0.0]
+    """
+    func = "rate_distortion"
+    eig = check_eigenvalues(as_float_tensor(eigvals, "eigvals", func), "eigvals", func)
+    _check_not_all_zero(eig, "eigvals", func)
+    dist = _as_target(distortion, eig, "distortion", func)
+    total = eig.sum(-1)
+    shape = _broadcast_shapes(total.shape, dist.shape)
+    total_b, dist_b = total.expand(shape), dist.expand(shape)
+    slack = 4 * eig.shape[-1] * torch.finfo(eig.dtype).eps
+    bad = (dist_b <= 0) | (dist_b > total_b * (1 + slack))
+    if bool(bad.any()):
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        raise InputError(
+            f"The 'distortion' argument of {func} must lie in (0, sum(eigvals)] = "
+            f"(0, {float(total_b[idx]):.6g}] (0 needs an infinite rate, the total variance "
+            f"needs none); got {float(dist_b[idx]):.6g}{_at(idx)}."
+        )
+    dist = torch.minimum(dist_b, total_b)
+    theta = _water_level(eig, dist, fill=False)
+    # theta >= D / d > 0; the floor only guards a distortion near the smallest float.
+    log_theta = torch.log(theta.clamp_min(torch.finfo(theta.dtype).tiny))
+    comps = _component_rates(torch.log(eig), log_theta)
+    return RateDistortion(from_nats(comps.sum(-1), bits), theta, from_nats(comps, bits))
+
+
+def distortion_rate(eigvals: Any, rate: Any, *, bits: bool = False) -> DistortionRate:
+    """Distortion-rate function of a Gaussian source: the inverse of :func:`rate_distortion`.
+
+    .. math::
+
+        D(R) = \\sum_i \\min(\\theta, \\lambda_i), \\qquad
+        \\sum_i \\frac12 \\max\\Big(0, \\log \\frac{\\lambda_i}{\\theta}\\Big) = R .
+
+    In :math:`u = -\\log\\theta` the rate equation reads
+    :math:`\\sum_i \\max(0, u + \\log\\lambda_i) = 2R`, a water-filling over the levels
+    :math:`-\\log\\lambda_i`: :math:`\\log\\theta` is linear in :math:`R` between the
+    breakpoints (the eigenvalues sorted in descending order), and is found exactly for all
+    rates at once. ``R = 0`` gives :math:`D = \\sum_i \\lambda_i`; zero eigenvalues never
+    receive rate.
+
+    Parameters
+    ----------
+    eigvals : tensor or array-like, shape (..., d)
+        Eigenvalues of the source covariance, >= 0 and not all zero; leading batch axes.
+    rate : float or tensor, shape broadcastable with ``eigvals.shape[:-1]``
+        Rate :math:`R \\ge 0`, in nats (bits with ``bits=True``).
+    bits : bool, default False
+        ``rate`` and the returned ``component_rates`` are in bits instead of nats.
+
+    Returns
+    -------
+    DistortionRate
+        ``(distortion, theta, component_rates)``; ``distortion`` and ``theta`` have shape
+        ``broadcast(eigvals.shape[:-1], rate.shape)``, ``component_rates`` that shape plus
+        ``(d,)``, in the original order of the eigenvalues.
+        At rates of several hundred nats per active component ``theta`` and ``distortion``
+        underflow to 0 in float64; the component rates, computed in the log domain, stay
+        finite and sum to ``rate``.
+
+    Raises
+    ------
+    InputError
+        If ``eigvals`` is empty, not finite, negative beyond round-off or all zero; if
+        ``rate`` is negative, not finite, or does not broadcast.
+
+    References
+    ----------
+    T. M. Cover and J. A. Thomas, *Elements of Information Theory*, 2nd ed., Wiley, 2006,
+    Theorem 10.3.3.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> dr = distortion_rate(torch.tensor([4.0, 1.0, 0.25]), 2 * math.log(2))
+    >>> round(float(dr.distortion), 6), round(float(dr.theta), 6)
+    (1.25, 0.5)
+    >>> round(float(distortion_rate([4.0, 1.0], 0.0).distortion), 6)
+    5.0
+    """
+    func = "distortion_rate"
+    eig = check_eigenvalues(as_float_tensor(eigvals, "eigvals", func), "eigvals", func)
+    _check_not_all_zero(eig, "eigvals", func)
+    r = _as_target(rate, eig, "rate", func)
+    if bool((r < 0).any()):
+        idx = tuple(int(i) for i in (r < 0).nonzero()[0])
+        raise InputError(
+            f"The 'rate' argument of {func} must be >= 0 ({'bits' if bits else 'nats'}); got "
+            f"{float(r[idx]):.6g}{_at(idx)}."
+        )
+    r = to_nats(r, bits)
+    log_eig = torch.log(eig)
+    # -log(eig) is +inf for zero eigenvalues: those channels never open.
+    log_theta = -_water_level(-log_eig, 2.0 * r, fill=True)
+    theta = torch.exp(log_theta)  # may underflow to 0 at rates of hundreds of nats
+    comps = _component_rates(log_eig, log_theta)
+    dist = torch.minimum(eig, theta.unsqueeze(-1)).sum(-1)
+    return DistortionRate(dist, theta, from_nats(comps, bits))
+
+
+# --------------------------------------------------------------------------------------
+# capacity
+# --------------------------------------------------------------------------------------
+
+
+def gaussian_capacity(signal_eigvals: Any, noise_var: Any, *, bits: bool = False) -> torch.Tensor:
+    """Mutual information between a Gaussian signal and its copy in additive Gaussian noise.
+
+    .. math::
+
+        I(Z; Z + N) = \\frac12 \\sum_i \\log\\Big(1 + \\frac{\\lambda_i}{t_i^2}\\Big)
+
+    for :math:`Z \\sim \\mathcal N(0, \\Sigma)` with eigenvalues :math:`\\lambda_i` and noise
+    :math:`N \\sim \\mathcal N(0, \\operatorname{diag}(t_i^2))` in the eigenbasis of
+    :math:`\\Sigma` (or isotropic, :math:`t_i^2 = t^2`). For
+    :math:`Z \\sim \\mathcal N(0, s^2 I_d)` it is :math:`\\frac d2 \\log(1 + s^2/t^2)`: the
+    capacity of a latent variable read through noise, finite and invariant to a common
+    scaling of signal and noise, unlike the differential entropy. Computed with ``log1p``.
+    Zero eigenvalues carry nothing.
+
+    Parameters
+    ----------
+    signal_eigvals : tensor or array-like, shape (..., d)
+        Eigenvalues of the signal covariance, >= 0; leading batch axes.
+    noise_var : float > 0, or tensor of per-component variances > 0
+        The noise variance :math:`t^2` (a variance, not a standard deviation). A tensor must
+        broadcast with ``signal_eigvals``; its last axis runs over components.
+    bits : bool, default False
+        Return bits instead of nats.
+
+    Returns
+    -------
+    torch.Tensor, shape ``broadcast(signal_eigvals.shape, noise_var.shape)[:-1]``
+        The mutual information in nats (bits with ``bits=True``), >= 0.
+
+    Raises
+    ------
+    InputError
+        If ``signal_eigvals`` is empty, not finite or negative beyond round-off; if
+        ``noise_var`` is not > 0 and finite everywhere, or does not broadcast.
+
+    References
+    ----------
+    C. E. Shannon, "A mathematical theory of communication", Bell System Technical Journal
+    27, 1948. T. M. Cover and J. A. Thomas, *Elements of Information Theory*, 2nd ed.,
+    Wiley, 2006, Section 9.4. eri24816, blog note on the capacity of a VAE latent variable
+    read through Gaussian noise, 2024-11-16.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> c = gaussian_capacity(torch.full((8,), 3.0), 1.0, bits=True)   # 8/2 log2(1 + 3)
+    >>> round(float(c), 6)
+    8.0
+    >>> round(float(gaussian_capacity([4.0, 0.0], torch.tensor([4.0, 1.0]))), 6)
+    0.346574
+    """
+    func = "gaussian_capacity"
+    eig = check_eigenvalues(
+        as_float_tensor(signal_eigvals, "signal_eigvals", func), "signal_eigvals", func
+    )
+    if isinstance(noise_var, numbers.Real) and not isinstance(noise_var, torch.Tensor):
+        noise = check_positive(noise_var, "noise_var", func)
+    else:
+        noise = as_float_tensor(noise_var, "noise_var", func).to(device=eig.device, dtype=eig.dtype)
+        check_finite(noise, "noise_var", func)
+        if bool((noise <= 0).any()):
+            idx = tuple(int(i) for i in (noise <= 0).nonzero()[0])
+            raise InputError(
+                f"The 'noise_var' argument of {func} must be > 0 everywhere (noise "
+                f"variances); got {float(noise[idx]):.6g}{_at(idx)} in a tensor with "
+                f"{describe(noise)}."
+            )
+        try:
+            _broadcast_shapes(eig.shape, noise.shape)
+        except (RuntimeError, ValueError) as exc:
+            raise InputError(
+                f"The 'noise_var' argument of {func} must broadcast with 'signal_eigvals' of "
+                f"shape {tuple(eig.shape)}; got {describe(noise)}. Pass a float, or one "
+                f"variance per component along the last axis."
+            ) from exc
+    return from_nats(0.5 * torch.log1p(eig / noise).sum(-1), bits)
+
+
+def water_filling_capacity(noise_vars: Any, power: Any, *, bits: bool = False) -> WaterFilling:
+    """Capacity of parallel Gaussian channels under a total power budget, by water-filling.
+
+    .. math::
+
+        C = \\sum_i \\frac12 \\log\\Big(1 + \\frac{P_i}{N_i}\\Big), \\qquad
+        P_i = \\max(0, \\nu - N_i), \\qquad \\sum_i P_i = P .
+
+    The water level :math:`\\nu` solves a piecewise-linear equation with breakpoints at the
+    sorted noise levels (the same computation as :func:`rate_distortion`, through
+    :math:`\\sum_i \\max(0, \\nu - N_i) = d\\nu - \\sum_i \\min(\\nu, N_i)`), exactly and for
+    many power budgets at once. ``power = 0`` gives capacity 0 and water level
+    :math:`\\min_i N_i`.
+
+    Parameters
+    ----------
+    noise_vars : tensor or array-like, shape (..., d)
+        Noise variances :math:`N_i > 0` of the ``d`` channels; leading batch axes.
+    power : float >= 0 or tensor, shape broadcastable with ``noise_vars.shape[:-1]``
+        Total power budget :math:`P`. A tensor gives many budgets at once.
+    bits : bool, default False
+        Capacity in bits instead of nats.
+
+    Returns
+    -------
+    WaterFilling
+        ``(capacity, water_level, allocation)``; ``capacity`` and ``water_level`` have shape
+        ``broadcast(noise_vars.shape[:-1], power.shape)``, ``allocation`` that shape plus
+        ``(d,)`` in the order of ``noise_vars``.
+
+    Raises
+    ------
+    InputError
+        If ``noise_vars`` is empty, not finite or has a value <= 0; if ``power`` is
+        negative, not finite or does not broadcast.
+
+    References
+    ----------
+    T. M. Cover and J. A. Thomas, *Elements of Information Theory*, 2nd ed., Wiley, 2006,
+    Section 9.4.
+
+    Examples
+    --------
+    >>> import torch
+    >>> wf = water_filling_capacity(torch.tensor([1.0, 2.0, 4.0]), 3.0)   # nu = 3
+    >>> round(float(wf.water_level), 6), [round(p, 6) for p in wf.allocation.tolist()]
+    (3.0, [2.0, 1.0, 0.0])
+    >>> round(float(wf.capacity), 6)   # 1/2 log 3 + 1/2 log 1.5
+    0.752039
+    """
+    func = "water_filling_capacity"
+    noise = as_float_tensor(noise_vars, "noise_vars", func)
+    check_ndim(noise, "noise_vars", func, min_ndim=1)
+    check_nonempty(noise, "noise_vars", func)
+    check_finite(noise, "noise_vars", func)
+    if bool((noise <= 0).any()):
+        idx = tuple(int(i) for i in (noise <= 0).nonzero()[0])
+        raise InputError(
+            f"The 'noise_vars' argument of {func} must be > 0 everywhere (noise variances); "
+            f"got {float(noise[idx]):.6g} at index {idx} in a tensor with {describe(noise)}. "
+            f"A noiseless channel has infinite capacity."
+        )
+    p = _as_target(power, noise, "power", func)
+    if bool((p < 0).any()):
+        idx = tuple(int(i) for i in (p < 0).nonzero()[0])
+        raise InputError(
+            f"The 'power' argument of {func} must be >= 0; got {float(p[idx]):.6g}{_at(idx)}."
+        )
+    nu = _water_level(noise, p, fill=True)
+    alloc = (nu.unsqueeze(-1) - noise).clamp_min(0)
+    capacity = 0.5 * torch.log1p(alloc / noise).sum(-1)
+    return WaterFilling(from_nats(capacity, bits), nu, alloc)

@@ -1,0 +1,218 @@
+"""One weight tensor of a model, described without reading its data.
+
+A :class:`WeightEntry` names a tensor (its full dotted name), gives its stored shape,
+dtype and kind (how it becomes a matrix, see :mod:`infospec.spectra.conventions`), says
+whether an analysis skips it and why, and loads it on demand.
+
+Skip rules, checked in this order (the first that applies is the reason):
+
+1. an empty tensor (a dimension of size 0);
+2. a dtype that is not floating point (integer index buffers, masks, quantized codes),
+   or one that torch cannot read;
+3. a parameter with no data (on the ``meta`` device, or an uninitialised lazy one);
+4. a 0-D or 1-D tensor (a bias, a norm scale), or a tensor with no known matrix layout;
+5. a matrix whose smaller side is below ``min_dim`` (default :data:`DEFAULT_MIN_DIM` = 10,
+   the ``min_evals`` default of WeightWatcher 0.7: fewer than 10 singular values make
+   no spectrum worth fitting). The side is that of the default matrix (a convolution
+   flattened, ``in_proj`` split into ``E x E``).
+
+Tied weights (one tensor under two names) are listed under both names; the second is
+skipped with the reason ``same tensor as '<first name>' (tied weights)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .._errors import SourceError
+from ..spectra.conventions import KINDS, matrix_layout
+
+__all__ = ["DEFAULT_MIN_DIM", "ENTRY_KINDS", "WeightEntry"]
+
+#: Smallest matrix side analysed by default (WeightWatcher's ``min_evals`` default).
+DEFAULT_MIN_DIM = 10
+
+#: Kinds an entry can have: those of :data:`infospec.spectra.conventions.KINDS`, and
+#: ``"other"`` for a tensor with no matrix convention (always skipped).
+ENTRY_KINDS: tuple[str, ...] = (*KINDS, "other")
+
+_READABLE_FLOATS = {
+    "float64",
+    "float32",
+    "float16",
+    "bfloat16",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+}
+
+Loader = Callable[[Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """A weight tensor of a model, read lazily.
+
+    Attributes
+    ----------
+    name : str
+        Full dotted name, as in the model's ``state_dict``
+        (``"encoder.layer.0.attention.self.query.weight"``).
+    shape : tuple of int
+        Stored shape.
+    dtype : str
+        Stored dtype, as torch names it without the ``torch.`` prefix (``"bfloat16"``), or
+        the file's own code when torch has no equivalent (``"F4"``).
+    kind : str
+        One of :data:`ENTRY_KINDS`: how the tensor becomes a matrix
+        (:func:`infospec.spectra.conventions.as_matrices`).
+    skip_reason : str or None
+        Why an analysis skips this tensor, or ``None`` if it is analysed.
+    origin : str
+        Where it comes from: the file holding it, ``"module BertModel"`` or
+        ``"state dict"``.
+    loader : callable
+        ``loader(device)`` returns the tensor; use :meth:`load`.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    kind: str
+    skip_reason: str | None = None
+    origin: str = ""
+    loader: Loader | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def skipped(self) -> bool:
+        """Whether an analysis skips this tensor (see :attr:`skip_reason`)."""
+        return self.skip_reason is not None
+
+    @property
+    def numel(self) -> int:
+        """Number of scalars in the tensor."""
+        return math.prod(self.shape)
+
+    @property
+    def matrix_shape(self) -> tuple[int, int] | None:
+        """``(rows, cols)`` of each matrix under the default conventions, or ``None``.
+
+        ``None`` for kind ``"other"``. See :func:`infospec.spectra.conventions.matrix_layout`.
+        """
+        if self.kind == "other":
+            return None
+        layout = matrix_layout(self.kind, self.shape)
+        return (layout.rows, layout.cols)
+
+    def load(self, *, device: torch.device | str | None = None) -> torch.Tensor:
+        """Read the tensor now, with its stored dtype (detached from any graph).
+
+        A tensor from a file is read alone, through a memory map, so that a checkpoint
+        larger than memory can be analysed one tensor at a time.
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            Where to put the tensor; by default a file's tensor is read to the CPU and a
+            module's parameter stays where it is.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape :attr:`shape`.
+
+        Raises
+        ------
+        SourceError
+            If the file cannot be read any more (moved, changed or corrupt since it was
+            opened), naming the file and the tensor.
+        """
+        if self.loader is None:
+            raise SourceError(f"The tensor '{self.name}' ({self.origin}) has no loader.")
+        return self.loader(device)
+
+
+def skip_reason_for(kind: str, shape: tuple[int, ...], dtype: str, *, min_dim: int) -> str | None:
+    """The reason to skip a tensor of this kind, shape and dtype, or ``None`` (rules 1, 2, 4, 5)."""
+    if math.prod(shape) == 0:
+        return f"empty tensor (shape {shape})"
+    if dtype not in _READABLE_FLOATS:
+        if not hasattr(torch, dtype):
+            return f"dtype {dtype} cannot be read as a torch tensor"
+        return f"non-floating dtype {dtype} (an index, mask or quantized buffer, not a weight)"
+    if kind == "other":
+        ndim = len(shape)
+        if ndim == 0:
+            return "0-D tensor (scalar)"
+        if ndim == 1:
+            return "1-D tensor (bias or norm scale)"
+        return f"{ndim}-D tensor with no known matrix layout"
+    rows, cols = matrix_layout(kind, shape)[1:]
+    if min(rows, cols) < min_dim:
+        return f"smaller side {min(rows, cols)} < min_dim={min_dim} (matrix {rows} x {cols})"
+    return None
+
+
+def generic_kind(shape: tuple[int, ...]) -> str:
+    """Kind of a tensor of unknown role: ``"matrix"`` if 2-D once leading 1s are dropped."""
+    core = list(shape)
+    while len(core) > 2 and core[0] == 1:
+        core.pop(0)
+    return "matrix" if len(core) == 2 else "other"
+
+
+_CONV_BY_NDIM = {3: "conv1d", 4: "conv2d", 5: "conv3d"}
+
+
+def infer_kind(
+    name: str, shape: tuple[int, ...], *, conv1d_modules: frozenset[str] = frozenset()
+) -> str:
+    """Kind of a tensor known only by its name and shape (from a file or a state dict).
+
+    In order: a 2-D ``*in_proj_weight`` with rows divisible by 3 is ``"in_proj"``; a 2-D
+    ``weight`` of a module named in ``conv1d_modules`` (``c_attn``, ``c_fc``... of a
+    GPT-2-style model) is ``"conv1d_transposed"``; a 2-D ``weight`` of a module whose
+    name contains ``embed`` (or is ``wte``/``wpe``) is ``"embedding"``; a 3-, 4- or 5-D
+    ``weight`` is a convolution kernel in PyTorch's ``(out, in, *k)`` layout; anything
+    else is ``"matrix"`` if it is 2-D once leading axes of size 1 are dropped, and
+    ``"other"`` otherwise.
+    """
+    parts = name.split(".")
+    leaf = parts[-1]
+    module = parts[-2] if len(parts) > 1 else ""
+    ndim = len(shape)
+    if ndim == 2 and leaf.endswith("in_proj_weight") and shape[0] % 3 == 0:
+        return "in_proj"
+    if leaf == "weight":
+        if ndim == 2 and module in conv1d_modules:
+            return "conv1d_transposed"
+        if ndim == 2 and ("embed" in module.lower() or module in ("wte", "wpe")):
+            return "embedding"
+        if ndim in _CONV_BY_NDIM:
+            return _CONV_BY_NDIM[ndim]
+    return generic_kind(shape)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key putting ``layer.2`` before ``layer.10``."""
+    parts = []
+    for chunk in _split_digits(name):
+        parts.append((0, int(chunk), "") if chunk.isdigit() else (1, 0, chunk))
+    return tuple(parts)
+
+
+def _split_digits(name: str) -> list[str]:
+    out: list[str] = []
+    for ch in name:
+        if out and ch.isdigit() == out[-1][-1].isdigit():
+            out[-1] += ch
+        else:
+            out.append(ch)
+    return out

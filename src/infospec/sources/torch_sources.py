@@ -1,0 +1,264 @@
+"""Weight sources held in memory: a ``torch.nn.Module`` or a state dict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._errors import SourceError
+from .._validation import check_positive
+from .base import WeightSource
+from .entry import DEFAULT_MIN_DIM, WeightEntry, generic_kind, infer_kind, skip_reason_for
+
+__all__ = ["ModuleSource", "StateDictSource"]
+
+_WEIGHT_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.Linear, "linear"),
+    (nn.Conv1d, "conv1d"),
+    (nn.Conv2d, "conv2d"),
+    (nn.Conv3d, "conv3d"),
+    (nn.ConvTranspose1d, "conv_transpose1d"),
+    (nn.ConvTranspose2d, "conv_transpose2d"),
+    (nn.ConvTranspose3d, "conv_transpose3d"),
+    (nn.Embedding, "embedding"),
+    (nn.EmbeddingBag, "embedding"),
+)
+_EXPECTED_NDIM = {
+    "linear": 2,
+    "conv1d": 3,
+    "conv2d": 4,
+    "conv3d": 5,
+    "conv_transpose1d": 3,
+    "conv_transpose2d": 4,
+    "conv_transpose3d": 5,
+    "embedding": 2,
+    "conv1d_transposed": 2,
+    "in_proj": 2,
+}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def module_param_kind(module: nn.Module, param_name: str, shape: tuple[int, ...]) -> str:
+    """Kind of parameter ``param_name`` of ``module`` (its own, not a child's).
+
+    ``nn.Linear`` (and subclasses such as attention's ``out_proj``), convolutions,
+    transposed convolutions and embeddings by type; the ``weight`` of a class named
+    ``Conv1D`` (GPT-2 style, detected without importing ``transformers``) as
+    ``"conv1d_transposed"``; ``nn.MultiheadAttention``'s packed ``in_proj_weight`` as
+    ``"in_proj"`` and its separate ``q/k/v_proj_weight`` as ``"linear"``; any other
+    parameter by its shape (``"matrix"`` or ``"other"``).
+    """
+    kind = None
+    if isinstance(module, nn.MultiheadAttention):
+        if param_name == "in_proj_weight":
+            kind = "in_proj"
+        elif param_name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            kind = "linear"
+    elif param_name == "weight":
+        for cls, k in _WEIGHT_KINDS:
+            if isinstance(module, cls):
+                kind = k
+                break
+        else:
+            if type(module).__name__ == "Conv1D":
+                kind = "conv1d_transposed"
+    if kind is not None and len(shape) == _EXPECTED_NDIM[kind]:
+        if kind != "in_proj" or shape[0] % 3 == 0:
+            return kind
+    return generic_kind(shape)
+
+
+def _param_loader(tensor: torch.Tensor):
+    def load(device: Any = None) -> torch.Tensor:
+        t = tensor.detach()
+        return t if device is None else t.to(device)
+
+    return load
+
+
+class ModuleSource(WeightSource):
+    """The parameters of a ``torch.nn.Module``, walked through ``named_modules()``.
+
+    Only parameters are listed (buffers such as running statistics or position ids are
+    not weights). Names are the full dotted names of ``model.state_dict()``. Loading a
+    parameter returns it detached, without a copy.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model; it must have at least one parameter.
+    min_dim : int >= 1, default 10
+        Matrices whose smaller side is below it are skipped.
+
+    Raises
+    ------
+    SourceError
+        If the module has no parameters.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Linear(16, 4))
+    >>> for e in ModuleSource(net).entries():
+    ...     print(e.name, e.shape, e.kind, e.skip_reason)
+    0.weight (16, 3, 3, 3) conv2d None
+    0.bias (16,) other 1-D tensor (bias or norm scale)
+    1.weight (4, 16) linear smaller side 4 < min_dim=10 (matrix 4 x 16)
+    1.bias (4,) other 1-D tensor (bias or norm scale)
+    """
+
+    def __init__(self, module: nn.Module, *, min_dim: int = DEFAULT_MIN_DIM) -> None:
+        if not isinstance(module, nn.Module):
+            raise SourceError(f"ModuleSource needs a torch.nn.Module; got {type(module).__name__}.")
+        self.module = module
+        self.min_dim = check_positive(min_dim, "min_dim", "ModuleSource", integer=True)
+        self.name = type(module).__name__
+        n_params = sum(1 for _ in module.parameters())
+        if n_params == 0:
+            raise SourceError(
+                f"The module {self.name} has no parameters, so it has no weights to analyse. "
+                f"Pass the model that holds the layers (not a container or an activation)."
+            )
+        self.description = f"module {self.name} ({n_params} parameter tensors)"
+
+    def entries(self) -> list[WeightEntry]:
+        origin = f"module {self.name}"
+        seen: dict[int, str] = {}
+        out: list[WeightEntry] = []
+        for mod_name, mod in self.module.named_modules(remove_duplicate=False):
+            for p_name, p in mod.named_parameters(recurse=False):
+                name = f"{mod_name}.{p_name}" if mod_name else p_name
+                if isinstance(p, nn.parameter.UninitializedParameter):
+                    out.append(
+                        WeightEntry(
+                            name,
+                            (),
+                            "unknown",
+                            "other",
+                            "uninitialized lazy parameter (run a forward pass first)",
+                            origin,
+                            _param_loader(p),
+                        )
+                    )
+                    continue
+                shape = tuple(p.shape)
+                kind = module_param_kind(mod, p_name, shape)
+                dtype = _dtype_name(p.dtype)
+                reason = skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
+                if reason is None and p.is_meta:
+                    reason = "parameter on the meta device (no data)"
+                if reason is None and p.layout != torch.strided:
+                    reason = f"{p.layout} tensor (only dense tensors are analysed)"
+                first = seen.setdefault(id(p), name)
+                if reason is None and first != name:
+                    reason = f"same tensor as '{first}' (tied weights)"
+                out.append(WeightEntry(name, shape, dtype, kind, reason, origin, _param_loader(p)))
+        return out
+
+
+class StateDictSource(WeightSource):
+    """A mapping from full dotted names to tensors (a ``state_dict``).
+
+    Kinds are inferred from names and shapes, as for a file
+    (see :func:`infospec.sources.entry.infer_kind`). NumPy arrays are
+    accepted as values.
+
+    Parameters
+    ----------
+    state_dict : mapping of str to torch.Tensor or numpy.ndarray
+        Not empty.
+    min_dim : int >= 1, default 10
+        Matrices whose smaller side is below it are skipped.
+
+    Raises
+    ------
+    SourceError
+        If the mapping is empty, or a key is not a string, or a value is not a tensor
+        (for a checkpoint that nests the weights, the message suggests the key to pass).
+
+    Examples
+    --------
+    >>> import torch
+    >>> sd = {"embed_tokens.weight": torch.zeros(100, 16), "head.weight": torch.zeros(16, 16)}
+    >>> [(e.name, e.kind) for e in StateDictSource(sd).entries()]
+    [('embed_tokens.weight', 'embedding'), ('head.weight', 'matrix')]
+    """
+
+    def __init__(self, state_dict: Mapping[str, Any], *, min_dim: int = DEFAULT_MIN_DIM) -> None:
+        if not isinstance(state_dict, Mapping):
+            raise SourceError(
+                f"StateDictSource needs a mapping of names to tensors; got "
+                f"{type(state_dict).__name__}."
+            )
+        self.min_dim = check_positive(min_dim, "min_dim", "StateDictSource", integer=True)
+        if len(state_dict) == 0:
+            raise SourceError("The state dict is empty: it holds no tensors to analyse.")
+        bad = [
+            (k, v)
+            for k, v in state_dict.items()
+            if not isinstance(k, str) or not isinstance(v, torch.Tensor | np.ndarray)
+        ]
+        if bad:
+            k, v = bad[0]
+            nested = [key for key, val in state_dict.items() if isinstance(val, Mapping)]
+            hint = (
+                f" It looks like a checkpoint that nests the weights: pass "
+                f"checkpoint[{nested[0]!r}]."
+                if nested
+                else ""
+            )
+            raise SourceError(
+                f"The state dict must map names (str) to tensors; key {k!r} holds a "
+                f"{type(v).__name__} ({len(bad)} such key(s)).{hint}"
+            )
+        self._tensors = dict(state_dict)
+        self.name = "state dict"
+        self.description = f"state dict ({len(self._tensors)} tensors)"
+
+    def entries(self) -> list[WeightEntry]:
+        seen: dict[tuple, str] = {}
+        out = []
+        for name, value in self._tensors.items():
+            if isinstance(value, np.ndarray):
+                try:
+                    t = torch.from_numpy(value)
+                except TypeError:
+                    reason = f"NumPy dtype {value.dtype} has no torch equivalent"
+                    out.append(
+                        WeightEntry(
+                            name,
+                            value.shape,
+                            str(value.dtype),
+                            "other",
+                            reason,
+                            "state dict",
+                            _param_loader(value),
+                        )
+                    )
+                    continue
+            else:
+                t = value
+            shape = tuple(t.shape)
+            kind = infer_kind(name, shape)
+            dtype = _dtype_name(t.dtype)
+            reason = skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
+            if reason is None and t.is_meta:
+                reason = "tensor on the meta device (no data)"
+            if reason is None and t.layout != torch.strided:
+                reason = f"{t.layout} tensor (only dense tensors are analysed)"
+            if reason is None and t.numel():
+                key = (t.untyped_storage().data_ptr(), t.storage_offset(), shape, t.stride())
+                first = seen.setdefault(key, name)
+                if first != name:
+                    reason = f"same tensor as '{first}' (tied weights)"
+            out.append(
+                WeightEntry(name, shape, dtype, kind, reason, "state dict", _param_loader(t))
+            )
+        return out

@@ -1,0 +1,307 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import infospec
+from infospec import InputError, Report, SourceError, analyze, singular_values
+from infospec.analysis.activations import activation_record
+from infospec.analysis.weights import WEIGHT_COLUMNS, weight_record
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(40, 32), nn.ReLU(), nn.Linear(32, 24), nn.Tanh(), nn.Linear(24, 12)
+    )
+
+
+def test_weight_rows_match_direct_measures():
+    model = _mlp()
+    report = analyze(model, progress=False)
+    df = report.to_dataframe()
+    assert df["name"].tolist() == ["0.weight", "2.weight", "4.weight"]
+    W = model[2].weight.detach().double()
+    s = np.linalg.svd(W.numpy(), compute_uv=False)
+    row = df.set_index("name").loc["2.weight"]
+    assert (row["rows"], row["cols"], row["params"]) == (24, 32, 24 * 32)
+    assert row["sigma_max"] == pytest.approx(s[0], rel=1e-10)
+    assert row["frobenius_norm"] == pytest.approx(np.linalg.norm(W.numpy()), rel=1e-10)
+    assert row["stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2, rel=1e-10)
+    assert row["flatness"] == pytest.approx(float(infospec.spectral_flatness(s)), rel=1e-10)
+    assert row["log_sigma_var"] == pytest.approx(np.log(s).var(), rel=1e-9)
+    assert row["log_norm"] == pytest.approx(math.log10((s**2).sum()), rel=1e-10)
+    assert row["alpha_weighted"] == pytest.approx(row["alpha"] * math.log10(s[0] ** 2), rel=1e-10)
+    fit = infospec.fit_power_law(s**2)
+    assert row["alpha"] == pytest.approx(float(fit.alpha), rel=1e-12)
+    # bits: R(D) of the columns at 1% distortion, by the measure itself
+    lam = s**2 / 32
+    rd = infospec.rate_distortion(lam, 0.01 * lam.sum(), bits=True)
+    assert row["rate_bits"] == pytest.approx(float(rd.rate), rel=1e-12)
+    assert row["bits_per_param"] == pytest.approx(float(rd.rate) / 24, rel=1e-12)
+    np.testing.assert_allclose(report.spectrum("2.weight"), s**2, rtol=1e-10)
+    assert [r["name"] for r in report.skipped] == ["0.bias", "2.bias", "4.bias"]
+    assert all("1-D" in r["reason"] for r in report.skipped)
+
+
+def test_weight_record_bits_closed_form():
+    # an orthogonal-like matrix: all sigma equal -> R(D) = rows/2 log2(1/rel) per column
+    W = torch.eye(16) * 3.0
+    rec = weight_record(singular_values(W), rows=16, cols=16, rel_distortion=0.25)
+    assert rec["rate_bits"] == pytest.approx(16 / 2 * math.log2(4), rel=1e-12)
+    assert rec["flatness"] == pytest.approx(1.0)
+    assert rec["effective_rank"] == pytest.approx(16.0)
+    assert math.isnan(rec["alpha"]) and "power-law fit" in rec["warning"]
+
+
+def test_nan_tensor_reported_and_others_analysed():
+    model = _mlp()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+        model[2].weight[1, 1] = float("inf")
+    report = analyze(model, progress=False)
+    df = report.to_dataframe().set_index("name")
+    assert df.loc["2.weight", "status"] == "error"
+    assert "1 NaN and 1 infinite" in df.loc["2.weight", "warning"]
+    assert df.loc["0.weight", "status"] == "ok" and df.loc["4.weight", "status"] == "ok"
+
+
+def test_safetensors_file_equals_module(tmp_path):
+    model = _mlp()
+    path = tmp_path / "m.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    cols = ["name", "flatness", "alpha", "rate_bits", "mp_sigma2"]
+    a = analyze(model, progress=False).to_dataframe()[cols]
+    b = analyze(path, progress=False).to_dataframe()[cols]
+    assert a["name"].tolist() == b["name"].tolist()
+    np.testing.assert_allclose(
+        a.iloc[:, 1:].to_numpy(float), b.iloc[:, 1:].to_numpy(float), rtol=1e-12
+    )
+
+
+def test_bf16_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    w = torch.randn(64, 48).to(torch.bfloat16)
+    path = tmp_path / "bf16.safetensors"
+    save_file({"layer.weight": w}, str(path))
+    row = analyze(path, progress=False).weights[0]
+    assert row["status"] == "ok" and row["dtype"] == "bfloat16"
+    s = np.linalg.svd(w.double().numpy(), compute_uv=False)
+    assert row["sigma_max"] == pytest.approx(s[0], rel=1e-10)
+
+
+def test_layers_regex_and_errors():
+    model = _mlp()
+    assert [r["name"] for r in analyze(model, layers=r"^[24]\.", progress=False).weights] == [
+        "2.weight",
+        "4.weight",
+    ]
+    with pytest.raises(InputError, match="matches no"):
+        analyze(model, layers="attention", progress=False)
+    with pytest.raises(InputError, match="regular expression"):
+        analyze(model, layers="([", progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"conv": "slices"}, "'conv' parameter of analyze must be one of"),
+        (
+            {"rel_distortion": 0.0},
+            r"'rel_distortion' parameter of analyze must be a float in \(0, 1\]",
+        ),
+        ({"eps": -1.0}, "'eps' parameter of analyze must be a float > 0"),
+        ({"device": "gpu0"}, "'device' parameter of analyze"),
+        ({"method": "qr"}, "'method' parameter"),
+    ],
+)
+def test_option_errors(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        analyze(_mlp(), progress=False, **kwargs)
+
+
+def test_missing_file_is_source_error(tmp_path):
+    with pytest.raises(SourceError, match="No such file"):
+        analyze(tmp_path / "nope.safetensors", progress=False)
+
+
+def test_data_needs_module(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.randn(20, 20)}, str(path))
+    with pytest.raises(InputError, match=r"needs a torch\.nn\.Module"):
+        analyze(path, [torch.randn(3, 20)], progress=False)
+
+
+# ---- activations --------------------------------------------------------------------------
+
+
+def _data(n_batches=4, batch=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 40, generator=g) for _ in range(n_batches)]
+
+
+def test_activation_rows_match_direct_computation():
+    model = _mlp()
+    data = _data()
+    report = analyze(model, data, progress=False)
+    names = [r["name"] for r in report.activations]
+    assert names == ["0", "2", "4"]
+    with torch.no_grad():
+        h = model[0](torch.cat(data)).double()
+    eig = infospec.covariance_eigenvalues(h)
+    row = report.to_dataframe("activations").set_index("name").loc["0"]
+    assert row["samples"] == 256 and row["dim"] == 32
+    assert row["flatness"] == pytest.approx(float(infospec.spectral_flatness(eig)), rel=1e-9)
+    assert row["entropy_bits_per_dim"] == pytest.approx(
+        float(infospec.gaussian_entropy(eig, bits=True)) / 32, rel=1e-9
+    )
+    unit = eig / eig.sum()
+    # the coding rate of unit-energy features equals coding_rate on rescaled samples
+    hc = (h - h.mean(0)) / math.sqrt(float(eig.sum()) * 255 / 256)
+    assert row["coding_rate_bits"] == pytest.approx(
+        float(infospec.coding_rate(hc, eps=0.5, bits=True)), rel=1e-6
+    )
+    assert row["capacity_bits"] == pytest.approx(
+        float(infospec.gaussian_capacity(eig, 0.1 * float(eig.mean()), bits=True)), rel=1e-9
+    )
+    np.testing.assert_allclose(report.spectrum("0", "activations"), eig.numpy(), rtol=1e-9)
+    del unit
+
+
+@pytest.mark.parametrize("splits", [[256], [1, 255], [100, 100, 56], [32] * 8])
+def test_activations_independent_of_batching(splits):
+    # float64 model: a float32 forward pass rounds differently with the batch size, which
+    # would hide what this tests (the accumulator's independence of the split)
+    model = _mlp().double()
+    full = torch.cat(_data()).double()
+    data = list(torch.split(full, splits))
+    ref = analyze(model, [full], progress=False).to_dataframe("activations")
+    got = analyze(model, data, progress=False).to_dataframe("activations")
+    cols = [
+        "flatness",
+        "effective_rank",
+        "entropy_bits_per_dim",
+        "coding_rate_bits",
+        "rate_bits",
+        "capacity_bits",
+    ]
+    np.testing.assert_allclose(got[cols].to_numpy(float), ref[cols].to_numpy(float), rtol=1e-9)
+
+
+def test_hooks_removed_even_on_error():
+    model = _mlp()
+    bad = [torch.randn(8, 40), torch.randn(8, 41)]
+    with pytest.raises(InputError, match="Batch 1 of 'data'"):
+        analyze(model, bad, progress=False)
+    assert all(not m._forward_hooks for m in model.modules())
+    analyze(model, _data(1), progress=False)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_training_mode_restored():
+    model = _mlp().train()
+    analyze(model, _data(1), progress=False)
+    assert model.training
+
+
+def test_nan_activation_layer_reported():
+    model = _mlp()
+    with torch.no_grad():
+        model[2].bias[0] = float("nan")
+    report = analyze(model, _data(1), progress=False)
+    df = report.to_dataframe("activations").set_index("name")
+    assert df.loc["0", "status"] == "ok"
+    assert df.loc["2", "status"] == "error" and "NaN/Inf" in df.loc["2", "warning"]
+
+
+def test_token_mask_excludes_padding():
+    class Tok(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.proj = nn.Linear(16, 16)
+
+        def forward(self, input_ids, attention_mask):
+            return self.proj(self.emb(input_ids))
+
+    torch.manual_seed(0)
+    model = Tok()
+    ids = torch.randint(1, 50, (4, 10))
+    mask = torch.ones(4, 10, dtype=torch.long)
+    mask[:, 6:] = 0
+    report = analyze(
+        model,
+        [{"input_ids": ids, "attention_mask": mask}],
+        activation_layers=["proj"],
+        progress=False,
+    )
+    assert report.activations[0]["samples"] == 24  # 4 x 6 real tokens, padding dropped
+
+
+def test_activation_layers_regex_errors():
+    with pytest.raises(InputError, match="match no module"):
+        analyze(_mlp(), _data(1), activation_layers="encoder", progress=False)
+
+
+def test_empty_data_and_bad_batch_type():
+    with pytest.raises(InputError, match="yielded no batch"):
+        analyze(_mlp(), [], progress=False)
+    with pytest.raises(InputError, match="a batch must be a tensor"):
+        analyze(_mlp(), ["text"], progress=False)
+
+
+def test_activation_record_rank_deficient_up_projection():
+    torch.manual_seed(0)
+    up = nn.Linear(8, 32)
+    with torch.no_grad():
+        h = up(torch.randn(500, 8)).double()
+    rec = activation_record(infospec.covariance_eigenvalues(h), 500)
+    assert rec["rank"] == 8
+    assert rec["flatness"] == 0.0 and rec["entropy_bits_per_dim"] == -math.inf
+    assert "numerical rank 8 of 32" in rec["warning"]
+
+
+# ---- report output ------------------------------------------------------------------------
+
+
+def test_report_files(tmp_path):
+    report = analyze(_mlp(), _data(2), progress=False)
+    csv = tmp_path / "w.csv"
+    report.to_csv(csv)
+    import pandas as pd
+
+    back = pd.read_csv(csv)
+    assert back["name"].tolist() == ["0.weight", "2.weight", "4.weight"]
+    assert set(WEIGHT_COLUMNS) <= set(back.columns)
+    js = tmp_path / "r.json"
+    report.to_json(js)
+    data = json.loads(js.read_text())
+    assert len(data["weights"]) == 3 and len(data["activations"]) == 3
+    assert data["meta"]["rel_distortion"] == 0.01
+    assert "[weights]" in report.summary() and "[activations]" in report.summary()
+    assert isinstance(report, Report)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    report = analyze(_mlp(), progress=False)
+    target = tmp_path / "r.csv"
+    import pandas as pd
+
+    def boom(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", boom)
+    with pytest.raises(KeyboardInterrupt):
+        report.to_csv(target)
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_to_missing_directory(tmp_path):
+    report = analyze(_mlp(), progress=False)
+    with pytest.raises(InputError, match="does not exist"):
+        report.to_csv(tmp_path / "no" / "r.csv")

@@ -1,0 +1,240 @@
+"""How weight tensors become matrices: checked against what the layers compute."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from infospec import InputError
+from infospec.sources import WeightEntry
+from infospec.spectra.conventions import KINDS, MatrixLayout, as_matrices, matrix_layout
+
+torch.manual_seed(0)
+
+
+def test_linear_is_the_weight_itself():
+    lin = nn.Linear(7, 5)
+    ((label, w),) = as_matrices("linear", lin.weight, name="fc")
+    assert label == "fc" and w is lin.weight
+    x = torch.randn(7)
+    torch.testing.assert_close(w @ x + lin.bias, lin(x))
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_flattened_conv_matrix_maps_the_unfolded_patch(dims):
+    """conv output at every position == W_flat @ (flattened input patch)."""
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims](3, 6, kernel_size=2, bias=False)
+    conv = conv.double()
+    x = torch.randn((1, 3) + (4,) * dims, dtype=torch.float64)
+    ((label, w),) = as_matrices(f"conv{dims}d", conv.weight.detach(), name="c")
+    assert label == "c" and w.shape == (6, 3 * 2**dims)
+    # patches in (channel, kernel axes) order, built by hand
+    out = conv(x).detach()
+    for pos in np.ndindex(*out.shape[2:]):
+        sl = (0, slice(None), *(slice(p, p + 2) for p in pos))
+        patch = x[sl].reshape(-1)
+        torch.testing.assert_close(w @ patch, out[(0, slice(None), *pos)])
+
+
+def test_flattened_conv2d_matches_unfold():
+    conv = nn.Conv2d(4, 8, kernel_size=(3, 2), bias=False).double()
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64)
+    ((_, w),) = as_matrices("conv2d", conv.weight.detach())
+    cols = F.unfold(x, kernel_size=(3, 2))  # (batch, 4*3*2, L)
+    torch.testing.assert_close((w @ cols).reshape(conv(x).shape), conv(x).detach())
+
+
+def test_per_position_slices_are_the_kernel_taps():
+    k = torch.randn(8, 4, 3, 2)
+    pairs = as_matrices("conv2d", k, name="c", conv="per_position")
+    assert [label for label, _ in pairs] == [f"c[{i},{j}]" for i in range(3) for j in range(2)]
+    for label, m in pairs:
+        i, j = map(int, label[2:-1].split(","))
+        assert m.shape == (8, 4) and torch.equal(m, k[:, :, i, j])
+    # a 1x1 convolution is a linear map: its only slice is that map
+    conv = nn.Conv2d(5, 12, 1, bias=False)
+    ((label, m),) = as_matrices("conv2d", conv.weight.detach(), name="p", conv="per_position")
+    x = torch.randn(1, 5, 3, 3)
+    assert label == "p[0,0]"
+    torch.testing.assert_close(torch.einsum("oi,bihw->bohw", m, x), conv(x).detach())
+    labels = [lb for lb, _ in as_matrices("conv1d", torch.randn(6, 2, 3), conv="per_position")]
+    assert labels == ["W[0]", "W[1]", "W[2]"]
+    labels = [
+        lb for lb, _ in as_matrices("conv3d", torch.randn(6, 2, 1, 2, 1), conv="per_position")
+    ]
+    assert labels == ["W[0,0,0]", "W[0,1,0]"]
+
+
+def test_transposed_conv_is_read_out_x_in():
+    deconv = nn.ConvTranspose2d(6, 10, kernel_size=1, bias=False)
+    ((_, m),) = as_matrices("conv_transpose2d", deconv.weight.detach())
+    assert m.shape == (10, 6)
+    x = torch.randn(1, 6, 2, 2)
+    torch.testing.assert_close(torch.einsum("oi,bihw->bohw", m, x), deconv(x).detach())
+    k = torch.randn(6, 10, 3, 3)
+    assert as_matrices("conv_transpose2d", k)[0][1].shape == (10, 54)
+    slices = as_matrices("conv_transpose2d", k, conv="per_position")
+    assert torch.equal(slices[4][1], k[:, :, 1, 1].T)
+
+
+def test_gpt2_conv1d_is_transposed_to_out_x_in():
+    w = torch.randn(6, 9)  # Conv1D(nf=9, nx=6): y = x @ w
+    ((_, m),) = as_matrices("conv1d_transposed", w)
+    x = torch.randn(6)
+    assert m.shape == (9, 6)
+    torch.testing.assert_close(m @ x, x @ w)
+
+
+def test_in_proj_split_gives_the_query_key_value_projections():
+    mha = nn.MultiheadAttention(embed_dim=12, num_heads=3, bias=False)
+    w = mha.in_proj_weight.detach()
+    pairs = as_matrices("in_proj", w, name="attn.in_proj_weight")
+    assert [label for label, _ in pairs] == [
+        "attn.in_proj_weight[q]",
+        "attn.in_proj_weight[k]",
+        "attn.in_proj_weight[v]",
+    ]
+    # q, k, v as torch computes them (F._in_projection_packed splits the same way)
+    x = torch.randn(5, 12)
+    q, k, v = (x @ w.T).chunk(3, dim=-1)
+    for (_, m), ref in zip(pairs, (q, k, v), strict=True):
+        assert m.shape == (12, 12)
+        torch.testing.assert_close(x @ m.T, ref)
+    ((label, whole),) = as_matrices("in_proj", w, name="a", split_in_proj=False)
+    assert label == "a" and whole.shape == (36, 12)
+
+
+def test_embedding_and_matrix_are_as_stored():
+    e = torch.randn(100, 16)
+    assert as_matrices("embedding", e)[0][1] is e
+    pos = torch.randn(1, 1, 20, 16)
+    ((_, m),) = as_matrices("matrix", pos)
+    assert m.shape == (20, 16) and torch.equal(m, pos[0, 0])
+
+
+def test_entry_gives_kind_and_name_and_numpy_works():
+    entry = WeightEntry("blocks.0.conv.weight", (8, 4, 3, 3), "float32", "conv2d")
+    pairs = as_matrices(entry, np.ones((8, 4, 3, 3), np.float32), conv="per_position")
+    assert pairs[0][0] == "blocks.0.conv.weight[0,0]" and len(pairs) == 9
+    assert isinstance(pairs[0][1], torch.Tensor) and pairs[0][1].dtype == torch.float32
+    assert as_matrices(entry, torch.ones(8, 4, 3, 3), name="x")[0][0] == "x"
+
+
+def test_dtype_device_kept_and_views_not_copies():
+    k = torch.randn(8, 4, 3, 3, dtype=torch.bfloat16)
+    ((_, m),) = as_matrices("conv2d", k)
+    assert m.dtype == torch.bfloat16 and m.data_ptr() == k.data_ptr()
+
+
+KIND_SHAPES = {
+    "linear": (7, 5),
+    "conv1d": (6, 3, 4),
+    "conv2d": (6, 3, 2, 4),
+    "conv3d": (6, 3, 2, 2, 3),
+    "conv_transpose1d": (3, 6, 4),
+    "conv_transpose2d": (3, 6, 2, 4),
+    "conv_transpose3d": (3, 6, 2, 2, 3),
+    "conv1d_transposed": (5, 7),
+    "in_proj": (12, 4),
+    "embedding": (30, 4),
+    "matrix": (1, 7, 5),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("conv", ["flatten", "per_position"])
+@pytest.mark.parametrize("split", [True, False])
+def test_layout_predicts_the_matrices_and_energy_is_kept(kind, conv, split):
+    """Table: for every kind and option, matrix_layout == what as_matrices returns, and
+    the matrices hold exactly the tensor's entries (equal sum of squares)."""
+    t = torch.randn(KIND_SHAPES[kind], dtype=torch.float64)
+    pairs = as_matrices(kind, t, conv=conv, split_in_proj=split)
+    layout = matrix_layout(kind, t.shape, conv=conv, split_in_proj=split)
+    assert isinstance(layout, MatrixLayout)
+    assert len(pairs) == layout.count
+    assert all(m.shape == (layout.rows, layout.cols) for _, m in pairs)
+    total = sum(float((m**2).sum()) for _, m in pairs)
+    assert math.isclose(total, float((t**2).sum()), rel_tol=1e-12)
+    assert len({label for label, _ in pairs}) == len(pairs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    out=st.integers(1, 6),
+    inp=st.integers(1, 6),
+    k=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+)
+def test_flatten_and_per_position_share_the_entries(out, inp, k):
+    """Flattened columns (channel-major) regroup into the per-position slices."""
+    kind = f"conv{len(k)}d"
+    t = torch.randn(out, inp, *k, dtype=torch.float64)
+    ((_, flat),) = as_matrices(kind, t)
+    slices = as_matrices(kind, t, conv="per_position")
+    n_pos = math.prod(k)
+    assert len(slices) == n_pos
+    for p, (_, m) in enumerate(slices):
+        assert torch.equal(flat[:, p::n_pos], m)
+
+
+def test_singular_values_do_not_depend_on_orientation():
+    w = torch.randn(9, 6, dtype=torch.float64)
+    s_t = torch.linalg.svdvals(as_matrices("conv1d_transposed", w)[0][1])
+    s = torch.linalg.svdvals(w)
+    torch.testing.assert_close(s_t, s)
+    np.testing.assert_allclose(s.numpy(), np.linalg.svd(w.numpy(), compute_uv=False))
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape", "match"),
+    [
+        ("conv2d", (3, 4), r"layout \(out, in, kh, kw\) for kind 'conv2d'; got shape \(3, 4\)"),
+        ("linear", (3, 4, 5), r"layout \(out, in\) for kind 'linear'; got shape \(3, 4, 5\)"),
+        ("matrix", (2, 3, 4), r"leading axes of size 1 for kind 'matrix'"),
+        ("matrix", (5,), "for kind 'matrix'; got shape"),
+        ("in_proj", (10, 4), r"rows divisible by 3 for kind 'in_proj'.*got shape \(10, 4\)"),
+    ],
+)
+def test_shape_errors(kind, shape, match):
+    with pytest.raises(InputError, match=match):
+        as_matrices(kind, torch.zeros(shape))
+    with pytest.raises(InputError, match=match.split(";")[0]):
+        matrix_layout(kind, shape)
+
+
+def test_option_and_type_errors():
+    with pytest.raises(
+        InputError,
+        match=r"'kind' parameter of as_matrices must be one of "
+        r"'linear', 'conv1d'.* Got 'dense' instead",
+    ):
+        as_matrices("dense", torch.zeros(3, 3))
+    with pytest.raises(
+        InputError,
+        match=r"'conv' parameter of as_matrices must be one of "
+        r"'flatten', 'per_position'\. Got 'im2col' instead",
+    ):
+        as_matrices("conv2d", torch.zeros(3, 3, 2, 2), conv="im2col")
+    with pytest.raises(InputError, match="'conv' parameter of matrix_layout"):
+        matrix_layout("conv2d", (3, 3, 2, 2), conv="x")
+    with pytest.raises(
+        InputError,
+        match="'tensor' argument of as_matrices must be a torch tensor or NumPy array; got list",
+    ):
+        as_matrices("linear", [[1.0, 2.0]])
+    with pytest.raises(
+        InputError,
+        match="'entry_or_kind' argument of as_matrices must be a WeightEntry or a kind string",
+    ):
+        as_matrices(3, torch.zeros(3, 3))
+    with pytest.raises(InputError, match=r"must not be empty; got shape \(0, 4\)"):
+        as_matrices("linear", torch.zeros(0, 4))
+    with pytest.raises(InputError, match="'shape' argument of matrix_layout must be a sequence"):
+        matrix_layout("linear", None)
+    bias = WeightEntry("fc.bias", (4,), "float32", "other", "1-D tensor (bias or norm scale)")
+    with pytest.raises(InputError, match=r"'fc.bias' has no matrix convention: 1-D tensor"):
+        as_matrices(bias, torch.zeros(4))

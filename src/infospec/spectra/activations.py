@@ -152,13 +152,12 @@ class ActivationCovariances:
                 f"earlier batches of width {acc.dim}; batches must have a "
                 f"consistent width"
             )
-        if not bool(torch.isfinite(rows).all()):
-            bad = int((~torch.isfinite(rows)).sum())
+        try:
+            acc.update(rows)  # checks finiteness once, on the rows as they are
+        except InputError as exc:
             raise InputError(
-                f"layer '{name}' produced {bad} NaN/Inf activation value(s); "
-                f"its statistics stop here"
-            )
-        acc.update(rows)
+                f"layer '{name}' produced NaN/Inf activations; its statistics stop here ({exc})"
+            ) from exc
 
     def set_token_mask(self, mask: torch.Tensor | None) -> None:
         """Rows to keep in (batch, seq)-shaped outputs of the next forward pass (or None)."""

@@ -260,10 +260,11 @@ class StreamingCovariance:
                 f"accumulator's feature dimension); got shape {tuple(x.shape)}. Batches "
                 f"of one accumulator must all have the same width."
             )
-        x = x.reshape(-1, self.dim).to(device=self.mean.device, dtype=self.mean.dtype)
+        x = x.reshape(-1, self.dim)
         if x.shape[0] == 0:
             return
-        check_finite(x, "X", func)
+        check_finite(x, "X", func)  # before the float64 copy: half the bytes to scan
+        x = x.to(device=self.mean.device, dtype=self.mean.dtype)
         b = x.shape[0]
         mean_b = x.mean(dim=0)
         xc = x - mean_b

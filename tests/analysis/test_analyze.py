@@ -259,10 +259,30 @@ def test_activation_record_rank_deficient_up_projection():
     up = nn.Linear(8, 32)
     with torch.no_grad():
         h = up(torch.randn(500, 8)).double()
-    rec = activation_record(infospec.covariance_eigenvalues(h), 500)
+    eig = infospec.covariance_eigenvalues(h)
+    rec = activation_record(eig, 500)
     assert rec["rank"] == 8
-    assert rec["flatness"] == 0.0 and rec["entropy_bits_per_dim"] == -math.inf
-    assert "numerical rank 8 of 32" in rec["warning"]
+    # flatness and entropy are of the support: the 8 nonzero eigenvalues
+    top = eig[:8]
+    assert rec["flatness"] == pytest.approx(float(infospec.spectral_flatness(top)), rel=1e-9)
+    assert rec["entropy_bits_per_dim"] == pytest.approx(
+        float(infospec.gaussian_entropy(top, bits=True)) / 8, rel=1e-9
+    )
+    # rank-independent measures read every eigenvalue (zeros contribute nothing)
+    assert rec["effective_rank"] == pytest.approx(float(infospec.effective_rank(top)), rel=1e-9)
+    assert rec["warning"] == ""
+
+
+def test_layernorm_output_has_rank_d_minus_1():
+    torch.manual_seed(0)
+    ln = nn.LayerNorm(16)
+    with torch.no_grad():
+        h = ln(torch.randn(400, 16) * 3 + 1).double()
+    eig = infospec.covariance_eigenvalues(h)
+    rec = activation_record(eig, 400, input_dtype=torch.float32)
+    assert rec["rank"] == 15 and rec["dim"] == 16
+    # in float64 the same spectrum keeps its float32 rounding eigenvalue
+    assert activation_record(eig, 400)["rank"] == 16
 
 
 # ---- report output ------------------------------------------------------------------------

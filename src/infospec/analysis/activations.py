@@ -3,13 +3,25 @@ r"""One layer's activation covariance turned into the activation measures of the
 Conventions, for a layer with ``dim`` features and ``samples`` rows (tokens, positions):
 
 * eigenvalues :math:`\lambda_i` of the centred sample covariance (ddof 1), float64;
-  those below the eigensolver's round-off floor :math:`d\,\epsilon_{64}\lambda_{\max}` are
-  set to 0, and ``rank`` counts the rest (an up-projection's output has rank at most its
-  input width: its flatness is then 0 and its entropy :math:`-\infty`, exactly);
-* ``entropy_bits_per_dim``: the Gaussian differential entropy
-  :math:`\frac{1}{d}\big(\frac d2\log_2(2\pi e) + \frac12\sum_i\log_2\lambda_i\big)`; it
-  depends on the scale of the features (as every differential entropy) and is
-  :math:`-\infty` when the covariance is singular (fewer samples than features, dead units);
+  those below the rounding floor
+  :math:`\max(d\,\epsilon_{64}\lambda_{\max},\ 4\sqrt d\,\epsilon_{x}^2\,\bar\lambda)` are
+  set to 0, and ``rank`` counts the rest. The first term is the eigensolver's; the second is
+  that of the activations' own precision :math:`\epsilon_x` (float32:
+  :math:`1.2\times10^{-7}`; bfloat16: :math:`7.8\times10^{-3}`): a LayerNorm output computed
+  in float32 leaves its structurally zero direction at about :math:`10\,\epsilon_{32}^2\bar\lambda`
+  (measured: :math:`1.3\times10^{-14}\bar\lambda` at d = 16, :math:`1.4\times10^{-13}\bar\lambda`
+  at d = 384), which the floor clears by 4-8x. Outputs are often confined to a subspace exactly:
+  a LayerNorm output sums to a constant across features (rank :math:`d-1`, and so does any
+  linear map of it), an up-projection spans at most its input width, and a covariance of
+  :math:`n < d` samples has rank :math:`\le n-1`;
+* ``flatness`` and ``entropy_bits_per_dim`` are measured **on the support**, the ``rank``
+  nonzero eigenvalues: the geometric over arithmetic mean of those, and the Gaussian
+  differential entropy of the distribution on its ``rank``-dimensional support,
+  :math:`\frac{1}{r}\big(\frac r2\log_2(2\pi e) + \frac12\sum_{\lambda_i>0}\log_2\lambda_i\big)`.
+  For a full-rank layer they are the usual full-space values; for a rank-deficient one the
+  full-space values are 0 and :math:`-\infty` whatever the layer does, which says nothing
+  more than ``rank < dim`` already says. The entropy depends on the scale of the features,
+  as every differential entropy does;
 * ``coding_rate_bits``: the coding rate of MCR²/CRATE at ``eps`` of the features rescaled to
   unit mean squared norm (as MCR²'s normalised features):
   :math:`\frac12\log_2\det(I + \frac{d}{\epsilon^2}\tilde\Sigma)` with
@@ -27,7 +39,6 @@ Conventions, for a layer with ``dim`` features and ``samples`` rows (tokens, pos
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -45,11 +56,11 @@ NAN = float("nan")
 ACTIVATION_COLUMNS: dict[str, str] = {
     "dim": "feature dimension d of the layer's output",
     "samples": "rows (tokens or positions) accumulated",
-    "rank": "numerical rank: eigenvalues above d * eps64 * lambda_max",
-    "flatness": "spectral flatness of the covariance eigenvalues (1 = whitened)",
+    "rank": "numerical rank: eigenvalues above d * eps64 * lambda_max (the support)",
+    "flatness": "spectral flatness of the nonzero covariance eigenvalues (1 = whitened)",
     "effective_rank": "exp of the entropy of lambda / sum lambda",
     "participation_ratio": "(sum lambda)^2 / sum lambda^2",
-    "entropy_bits_per_dim": "Gaussian differential entropy, bits per dimension",
+    "entropy_bits_per_dim": "Gaussian differential entropy on the support, bits per dimension",
     "coding_rate_bits": "MCR2 coding rate at eps of unit-energy features, bits",
     "rate_bits": "Gaussian R(D) at the relative distortion, bits per sample",
     "capacity_bits": "latent capacity 1/2 sum log2(1 + lambda / t^2), t^2 = rel_noise * mean",
@@ -65,6 +76,7 @@ def activation_record(
     eps: float = 0.5,
     rel_distortion: float = 0.01,
     rel_noise: float = 0.1,
+    input_dtype: torch.dtype = torch.float64,
 ) -> dict[str, Any]:
     """Every activation measure of one layer from its covariance eigenvalues.
 
@@ -76,6 +88,8 @@ def activation_record(
         Number of rows behind the covariance.
     eps, rel_distortion, rel_noise : float
         See the module docstring.
+    input_dtype : torch.dtype, default torch.float64
+        Precision the activations were computed in; sets the rounding floor.
 
     Returns
     -------
@@ -93,21 +107,18 @@ def activation_record(
         rec["warning"] = "constant activations: zero covariance"
         return rec
     # eigenvalues below the round-off floor of the eigensolver are noise: make them exact
-    # zeros, so a rank-deficient output (an up-projection) reads as flatness 0, entropy -inf
-    floor = d * torch.finfo(torch.float64).eps * float(lam.max())
+    # zeros, so that the support (and rank) of a rank-deficient output is exact
+    eps_x = torch.finfo(input_dtype).eps if input_dtype.is_floating_point else 0.0
+    floor = max(
+        d * torch.finfo(torch.float64).eps * float(lam.max()), 4 * d**0.5 * eps_x**2 * total / d
+    )
     lam = torch.where(lam > floor, lam, torch.zeros_like(lam))
     rec["rank"] = int((lam > 0).sum())
-    rec["flatness"] = float(spectral_flatness(lam))
+    support = lam[lam > 0]
+    rec["flatness"] = float(spectral_flatness(support))
     rec["effective_rank"] = float(effective_rank(lam))
     rec["participation_ratio"] = float(participation_ratio(lam))
-    h = float(gaussian_entropy(lam, bits=True))
-    rec["entropy_bits_per_dim"] = h / d
-    if math.isinf(h):
-        zeros = int((lam == 0).sum())
-        warnings.append(
-            f"singular covariance (numerical rank {rec['rank']} of {d}, {zeros} zero "
-            f"eigenvalue(s), {samples} samples): entropy is -inf, flatness 0"
-        )
+    rec["entropy_bits_per_dim"] = float(gaussian_entropy(support, bits=True)) / support.numel()
     unit = lam / total
     rec["coding_rate_bits"] = float(gaussian_capacity(unit, eps * eps / d, bits=True))
     rec["rate_bits"] = float(rate_distortion(lam, rel_distortion * total, bits=True).rate)

@@ -400,7 +400,12 @@ def _activations(
                     continue
                 eig = acc.eigenvalues()
                 rec = activation_record(
-                    eig, acc.count, eps=eps, rel_distortion=rel_distortion, rel_noise=rel_noise
+                    eig,
+                    acc.count,
+                    eps=eps,
+                    rel_distortion=rel_distortion,
+                    rel_noise=rel_noise,
+                    input_dtype=acts.dtypes.get(name, torch.float64),
                 )
                 report.activations.append({**row, "status": "ok", **rec})
                 report.spectra[f"activations/{name}"] = eig.cpu().numpy()

@@ -35,13 +35,17 @@ its own class ``WW_powerlaw.WWFit``:
 * the KS distance of a candidate is :math:`D = \max_j |F(x_{(j)}) - j/n|`, j = 0..n-1, over
   the sorted tail, with :math:`F(x) = 1 - (x/x_{\min})^{1-\alpha}`: the fitted CDF against
   the empirical CDF's left limits only (the ``powerlaw`` package computes the same
-  quantity);
+  quantity for distinct values);
 * the chosen :math:`x_{\min}` is the first candidate with the smallest :math:`D`;
   ``sigma`` is :math:`(\hat\alpha - 1)/\sqrt{n}` and ``num_pl_spikes`` the tail size;
 * when fewer than 20 eigenvalues are fitted it switches to a small-sample rule: a
-  bias-corrected :math:`\hat\alpha = 1 + (n-1)/\sum\log(x_j/x_{\min})`, only candidates with
-  :math:`n \ge 8`, chosen by the smallest :math:`D - 0.868/\sqrt{n}` (the whole spectrum when
-  no candidate has 8 points).
+  bias-corrected :math:`\hat\alpha = 1 + (n-1)/\sum\log(x_j/x_{\min})` and only candidates
+  with :math:`n \ge 8` (the whole spectrum when there are fewer than 8 eigenvalues). Its
+  ``fit_powerlaw_smallN`` ranks them by :math:`D - 0.868/\sqrt{n}`, but ``WWFit.__init__``
+  then overwrites that choice with the first smallest :math:`D` among them, so the
+  smallest :math:`D` is what it reports (checked against WeightWatcher 0.7.7 itself).
+  Below 8 eigenvalues its ``sigma`` is :math:`-1/\sqrt{N}` (the standard errors are
+  computed before the exponent is filled in); we report :math:`(\hat\alpha-1)/\sqrt{n}`.
 
 Its other paths: ``xmax='force'`` or ``fix_fingers`` require ``pl_package='powerlaw'``,
 which calls ``powerlaw.Fit(data, xmax=..., distribution=...)``; with ``powerlaw`` 2.0 that
@@ -52,13 +56,18 @@ What we do
 ----------
 :func:`fit_power_law` reproduces the default above exactly (same threshold, candidates,
 estimator, KS distance, tie-breaking, small-sample rule), vectorised over the candidates,
-so our ``alpha`` can be compared with WeightWatcher's. It differs only where WeightWatcher
-has no default: a user-given ``xmin`` is used as is (no scan above it), and ``xmax`` fits a
-power law truncated at ``xmax`` by maximum likelihood (the exponent then solves a 1-D
-equation; the KS distance uses the truncated CDF). The ``powerlaw`` package (2.0) computes
-the same untruncated estimate with two differences: it scans unique values below the two
-largest, and its default range ``alpha`` in (0, 3) rejects steeper tails; widen it with
-``parameter_ranges={'alpha': [1, 100]}`` to compare.
+so our ``alpha`` can be compared with WeightWatcher's. It differs only outside that
+default: a user-given ``xmin`` is used as is (WeightWatcher's own ``fit_powerlaw(xmin=...)``
+moves it to the nearest eigenvalue and still scans the candidates above it; ``analyze()``
+never passes one), and ``xmax`` fits a power law truncated at ``xmax`` by maximum
+likelihood (the exponent then solves a 1-D equation; the KS distance uses the truncated
+CDF). The ``powerlaw`` package (2.0) computes the same untruncated estimate with two
+differences: it scans unique values below the two largest, and its default range
+``alpha`` in (0, 3) rejects steeper tails; widen it with ``parameter_ranges={'alpha': [1,
+100]}`` to compare. With ``xmax`` it maximises the truncated likelihood numerically only
+when the untruncated closed form lies outside (1.5, 3]; inside that range it returns the
+untruncated closed form, which is biased for a truncated tail (ours is the truncated
+maximum-likelihood estimate throughout).
 
 References
 ----------
@@ -111,9 +120,7 @@ WW_EIGENVALUE_THRESHOLD = 1e-5
 _WW_SMALL_N = 20
 #: Smallest tail a candidate may have under the small-sample rule.
 _WW_SMALL_N_MIN_TAIL = 8
-#: Weight of the tail-size reward in the small-sample objective ``D - c / sqrt(n)``.
-_WW_SMALL_N_REWARD = 0.868
-#: Elements per block of the (candidates x tail) KS matrix: bounds memory at ~32 MiB.
+#: Entries per block of the (candidates x tail) KS matrix: 8 MiB in float64, cache-sized.
 _KS_BLOCK_ELEMENTS = 1 << 20
 #: Fewest nonzero eigenvalues that :func:`fit_marchenko_pastur` accepts.
 _MP_MIN_EIGENVALUES = 4
@@ -200,6 +207,11 @@ def _law_parameter(value: Any, name: str, func: str) -> float | torch.Tensor:
     """``q`` or ``sigma2``: a finite number > 0, or a tensor/array of them."""
     if _is_number(value):
         return check_positive(value, name, func)
+    if isinstance(value, str | bytes) or value is None:
+        raise InputError(
+            f"The '{name}' parameter of {func} must be a float > 0 or a numeric tensor. "
+            f"Got {value!r} instead."
+        )
     t = as_float_tensor(value, name, func)
     check_finite(t, name, func)
     if t.numel() == 0 or bool((t <= 0).any()):
@@ -467,24 +479,29 @@ def fit_marchenko_pastur(
     r"""Fit the Marchenko-Pastur law to a spectrum with a few outliers (spikes).
 
     The bulk variance is estimated by matching medians, the robust estimator of Gavish and
-    Donoho (2014), refined by excluding the spikes:
+    Donoho (2014), with the spikes accounted for:
 
     1. drop the zero eigenvalues (at most ``zero_rtol * max(eigvals)``; there are
-       :math:`p - n` of them when :math:`q > 1`);
-    2. :math:`\hat\sigma^2 = \operatorname{median}(\lambda) / \mu_{1/2}(q)`, where
-       :math:`\mu_{1/2}(q)` is the median of the nonzero part of the MP law with
-       :math:`\sigma^2 = 1` (from :func:`marchenko_pastur_cdf`, by bisection);
-    3. call spikes the eigenvalues above :math:`\lambda_+ = \hat\sigma^2(1 + \sqrt q)^2`,
-       re-estimate :math:`\hat\sigma^2` from the median of the others, and repeat until the
-       set of spikes no longer changes (at most ``max_iter`` times).
+       :math:`p - n` of them when :math:`q > 1`), leaving :math:`m` values;
+    2. with :math:`k` of them taken as spikes (start with :math:`k = 0`), the median of all
+       :math:`m` is the bulk's quantile at level :math:`m / (2(m - k))`, so
+       :math:`\hat\sigma^2 = \operatorname{median}(\lambda) / Q_q\big(m/(2(m-k))\big)`,
+       where :math:`Q_q` is the quantile function of the nonzero part of the MP law with
+       :math:`\sigma^2 = 1` (from the closed-form CDF of :func:`marchenko_pastur_cdf`, by
+       bisection);
+    3. count the eigenvalues above :math:`\lambda_+ = \hat\sigma^2(1 + \sqrt q)^2` as the
+       new :math:`k` and repeat 2-3 until :math:`k` no longer changes.
 
-    The median has a 50 % breakdown point, so a few spikes barely move step 2, and step 3
-    removes their small upward bias (a rank-:math:`k` signal adds :math:`k` eigenvalues on
-    top of the bulk). The sequence of estimates is non-increasing, so the loop ends. Spikes
-    above the BBP threshold (population variance above :math:`\sigma^2(1 + \sqrt q)`)
-    separate from the bulk and are counted; on pure noise the largest eigenvalues
-    fluctuate around :math:`\lambda_+` on the Tracy-Widom scale, so 0-2 spurious spikes are
-    typical.
+    :math:`k` only grows (a larger :math:`k` lowers :math:`\hat\sigma^2`) and cannot exceed
+    :math:`m/2`, because the edge stays above the median: the loop ends, and at most half
+    of the eigenvalues are ever called spikes (the median's breakdown point). With a few
+    spikes the median barely moves and step 2 removes its small upward bias (a rank-:math:`k`
+    signal adds :math:`k` eigenvalues on top of the bulk). Spikes above the BBP threshold
+    (population variance above :math:`\sigma^2(1 + \sqrt q)`) separate from the bulk and
+    are counted; on pure noise the largest eigenvalues fluctuate around :math:`\lambda_+` on
+    the Tracy-Widom scale, so 0-2 spurious spikes are typical. A spike count near
+    :math:`m/2` or a large ``ks_distance`` says that the spectrum is not a noise bulk with
+    a few spikes (for example a heavy-tailed trained layer: see :func:`fit_power_law`).
 
     Parameters
     ----------
@@ -497,7 +514,7 @@ def fit_marchenko_pastur(
         Known bulk variance: skips the estimation and only counts spikes and measures
         the fit.
     max_iter : int > 0, default 50
-        Maximum number of refinement rounds of step 3.
+        Maximum number of rounds of steps 2-3 (they stop earlier, when ``k`` is stable).
     zero_rtol : float >= 0, optional
         Eigenvalues at most ``zero_rtol * max(eigvals)`` count as zeros. Default: ``p``
         times the machine epsilon of the input's dtype (NumPy's ``matrix_rank`` rule).
@@ -513,8 +530,7 @@ def fit_marchenko_pastur(
     InputError
         If ``eigvals`` is not 1-D, non-finite or significantly negative; if it has fewer
         than 4 nonzero eigenvalues or they are all equal (the law cannot be fitted); if
-        ``q``, ``sigma2``, ``max_iter`` or ``zero_rtol`` is invalid; or if the median
-        refinement would leave fewer than 4 bulk eigenvalues.
+        ``q``, ``sigma2``, ``max_iter`` or ``zero_rtol`` is invalid.
 
     References
     ----------
@@ -580,6 +596,7 @@ def fit_marchenko_pastur(
             if k == num_spikes:
                 break
             num_spikes = k
+        num_spikes = int((nonzero > s2 * edge_factor).sum())  # consistent with the edge
 
     lower, upper = marchenko_pastur_edges(q_, s2)
     bulk = nonzero[nonzero <= upper]
@@ -620,7 +637,7 @@ def _solve_truncated(ratio: torch.Tensor) -> torch.Tensor:
 
 
 def _truncated_fisher(v: torch.Tensor) -> torch.Tensor:
-    """t^2 times the Fisher information per point of u = alpha - 1: 1/v^2 - 1/(4 sinh^2(v/2))."""
+    """Fisher information per point of u = alpha - 1, over t^2: 1/v^2 - 1/(4 sinh^2(v/2))."""
     small = v.abs() < 1e-2
     safe = torch.where(small, torch.ones_like(v), v)
     exact = 1 / safe**2 - 1 / (4 * torch.sinh(safe / 2) ** 2)
@@ -731,8 +748,8 @@ def fit_power_law(
     small-sample rule below 20 eigenvalues. All candidates are handled at once: the
     log-sums come from suffix cumulative sums of :math:`(N - k - 1)(\log x_{k+1} - \log
     x_k) \ge 0` (exact zeros for tied tails, no cancellation), and the KS distances from
-    blocks of the (candidates x tail) matrix of at most :math:`2^{22}` entries, so memory
-    stays bounded (about 0.5 s on a CPU for 10,000 eigenvalues).
+    blocks of the (candidates x tail) matrix of at most :math:`2^{20}` entries, so memory
+    stays bounded (about 1 s on one CPU core for 10,000 eigenvalues).
 
     Parameters
     ----------
@@ -756,8 +773,8 @@ def fit_power_law(
     small_sample : {'ww', 'standard'}, default 'ww'
         With fewer than 20 eigenvalues and a scanned, untruncated fit, ``'ww'`` applies
         WeightWatcher's rule (bias-corrected :math:`\hat\alpha = 1 + (n-1)/\sum\log`,
-        tails of at least 8, smallest :math:`D - 0.868/\sqrt n`); ``'standard'`` keeps the
-        rule above at every size.
+        tails of at least 8, smallest :math:`D`; the whole spectrum below 8 eigenvalues);
+        ``'standard'`` keeps the rule above at every size.
 
     Returns
     -------
@@ -815,6 +832,11 @@ def fit_power_law(
     else:
         xmax_ = _check_xlimit(xmax, "xmax", func)
 
+    if xmin_ is not None and isinstance(xmax_, float) and xmin_ >= xmax_:
+        raise InputError(
+            f"The 'xmin' parameter of {func} must be below 'xmax'; got xmin={xmin_:.6g} "
+            f"and xmax={xmax_:.6g}."
+        )
     x = torch.sort(t[t > threshold]).values
     if xmax_ == "max" and x.numel():
         xmax_ = float(x[-1])
@@ -835,11 +857,6 @@ def fit_power_law(
             f"equal to {float(x[0]):.6g}: a flat spectrum has no power-law tail."
         )
     truncated = isinstance(xmax_, float)
-    if xmin_ is not None and truncated and xmin_ >= xmax_:
-        raise InputError(
-            f"The 'xmin' parameter of {func} must be below 'xmax'; got xmin={xmin_:.6g} "
-            f"and xmax={xmax_:.6g}."
-        )
     if xmin_ is not None:
         return _fit_fixed_xmin(x, xmin_, xmax_ if truncated else None, func)
 
@@ -868,7 +885,7 @@ def fit_power_law(
         if bool(flat_tail[best]):
             _raise_flat_tail(x, best, func)
         alpha = 1 + u[best]
-        sigma = safe_span[best] / torch.sqrt(n_tail[best] * _truncated_fisher(v[best]))
+        sigma = 1 / (safe_span[best] * torch.sqrt(n_tail[best] * _truncated_fisher(v[best])))
         xmax_t = torch.tensor(xmax_, dtype=torch.float64, device=x.device)
         return PowerLawFit(alpha, x[best], ks[best], sigma, int(n_tail[best]), xmax_t)
 
@@ -876,20 +893,19 @@ def fit_power_law(
     inf = torch.full_like(n_tail, math.inf)
     if small_sample == "ww" and size < _WW_SMALL_N:
         # WeightWatcher's small-sample rule: bias-corrected exponent, tails of >= 8,
-        # objective D - 0.868 / sqrt(n); the whole spectrum when no tail is long enough.
+        # smallest D; the whole spectrum when no tail is long enough.
         alphas = torch.where(flat_tail, inf, 1 + (n_tail - 1) / safe_sums)
         usable = (n_tail >= _WW_SMALL_N_MIN_TAIL) & (log_sums > 1e-12)
         if bool(usable.any()):
             ks = _ks_all(
                 logs, torch.where(usable, alphas - 1, torch.zeros_like(alphas)), None, None
             )
-            objective = torch.where(usable, ks - _WW_SMALL_N_REWARD / torch.sqrt(n_tail), inf)
-            best = int(torch.argmin(objective))
+            best = int(torch.argmin(torch.where(usable, ks, inf)))
         else:
             best = 0
             if not bool(log_sums[0] > 1e-12):
                 _raise_flat_tail(x, 0, func)
-            ks = _ks_all(logs[:], alphas[:1] - 1, None, None)
+            ks = _ks_all(logs, alphas[:1] - 1, None, None)
     else:
         alphas = torch.where(flat_tail, inf, 1 + n_tail / safe_sums)
         ks = _ks_all(logs, torch.where(flat_tail, torch.zeros_like(alphas), alphas - 1), None, None)
@@ -937,7 +953,7 @@ def _fit_fixed_xmin(x: torch.Tensor, xmin: float, xmax: float | None, func: str)
         v = _solve_truncated(ratio.reshape(1))[0]
         u = v / span
         model = _tail_cdf(log_ratio, u, v, span)
-        sigma = span / torch.sqrt(n_t * _truncated_fisher(v))
+        sigma = 1 / (span * torch.sqrt(n_t * _truncated_fisher(v)))
         xmax_t = torch.tensor(xmax, dtype=torch.float64, device=device)
     ks = (model - steps).abs().amax()
     xmin_t = torch.tensor(xmin, dtype=torch.float64, device=device)

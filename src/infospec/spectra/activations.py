@@ -104,6 +104,8 @@ class ActivationCovariances:
         self.device = device
         self.accumulators: dict[str, StreamingCovariance] = {}
         self.errors: dict[str, str] = {}
+        #: dtype of each layer's outputs (sets the rounding floor of its covariance spectrum)
+        self.dtypes: dict[str, torch.dtype] = {}
         self._mask: torch.Tensor | None = None
         self._gen = torch.Generator().manual_seed(seed)
         self._handles = [
@@ -146,6 +148,7 @@ class ActivationCovariances:
         if acc is None:
             acc = StreamingCovariance(rows.shape[-1], device=self.device or rows.device)
             self.accumulators[name] = acc
+            self.dtypes[name] = out.dtype
         if rows.shape[-1] != acc.dim:
             raise InputError(
                 f"layer '{name}' produced features of width {rows.shape[-1]} after "
@@ -174,6 +177,7 @@ class ActivationCovariances:
         """Forget the accumulated statistics and errors (hooks stay attached)."""
         self.accumulators.clear()
         self.errors.clear()
+        self.dtypes.clear()
 
     def __enter__(self) -> ActivationCovariances:
         return self

@@ -123,3 +123,16 @@ def test_example_analyze_with_activations(tmp_path):
     assert "encoder.layer.0.attention.self.query" in names
     ok = [r for r in data["activations"] if r["status"] == "ok"]
     assert len(ok) == len(names)
+
+
+def test_analyze_html_page(checkpoint, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report.html"
+    assert (
+        main(["analyze", str(checkpoint), "--format", "html", "--out", str(out), "--no-progress"])
+        == 0
+    )
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") or page.lower().startswith("<!doctype html>")
+    assert "encoder.1.mlp.weight" in page and "data:image/png;base64," in page
+    assert "<link" not in page and 'src="http' not in page

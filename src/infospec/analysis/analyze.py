@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from .._errors import InfospecError, InputError, SourceError
+from .._names import match_names
 from .._validation import check_choice, check_positive, check_probability
 from ..sources import open_source
 from ..spectra.activations import ActivationCovariances
@@ -104,28 +104,14 @@ def _observed_modules(
             if owner in named and owner not in owners and named[owner] is not model:
                 owners.append(owner)
         return {n: named[n] for n in owners}
-    patterns = (
-        [activation_layers] if isinstance(activation_layers, str) else list(activation_layers)
+    chosen = match_names(
+        [n for n in named if n],
+        activation_layers,
+        param="activation_layers",
+        func="analyze",
+        what="module",
     )
-    chosen = {}
-    for pat in patterns:
-        try:
-            rx = re.compile(pat)
-        except re.error as exc:
-            raise InputError(
-                f"The 'activation_layers' pattern {pat!r} of analyze is not a "
-                f"valid regular expression: {exc}."
-            ) from exc
-        for n, m in named.items():
-            if n and rx.search(n):
-                chosen[n] = m
-    if not chosen:
-        sample = [n for n in named if n][:6]
-        raise InputError(
-            f"The 'activation_layers' pattern(s) {patterns} of analyze match no "
-            f"module of the model; module names look like {sample}."
-        )
-    return chosen
+    return {n: named[n] for n in chosen}
 
 
 def _forward(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Iterable, Iterator, Sequence
 
 from .._errors import InputError
+from .._names import match_names
 from .entry import WeightEntry
 
 __all__ = ["WeightSource", "select"]
@@ -52,23 +52,6 @@ class WeightSource(abc.ABC):
         return f"<{type(self).__name__} {self.description}>"
 
 
-def _examples(entries: Sequence[WeightEntry], k: int = 5) -> str:
-    kept = [e.name for e in entries if not e.skipped] or [e.name for e in entries]
-    shown = ", ".join(repr(n) for n in kept[:k])
-    more = f" and {len(kept) - k} more" if len(kept) > k else ""
-    return shown + more
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InputError(
-            f"The 'layers' pattern {pattern!r} is not a valid regular expression: {exc}. "
-            f"Escape literal characters with a backslash or re.escape."
-        ) from exc
-
-
 def select(
     entries: Iterable[WeightEntry], layers: str | Sequence[str] | None = None
 ) -> list[WeightEntry]:
@@ -109,41 +92,11 @@ def select(
     ['1.weight', '1.bias']
     """
     entries = list(entries)
-    if layers is None:
-        return entries
-    if isinstance(layers, str):
-        items: list[str] = [layers]
-    elif isinstance(layers, Sequence) and all(isinstance(x, str) for x in layers):
-        items = list(layers)
-        if not items:
-            raise InputError(
-                "The 'layers' parameter must name at least one pattern; got an empty "
-                "sequence. Pass None to keep every layer."
-            )
-    else:
-        raise InputError(
-            f"The 'layers' parameter must be a regular expression (str), a sequence of "
-            f"names or patterns, or None. Got {layers!r} of type {type(layers).__name__}."
-        )
-    if not entries:
+    if layers is not None and not entries:
         raise InputError(
             f"The 'layers' parameter {layers!r} cannot select anything: the source has no tensors."
         )
-    names = {e.name for e in entries}
-    exact = not isinstance(layers, str)
-    patterns = {item: _compile(item) for item in items if not (exact and item in names)}
-    chosen: set[str] = set()
-    for item in items:
-        if item not in patterns:
-            chosen.add(item)
-            continue
-        regex = patterns[item]
-        hits = {e.name for e in entries if regex.search(e.name)}
-        if not hits:
-            raise InputError(
-                f"The 'layers' pattern {item!r} matches none of the {len(entries)} tensor "
-                f"names (it is searched anywhere in the full dotted name with re.search); "
-                f"names look like: {_examples(entries)}."
-            )
-        chosen |= hits
+    # names of analysed tensors first, so that close matches suggest useful names
+    ordered = [e.name for e in entries if not e.skipped] + [e.name for e in entries if e.skipped]
+    chosen = set(match_names(ordered, layers, param="layers", what="tensor"))
     return [e for e in entries if e.name in chosen]

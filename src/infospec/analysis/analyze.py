@@ -69,23 +69,27 @@ def _weight_rows(
     report: Report,
 ) -> None:
     base = {"tensor": entry.name, "kind": entry.kind, "dtype": entry.dtype}
-    finite = torch.isfinite(tensor)
-    if not bool(finite.all()):
-        n_nan = int(torch.isnan(tensor).sum())
-        n_inf = int((~finite).sum()) - n_nan
-        report.weights.append(
-            {
-                "name": entry.name,
-                **base,
-                "status": "error",
-                "warning": f"tensor contains {n_nan} NaN and {n_inf} "
-                f"infinite value(s); not analysed",
-            }
-        )
-        return
     for label, matrix in as_matrices(entry, tensor, conv=conv, split_in_proj=split_in_proj):
         rows, cols = matrix.shape
-        sigma = singular_values(matrix, method=method, device=device)
+        try:
+            # singular_values checks finiteness on the small Gram matrix (no extra pass)
+            sigma = singular_values(matrix, method=method, device=device)
+        except InputError:
+            finite = torch.isfinite(matrix)
+            if bool(finite.all()):
+                raise
+            n_nan = int(torch.isnan(matrix).sum())
+            n_inf = int((~finite).sum()) - n_nan
+            report.weights.append(
+                {
+                    "name": label,
+                    **base,
+                    "status": "error",
+                    "warning": f"tensor contains {n_nan} NaN and {n_inf} infinite "
+                    f"value(s); not analysed",
+                }
+            )
+            continue
         rec = weight_record(
             sigma, rows=rows, cols=cols, rel_distortion=rel_distortion, fit_power=fits, fit_mp=fits
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .._errors import InputError
-from .._validation import as_float_tensor, check_choice, check_finite, check_ndim
+from .._validation import as_float_tensor, check_choice, check_finite, check_ndim, describe
 
 __all__ = ["singular_values"]
 
@@ -19,9 +19,17 @@ __all__ = ["singular_values"]
 _GRAM_CONDITION_LIMIT = 1e-10
 
 
-def _gram_singular_values(W: torch.Tensor) -> torch.Tensor:
+def _gram_singular_values(W: torch.Tensor, func: str) -> torch.Tensor:
     m, n = W.shape[-2:]
     gram = W.mT @ W if n <= m else W @ W.mT
+    # A NaN or Inf anywhere in W makes its Gram matrix non-finite, so checking the small
+    # Gram matrix replaces a pass over all of W; W is scanned only to name the bad values.
+    if not bool(torch.isfinite(gram).all()):
+        check_finite(W, "W", func)
+        raise InputError(
+            f"The 'W' argument of {func} is finite but its Gram matrix overflows in "
+            f"{str(W.dtype).replace('torch.', '')} ({describe(W)}); use method='svd' or rescale W."
+        )
     eig = torch.linalg.eigvalsh(gram)  # ascending
     return eig.clamp_min(0).sqrt().flip(-1)
 
@@ -97,10 +105,10 @@ def singular_values(
             f"The 'W' argument of {func} has an empty side: shape "
             f"{tuple(t.shape)}. Expected a matrix with m, n >= 1."
         )
-    check_finite(t, "W", func)
     if method == "svd":
+        check_finite(t, "W", func)
         return torch.linalg.svdvals(t)
-    sigma = _gram_singular_values(t)
+    sigma = _gram_singular_values(t, func)
     if method == "gram":
         return sigma
     top = sigma[..., :1]

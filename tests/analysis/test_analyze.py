@@ -243,7 +243,8 @@ def test_token_mask_excludes_padding():
 
 
 def test_activation_layers_regex_errors():
-    with pytest.raises(InputError, match="'activation_layers' pattern 'encoder' of analyze matches none of the 5 module"):
+    msg = "'activation_layers' pattern 'encoder' of analyze matches none of the 5 module"
+    with pytest.raises(InputError, match=msg):
         analyze(_mlp(), _data(1), activation_layers="encoder", progress=False)
 
 

@@ -80,7 +80,7 @@ def test_errors(W, kwargs, match):
 
 def test_gram_overflow_names_the_fix():
     W = np.full((4, 3), 1e200)
-    with pytest.raises(InputError, match="Gram matrix overflows in float64.*method='svd'"):
+    with pytest.raises(InputError, match=r"Gram matrix overflows in float64.*method='svd'"):
         singular_values(W, method="gram")
     np.testing.assert_allclose(
         singular_values(W, method="svd").numpy()[0], 1e200 * np.sqrt(12), rtol=1e-12

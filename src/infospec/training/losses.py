@@ -29,9 +29,7 @@ still gets Gram matrices, Cholesky factors and singular values in float32.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._errors import InfospecError, InputError
+from .._names import match_names
 from .._validation import check_finite, check_ndim, check_positive, describe
 from ..measures.flatness import log_spectrum_variance
 from ..measures.information import _check_samples, _coding_rate_nats, rate_reduction
@@ -105,64 +104,11 @@ def _device_of(x: Any) -> torch.device:
     return x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
 
-def _close_matches(item: str, names: Sequence[str]) -> str:
-    close = difflib.get_close_matches(item, names, n=5, cutoff=0.5)
-    if not close:
-        # Fall back on names containing a piece of the item, then on the first names.
-        pieces = [p for p in re.split(r"[^0-9A-Za-z_]+", item) if p]
-        close = [n for n in names if any(p in n for p in pieces)][:5] or list(names[:5])
-    more = f" (of {len(names)})" if len(names) > len(close) else ""
-    return ", ".join(repr(n) for n in close) + more
-
-
 def _resolve_layers(
     layers: Any, names: Sequence[str], *, param: str, what: str, func: str
 ) -> list[str]:
-    """Names chosen by ``layers``: a regex (str) or a sequence of exact names and regexes.
-
-    A string is one regular expression searched anywhere in each name (:func:`re.search`);
-    in a sequence, an item equal to a name selects it alone and any other item is a
-    regex. The result keeps the order of ``names``. An item that selects nothing raises
-    :class:`InputError` listing close matches (:mod:`difflib`).
-    """
-    if isinstance(layers, str):
-        items = [layers]
-        exact_ok = False
-    elif isinstance(layers, Sequence) and layers and all(isinstance(x, str) for x in layers):
-        items = list(layers)
-        exact_ok = True
-    else:
-        raise InputError(
-            f"The '{param}' parameter of {func} must be a regular expression (str), a "
-            f"non-empty sequence of {what} names or patterns, or None. Got {layers!r}."
-        )
-    if not names:
-        raise InputError(
-            f"The '{param}' parameter of {func} cannot select anything: the model has no "
-            f"{what}s to choose from."
-        )
-    known = set(names)
-    chosen: set[str] = set()
-    for item in items:
-        if exact_ok and item in known:
-            chosen.add(item)
-            continue
-        try:
-            regex = re.compile(item)
-        except re.error as exc:
-            raise InputError(
-                f"The '{param}' parameter of {func} holds {item!r}, which is not a valid "
-                f"regular expression ({exc}). Escape literal characters (re.escape)."
-            ) from exc
-        hits = {n for n in names if regex.search(n)}
-        if not hits:
-            raise InputError(
-                f"The '{param}' parameter of {func} holds {item!r}, which matches none of "
-                f"the model's {len(names)} {what} names (searched with re.search). Close "
-                f"matches: {_close_matches(item, names)}."
-            )
-        chosen |= hits
-    return [n for n in names if n in chosen]
+    """Names chosen by ``layers`` (the package's one rule: :func:`infospec._names.match_names`)."""
+    return match_names(names, layers, param=param, func=func, what=what)
 
 
 def _weight_params(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:

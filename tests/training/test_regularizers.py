@@ -140,7 +140,7 @@ def test_layers_selection_and_errors():
     net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     assert SpectralRegularizer(net, layers=r"^2\.").matrix_names == ["2.weight"]
     assert SpectralRegularizer(net, layers=["0.weight"]).matrix_names == ["0.weight"]
-    with pytest.raises(InputError, match=r"Close matches: '0\.weight'"):
+    with pytest.raises(InputError, match=r"close matches: '0\.weight'"):
         SpectralRegularizer(net, layers="0.wieght")
     with pytest.raises(InputError, match="not a valid regular expression"):
         SpectralRegularizer(net, layers="[")

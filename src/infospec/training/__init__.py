@@ -1,4 +1,11 @@
-"""Training with spectra: differentiable losses and regularisers."""
+"""Training with spectra: differentiable losses and regularisers, a monitor, callbacks.
+
+The framework callbacks (:class:`InfospecLightningCallback`,
+:class:`InfospecTrainerCallback`) are loaded on first access, so that importing
+``infospec.training`` imports neither Lightning nor transformers.
+"""
+
+from typing import Any
 
 from .losses import (
     CodingRateLoss,
@@ -7,13 +14,30 @@ from .losses import (
     info_spec_loss,
     rate_reduction_loss,
 )
+from .monitor import DEFAULT_ALERTS, MONITOR_COLUMNS, Monitor, MonitorAlert
 from .regularizers import SpectralRegularizer
 
+_CALLBACKS = ("InfospecLightningCallback", "InfospecTrainerCallback")
+
 __all__ = [
+    "DEFAULT_ALERTS",
+    "MONITOR_COLUMNS",
     "CodingRateLoss",
     "InfoSpecLoss",
+    "InfospecLightningCallback",
+    "InfospecTrainerCallback",
+    "Monitor",
+    "MonitorAlert",
     "SpectralRegularizer",
     "coding_rate_loss",
     "info_spec_loss",
     "rate_reduction_loss",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CALLBACKS:
+        from . import callbacks
+
+        return getattr(callbacks, name)
+    raise AttributeError(f"module 'infospec.training' has no attribute {name!r}")

@@ -337,7 +337,8 @@ def _collapsed_model() -> nn.Sequential:
 def test_collapse_alert_once_per_layer_and_metric():
     model = _collapsed_model()
     seen: list[MonitorAlert] = []
-    monitor = Monitor(model, every=1, alert_callback=seen.append)
+    alerts = {"effective_rank": 2.0, "flatness": 0.01}  # flatness is opt-in
+    monitor = Monitor(model, every=1, alerts=alerts, alert_callback=seen.append)
     gen = torch.Generator().manual_seed(0)
     for _ in range(3):
         model(torch.randn(64, 12, generator=gen))
@@ -365,7 +366,8 @@ def test_alerts_warn_by_default_and_can_be_disabled():
     assert all(w.category is InfospecWarning for w in caught)
     assert all(w.filename == __file__ for w in caught)  # points at the caller of step()
     assert any("effective_rank of the activations of layer '0' fell to" in m for m in messages)
-    assert any("flatness of weight matrix '0.weight' fell to" in m for m in messages)
+    assert any("effective_rank of weight matrix '0.weight' fell to" in m for m in messages)
+    assert not any("flatness" in m for m in messages)  # not a default alert
     assert len(messages) == len(monitor.alerts)
     quiet = Monitor(model, every=1, alerts=None)
     model(torch.randn(64, 12))

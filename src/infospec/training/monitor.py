@@ -39,6 +39,13 @@ layers trained with small batches or very fast steps (small models on a GPU) rai
 
 Sampling
 --------
+The rows of one measurement are pooled over the ``window`` steps before it, and the
+weights change between those steps: the covariance describes the layer over the window,
+not at one instant. For a layer whose output spans a subspace (an up-projection, width
+:math:`d_\text{out} > d_\text{in}`) the pooled output spans up to
+:math:`\min(d_\text{out}, \text{window}\cdot d_\text{in})` directions, the extra ones small
+(they come from the updates), so its rank and flatness read the updates as well as the map.
+
 A covariance of :math:`d` features estimated from :math:`n \le d` rows has rank at most
 :math:`n - 1`: the measures then describe the span of the sample, not the layer, and
 change with the batch size. Choose ``window`` so that ``window`` x rows per step exceeds
@@ -111,7 +118,11 @@ __all__ = ["DEFAULT_ALERTS", "MONITOR_COLUMNS", "Monitor", "MonitorAlert"]
 NAN = float("nan")
 
 #: Default alert thresholds: a measure falling below its threshold signals a collapse.
-DEFAULT_ALERTS: dict[str, float] = {"effective_rank": 2.0, "flatness": 0.01}
+#: Default collapse alert: effective rank below 2. Flatness is not a default alert: it is
+#: driven toward 0 by any single near-empty direction (a dead unit, or the small directions
+#: that the weight updates of a window add to an up-projection's pooled output), so it
+#: signals spread, not collapse; ask for it with ``alerts={"flatness": ...}``.
+DEFAULT_ALERTS: dict[str, float] = {"effective_rank": 2.0}
 
 #: Measures of each table, in the order they are logged.
 ACTIVATION_METRICS: tuple[str, ...] = (

@@ -326,3 +326,33 @@ def test_write_to_missing_directory(tmp_path):
     report = analyze(_mlp(), progress=False)
     with pytest.raises(InputError, match="does not exist"):
         report.to_csv(tmp_path / "no" / "r.csv")
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_workers_give_identical_reports_in_order(workers):
+    torch.manual_seed(3)
+    model = nn.Sequential(*[nn.Linear(24, 24) for _ in range(5)])
+    before = torch.get_num_threads()
+    ref = analyze(model, workers=1, progress=False).to_dataframe()
+    got = analyze(model, workers=workers, progress=False)
+    assert got.meta["workers"] == workers
+    assert torch.get_num_threads() == before
+    df = got.to_dataframe()
+    assert df["name"].tolist() == [f"{i}.weight" for i in range(5)]
+    cols = ["sigma_max", "flatness", "alpha", "mp_sigma2", "rate_bits"]
+    np.testing.assert_array_equal(df[cols].to_numpy(float), ref[cols].to_numpy(float))
+
+
+def test_workers_error_and_source_error_propagate(tmp_path):
+    with pytest.raises(InputError, match="'workers' parameter of analyze must be an int > 0"):
+        analyze(_mlp(), workers=0, progress=False)
+    from infospec.sources import open_source
+
+    path = tmp_path / "m.safetensors"
+    save_file({f"l{i}.weight": torch.randn(20, 20) for i in range(4)}, str(path))
+    source = open_source(path)  # header read now, tensors later
+    path.write_bytes(path.read_bytes()[:200])  # the file is cut under the analysis
+    before = torch.get_num_threads()
+    with pytest.raises(SourceError, match=r"m\.safetensors"):
+        analyze(source, workers=2, progress=False)
+    assert torch.get_num_threads() == before

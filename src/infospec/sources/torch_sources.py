@@ -11,6 +11,7 @@ from torch import nn
 
 from .._errors import SourceError
 from .._validation import check_positive
+from ..spectra.conventions import _CONV_NDIM
 from .base import WeightSource
 from .entry import DEFAULT_MIN_DIM, WeightEntry, generic_kind, infer_kind, skip_reason_for
 
@@ -27,17 +28,10 @@ _WEIGHT_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Embedding, "embedding"),
     (nn.EmbeddingBag, "embedding"),
 )
+#: Dimensions of the stored weight of each kind (convolutions from the conventions' table).
 _EXPECTED_NDIM = {
-    "linear": 2,
-    "conv1d": 3,
-    "conv2d": 4,
-    "conv3d": 5,
-    "conv_transpose1d": 3,
-    "conv_transpose2d": 4,
-    "conv_transpose3d": 5,
-    "embedding": 2,
-    "conv1d_transposed": 2,
-    "in_proj": 2,
+    **dict.fromkeys(("linear", "embedding", "conv1d_transposed", "in_proj"), 2),
+    **_CONV_NDIM,
 }
 
 

@@ -44,7 +44,7 @@ from ..measures.flatness import log_spectrum_variance
 from ..measures.information import _check_samples, _coding_rate_nats, rate_reduction
 from ..sources.torch_sources import module_param_kind
 from ..spectra.activations import first_tensor, output_features
-from ..spectra.conventions import as_matrices
+from ..spectra.conventions import KINDS, as_matrices
 
 __all__ = [
     "CodingRateLoss",
@@ -60,17 +60,7 @@ _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
 #: Kinds of weight tensors selected when ``layers`` (or ``weight_layers``) is None: the
 #: matrices that map a layer's input to its output. Embedding tables and 2-D parameters of
 #: unknown role (kind ``"matrix"``) are taken only when named explicitly.
-DEFAULT_WEIGHT_KINDS: tuple[str, ...] = (
-    "linear",
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "conv1d_transposed",
-    "in_proj",
-)
+DEFAULT_WEIGHT_KINDS: tuple[str, ...] = tuple(k for k in KINDS if k not in ("embedding", "matrix"))
 
 
 # --------------------------------------------------------------------------------------

@@ -14,6 +14,15 @@ from ._errors import InputError
 __all__ = ["atomic_write"]
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8"
@@ -46,10 +55,9 @@ def atomic_write(
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        # mkstemp creates 0600; give the file the permissions open() would (0666 & ~umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        # mkstemp creates 0600; give the file the permissions open() would (0666 & ~umask),
+        # with the umask read once at import (reading it means setting it, process-wide)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -64,6 +64,11 @@ def as_float_tensor(x: Any, name: str, func: str) -> torch.Tensor:
                 f"The '{name}' argument of {func} must be a tensor or array-like; "
                 f"got {type(x).__name__}."
             ) from exc
+        if arr.dtype.kind not in "biufc" and arr.dtype != object:
+            raise InputError(
+                f"The '{name}' argument of {func} must be numeric; got an array of dtype "
+                f"{arr.dtype} from {type(x).__name__}."
+            )
         if arr.dtype == object:
             raise InputError(
                 f"The '{name}' argument of {func} must be a numeric tensor or array; "

@@ -200,7 +200,8 @@ def _load_hf_model(folder: Path, device: str | None):
         raise SourceError(
             f"--data needs transformers and tokenizers ({exc}): pip install 'infospec[example]'"
         ) from exc
-    hf_logging.set_verbosity_error()
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # quiet while loading; restored below
     try:
         model = AutoModel.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -208,6 +209,8 @@ def _load_hf_model(folder: Path, device: str | None):
             f"--data: transformers could not load the model folder "
             f"'{folder}': {str(exc).splitlines()[0]}"
         ) from exc
+    finally:
+        hf_logging.set_verbosity(level)
     if device:
         model.to(device)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))

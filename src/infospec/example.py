@@ -187,8 +187,12 @@ def load_minilm(*, device: str | torch.device | None = None) -> tuple[Any, Any]:
             f"The MiniLM example needs transformers and tokenizers ({exc}); "
             f"install them with: pip install 'infospec[example]'"
         ) from exc
-    hf_logging.set_verbosity_error()
-    model = BertModel.from_pretrained(str(folder), local_files_only=True)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # quiet while loading; restored below
+    try:
+        model = BertModel.from_pretrained(str(folder), local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(level)
     model.eval()
     if device is not None:
         model.to(device)

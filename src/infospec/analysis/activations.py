@@ -22,8 +22,8 @@ Conventions, for a layer with ``dim`` features and ``samples`` rows (tokens, pos
   full-space values are 0 and :math:`-\infty` whatever the layer does, which says nothing
   more than ``rank < dim`` already says. The entropy depends on the scale of the features,
   as every differential entropy does;
-* ``coding_rate_bits``: the coding rate of MCR²/CRATE at ``eps`` of the features rescaled to
-  unit mean squared norm (as MCR²'s normalised features):
+* ``coding_rate_bits``: the coding rate of MCR²/CRATE at ``eps`` of the centred features
+  rescaled to unit mean squared norm (as MCR²'s normalised features):
   :math:`\frac12\log_2\det(I + \frac{d}{\epsilon^2}\tilde\Sigma)` with
   :math:`\tilde\Sigma = \Sigma/\operatorname{tr}\Sigma`, which is
   :func:`~infospec.gaussian_capacity` of :math:`\tilde\lambda` at noise variance
@@ -56,12 +56,12 @@ NAN = float("nan")
 ACTIVATION_COLUMNS: dict[str, str] = {
     "dim": "feature dimension d of the layer's output",
     "samples": "rows (tokens or positions) accumulated",
-    "rank": "numerical rank: eigenvalues above d * eps64 * lambda_max (the support)",
+    "rank": "numerical rank: eigenvalues above the rounding floor (the support)",
     "flatness": "spectral flatness of the nonzero covariance eigenvalues (1 = whitened)",
     "effective_rank": "exp of the entropy of lambda / sum lambda",
     "participation_ratio": "(sum lambda)^2 / sum lambda^2",
     "entropy_bits_per_dim": "Gaussian differential entropy on the support, bits per dimension",
-    "coding_rate_bits": "MCR2 coding rate at eps of unit-energy features, bits",
+    "coding_rate_bits": "MCR2 coding rate at eps of the centred unit-energy features, bits",
     "rate_bits": "Gaussian R(D) at the relative distortion, bits per sample",
     "capacity_bits": "latent capacity 1/2 sum log2(1 + lambda / t^2), t^2 = rel_noise * mean",
     "mp_sigma2": "Marchenko-Pastur bulk variance with q = d / samples",

@@ -146,6 +146,10 @@ def _map_in_order(fn, items: Sequence[Any], *, workers: int, progress: bool | No
             raise
 
 
+#: Report name of the model itself when it is the observed module (a bare nn.Linear, say).
+ROOT_NAME = "(model)"
+
+
 def _observed_modules(
     model: nn.Module, weight_names: Sequence[str], activation_layers: str | Sequence[str] | None
 ) -> dict[str, nn.Module]:
@@ -154,9 +158,10 @@ def _observed_modules(
         owners = []
         for w in weight_names:
             owner = w.rsplit(".", 1)[0] if "." in w else ""
-            if owner in named and owner not in owners and named[owner] is not model:
+            if owner in named and owner not in owners:
                 owners.append(owner)
-        return {n: named[n] for n in owners}
+        # a bare layer (the model is itself the weight's owner) is reported as "(model)"
+        return {(n or ROOT_NAME): named[n] for n in owners}
     chosen = match_names(
         [n for n in named if n],
         activation_layers,
@@ -263,7 +268,7 @@ def analyze(
     workers : int > 0, optional
         Weight matrices analysed at once, each with one intra-op thread (torch's thread
         count is restored afterwards). Default: one per CPU core, at most 4, on the CPU;
-        1 on a GPU. Results do not depend on it.
+        1 on a GPU. Results do not depend on it, up to floating-point round-off.
 
     Returns
     -------
@@ -299,6 +304,13 @@ def analyze(
     eps = check_positive(eps, "eps", func)
     rel_noise = check_positive(rel_noise, "rel_noise", func)
     dev = _resolve_device(device)
+    if data is not None and (
+        isinstance(data, (str, bytes, Mapping, torch.Tensor)) or not isinstance(data, Iterable)
+    ):
+        raise InputError(
+            f"The 'data' argument of analyze must be an iterable of batches (a list or a "
+            f"DataLoader); got {type(data).__name__}. Wrap a single batch in a list: [batch]."
+        )
     if data is not None and not isinstance(source, nn.Module):
         raise InputError(
             "The 'data' argument of analyze needs a torch.nn.Module as 'source' "
@@ -356,7 +368,7 @@ def analyze(
             )
         except SourceError:
             raise
-        except InfospecError as exc:
+        except (InfospecError, torch.linalg.LinAlgError) as exc:
             part.weights.append(
                 {
                     "name": entry.name,

@@ -20,7 +20,7 @@ def _prepare(values, name: str, func: str, dim: int, amin: float) -> torch.Tenso
         raise InputError(
             f"The '{name}' argument of {func} must have at least 1 dimension; got a scalar."
         )
-    if not -v.ndim <= dim < v.ndim:
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -v.ndim <= dim < v.ndim:
         raise InputError(
             f"The 'dim' parameter of {func} must be in [{-v.ndim}, {v.ndim - 1}] for an input "
             f"of shape {tuple(v.shape)}. Got {dim} instead."

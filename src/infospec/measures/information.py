@@ -432,7 +432,16 @@ def rate_reduction(Z: Any, labels: Any, *, eps: float, bits: bool = False) -> to
     func = "rate_reduction"
     eps = check_positive(eps, "eps", func)
     z = _check_samples(Z, func, batched=False)
-    lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    if isinstance(labels, torch.Tensor):
+        lab = labels
+    else:
+        arr = np.asarray(labels)
+        if arr.dtype.kind not in "biuf":
+            raise InputError(
+                f"The 'labels' argument of {func} must be a 1-D array of integer class "
+                f"indices; got {type(labels).__name__} (dtype {arr.dtype})."
+            )
+        lab = torch.as_tensor(arr)
     if lab.is_floating_point() or lab.is_complex() or lab.dtype == torch.bool:
         raise InputError(
             f"The 'labels' argument of {func} must hold integers (class indices); got "

@@ -159,6 +159,11 @@ def stable_rank(W=None, *, sigma=None) -> torch.Tensor:
     if W is not None:
         m = as_float_tensor(W, "W", func)
         check_ndim(m, "W", func, min_ndim=2, expected="at least 2 dimensions (..., m, n)")
+        if m.shape[-1] == 0 or m.shape[-2] == 0:
+            raise InputError(
+                f"The 'W' argument of {func} has an empty side: shape "
+                f"{tuple(m.shape)}. Expected a matrix with m, n >= 1."
+            )
         check_finite(m, "W", func)
         fro2 = (m * m).sum(dim=(-2, -1))
         spec2 = torch.linalg.matrix_norm(m, ord=2) ** 2

@@ -291,6 +291,13 @@ def _mp_inputs(x, q, sigma2, func: str):
     s2 = _law_parameter(sigma2, "sigma2", func)
     q_t = torch.as_tensor(q_, dtype=t.dtype, device=t.device)
     s2_t = torch.as_tensor(s2, dtype=t.dtype, device=t.device)
+    try:
+        np.broadcast_shapes(tuple(t.shape), tuple(q_t.shape), tuple(s2_t.shape))
+    except ValueError as exc:
+        raise InputError(
+            f"The 'x', 'q' and 'sigma2' arguments of {func} must broadcast together; got "
+            f"shapes {tuple(t.shape)}, {tuple(q_t.shape)} and {tuple(s2_t.shape)}."
+        ) from exc
     return t, q_t, s2_t
 
 

@@ -253,7 +253,10 @@ class StreamingCovariance:
     def update(self, X: Any) -> None:
         """Add a batch of samples, shape (b, d) (or (..., d): leading axes are flattened)."""
         func = "StreamingCovariance.update"
-        x = X.detach() if isinstance(X, torch.Tensor) else torch.as_tensor(X)
+        if isinstance(X, torch.Tensor) and X.is_floating_point():
+            x = X.detach()  # keep the dtype: finiteness is checked before the float64 copy
+        else:
+            x = as_float_tensor(X, "X", func)  # rejects strings, ragged lists, complex, bool
         if x.ndim < 1 or x.shape[-1] != self.dim:
             raise InputError(
                 f"The 'X' argument of {func} must have last dimension {self.dim} (the "
@@ -292,6 +295,11 @@ class StreamingCovariance:
 
     def covariance(self, *, ddof: int = 1) -> torch.Tensor:
         """The d x d covariance :math:`M / (n - \\text{ddof})`."""
+        if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+            raise InputError(
+                f"The 'ddof' parameter of StreamingCovariance.covariance must be an "
+                f"int >= 0. Got {ddof!r} instead."
+            )
         if self.count - ddof <= 0:
             raise InputError(
                 f"StreamingCovariance has {self.count} sample(s), not enough for ddof={ddof}. "

@@ -93,6 +93,24 @@ def singular_values(
     """
     func = "singular_values"
     check_choice(method, "method", func, ("auto", "gram", "svd"))
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
+        raise InputError(
+            f"The 'dtype' parameter of {func} must be a real floating torch dtype "
+            f"(torch.float64 or torch.float32). Got {dtype!r} instead."
+        )
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise InputError(
+                f"The 'device' parameter of {func} must be a torch device such as "
+                f"'cpu' or 'cuda'. Got {device!r} instead."
+            ) from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(
+                f"The 'device' parameter of {func} is {str(device)!r} but no CUDA "
+                f"device is available here. Use device='cpu'."
+            )
     t = W.detach() if isinstance(W, torch.Tensor) else W
     if device is not None and isinstance(t, torch.Tensor):
         t = t.to(device)  # move before upcasting: a bf16 matrix travels at half the size

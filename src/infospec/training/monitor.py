@@ -91,6 +91,7 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 import time
 import warnings
@@ -484,7 +485,17 @@ class Monitor:
                     f"measure of the monitor; use one of {', '.join(map(repr, names))}, "
                     f"optionally prefixed by 'activations/' or 'weights/'."
                 )
-            threshold = check_positive(value, f"alerts[{key!r}]", func, allow_zero=True)
+            # any finite threshold: entropy in bits per dimension is often negative
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(float(value))
+            ):
+                raise InputError(
+                    f"The 'alerts' parameter of {func} must map measures to finite numbers; "
+                    f"got {value!r} for {key!r}."
+                )
+            threshold = float(value)
             for t in valid:
                 out[(t, metric)] = float(threshold)
         return out

@@ -201,7 +201,9 @@ def _load_hf_model(folder: Path, device: str | None):
             f"--data needs transformers and tokenizers ({exc}): pip install 'infospec[example]'"
         ) from exc
     level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # quiet while loading; restored below
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # quiet while loading (logs and its own bar); restored
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModel.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -211,6 +213,8 @@ def _load_hf_model(folder: Path, device: str | None):
         ) from exc
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
     if device:
         model.to(device)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))

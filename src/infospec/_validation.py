@@ -23,6 +23,7 @@ from ._errors import InfospecWarning, InputError
 __all__ = [
     "as_float_tensor",
     "check_choice",
+    "check_device",
     "check_eigenvalues",
     "check_finite",
     "check_ndim",
@@ -233,3 +234,28 @@ def check_choice(value: Any, name: str, func: str, choices: Iterable[str]) -> st
             f"Got {_format(value)} instead."
         )
     return value
+
+
+def check_device(device: Any, name: str, func: str) -> torch.device | None:
+    """``device`` as a :class:`torch.device` (None stays None), or a clear error.
+
+    Raises
+    ------
+    InputError
+        If it is not a device torch knows, or names CUDA on a machine without it.
+    """
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(
+            f"The '{name}' parameter of {func} must be a torch device such as 'cpu' or "
+            f"'cuda'. Got {device!r} instead."
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"The '{name}' parameter of {func} is {str(dev)!r} but no CUDA device is "
+            f"available here. Use {name}='cpu'."
+        )
+    return dev

@@ -192,35 +192,9 @@ def _load_hf_model(folder: Path, device: str | None):
             f"--data: the model folder '{folder}' has no tokenizer.json; "
             f"activations need the model's tokenizer."
         )
-    try:
-        from tokenizers import Tokenizer
-        from transformers import AutoModel
-        from transformers.utils import logging as hf_logging
-    except ImportError as exc:
-        raise SourceError(
-            f"--data needs transformers and tokenizers ({exc}): pip install 'infospec[example]'"
-        ) from exc
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # quiet while loading (logs and its own bar); restored
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise SourceError(
-            f"--data: transformers could not load the model folder "
-            f"'{folder}': {str(exc).splitlines()[0]}"
-        ) from exc
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-    if device:
-        model.to(device)
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length=128)
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-    return model.eval(), tokenizer
+    from .example import load_model_folder
+
+    return load_model_folder(folder, device=device)
 
 
 def _run_analyze(args: argparse.Namespace) -> int:

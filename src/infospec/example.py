@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from ._errors import SourceError
 from ._validation import check_positive
 from .sources.example import minilm_path
 
-__all__ = ["example_batches", "example_corpus", "load_minilm"]
+__all__ = ["example_batches", "example_corpus", "load_minilm", "load_model_folder"]
 
 #: Standard-library modules whose docstrings make the corpus (present on any CPython).
 CORPUS_MODULES = (
@@ -177,14 +178,36 @@ def load_minilm(*, device: str | torch.device | None = None) -> tuple[Any, Any]:
     SourceError
         If the example package, ``transformers`` or ``tokenizers`` is missing, naming the fix.
     """
-    folder = minilm_path()
+    return load_model_folder(minilm_path(), device=device)
+
+
+def load_model_folder(
+    folder: str | Path, *, device: str | torch.device | None = None
+) -> tuple[Any, Any]:
+    """A Hugging Face model folder (``config.json``, safetensors, ``tokenizer.json``), offline.
+
+    Loads the model with ``transformers.AutoModel`` (local files only; transformers' logs and
+    its own progress bar are silenced while loading and restored after) and its tokenizer
+    with ``tokenizers``, with padding and truncation at 128 tokens.
+
+    Returns
+    -------
+    (model, tokenizer)
+        The model in eval mode (on ``device`` if given) and a ``tokenizers.Tokenizer``.
+
+    Raises
+    ------
+    SourceError
+        If transformers or tokenizers is missing, or transformers cannot load the folder.
+    """
+    folder = Path(folder)
     try:
         from tokenizers import Tokenizer
-        from transformers import BertModel
+        from transformers import AutoModel
         from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise SourceError(
-            f"The MiniLM example needs transformers and tokenizers ({exc}); "
+            f"Running the model folder '{folder}' needs transformers and tokenizers ({exc}); "
             f"install them with: pip install 'infospec[example]'"
         ) from exc
     level = hf_logging.get_verbosity()
@@ -192,7 +215,11 @@ def load_minilm(*, device: str | torch.device | None = None) -> tuple[Any, Any]:
     hf_logging.set_verbosity_error()  # quiet while loading (logs and its own bar); restored
     hf_logging.disable_progress_bar()
     try:
-        model = BertModel.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise SourceError(
+            f"transformers could not load the model folder '{folder}': {str(exc).splitlines()[0]}"
+        ) from exc
     finally:
         hf_logging.set_verbosity(level)
         if bars:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,8 @@ from torch import nn
 
 from .._errors import InfospecError, InputError, SourceError
 from .._names import match_names
-from .._validation import check_choice, check_positive, check_probability
+from .._progress import progress_bar
+from .._validation import check_choice, check_device, check_positive, check_probability
 from ..sources import open_source
 from ..spectra.activations import ActivationCovariances
 from ..spectra.conventions import as_matrices
@@ -28,35 +28,9 @@ from .weights import weight_record
 __all__ = ["analyze"]
 
 
-def _progress(iterable: Iterable, *, total: int, desc: str, enabled: bool | None):
-    """A tqdm bar (layers done, time left) when stderr is a terminal or when asked."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the io extra
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, unit="layer", leave=False)
-
-
-def _resolve_device(device: Any) -> torch.device | None:
-    if device is None:
-        return None
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(
-            f"The 'device' parameter of analyze must be a torch device such as "
-            f"'cpu' or 'cuda'. Got {device!r} instead."
-        ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            "The 'device' parameter of analyze is 'cuda' but no CUDA device is "
-            "available here. Use device='cpu'."
-        )
-    return dev
+def _progress(iterable: Iterable, *, total: int | None, desc: str, enabled: bool | None):
+    """A bar of layers done and time left (see :func:`infospec._progress.progress_bar`)."""
+    return progress_bar(iterable, total=total, desc=desc, unit="layer", enabled=enabled)
 
 
 def _weight_rows(
@@ -303,7 +277,7 @@ def analyze(
     rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
     eps = check_positive(eps, "eps", func)
     rel_noise = check_positive(rel_noise, "rel_noise", func)
-    dev = _resolve_device(device)
+    dev = check_device(device, "device", func)
     if data is not None and (
         isinstance(data, (str, bytes, Mapping, torch.Tensor)) or not isinstance(data, Iterable)
     ):

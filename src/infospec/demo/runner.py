@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from .._errors import InputError
 from .._io import atomic_write
+from .._progress import progress_bar
 from .._validation import check_positive
 from .continual import run_continual
 from .experiment import METHODS, DemoConfig, layer_map, load_digits_split, run_duality
@@ -49,18 +49,6 @@ class DemoResult(NamedTuple):
     continual: pd.DataFrame
     summary: dict[str, Any]
     files: list[Path]
-
-
-def _progress_bar(total: int, enabled: bool | None):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the io extra
-        return None
-    return tqdm(total=total, desc="infospec demo", unit="run", file=sys.stderr)
 
 
 def _out_dir(out: str | os.PathLike) -> Path:
@@ -199,7 +187,13 @@ def run_demo(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     t_start = time.perf_counter()
-    bar = _progress_bar(config.seeds * (len(METHODS) + 2), progress)
+    bar = progress_bar(
+        total=config.seeds * (len(METHODS) + 2),
+        desc="infospec demo",
+        unit="run",
+        enabled=progress,
+        leave=True,
+    )
 
     def tick(desc: str) -> None:
         if bar is not None:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import torch
 
 from .._errors import InputError
-from .._validation import as_float_tensor, check_choice, check_finite, check_ndim, describe
+from .._validation import (
+    as_float_tensor,
+    check_choice,
+    check_device,
+    check_finite,
+    check_ndim,
+    describe,
+)
 
 __all__ = ["singular_values"]
 
@@ -98,19 +105,7 @@ def singular_values(
             f"The 'dtype' parameter of {func} must be a real floating torch dtype "
             f"(torch.float64 or torch.float32). Got {dtype!r} instead."
         )
-    if device is not None:
-        try:
-            device = torch.device(device)
-        except (RuntimeError, TypeError) as exc:
-            raise InputError(
-                f"The 'device' parameter of {func} must be a torch device such as "
-                f"'cpu' or 'cuda'. Got {device!r} instead."
-            ) from exc
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(
-                f"The 'device' parameter of {func} is {str(device)!r} but no CUDA "
-                f"device is available here. Use device='cpu'."
-            )
+    device = check_device(device, "device", func)
     t = W.detach() if isinstance(W, torch.Tensor) else W
     if device is not None and isinstance(t, torch.Tensor):
         t = t.to(device)  # move before upcasting: a bf16 matrix travels at half the size

@@ -127,3 +127,19 @@ def test_streaming_errors():
         InputError, match="'dim' parameter of StreamingCovariance must be an int > 0"
     ):
         StreamingCovariance(0)
+
+
+def test_activation_covariances_training_only_skips_eval_passes():
+    from torch import nn
+
+    from infospec.spectra.activations import ActivationCovariances
+
+    layer = nn.Linear(4, 3)
+    with ActivationCovariances({"l": layer}, training_only=True) as acts, torch.no_grad():
+        layer.eval()
+        layer(torch.randn(5, 4))
+        assert "l" not in acts.accumulators
+        layer.train()
+        layer(torch.randn(7, 4))
+    assert acts.accumulators["l"].count == 7
+    assert not layer._forward_hooks

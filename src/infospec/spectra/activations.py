@@ -79,6 +79,9 @@ class ActivationCovariances:
         Where the accumulators live; default: the device of each module's first output.
     seed : int, default 0
         Seed of the row subsampling.
+    training_only : bool, default False
+        Ignore forward passes of modules in evaluation mode (a validation loop inside a
+        training run), as the training monitor needs.
 
     Notes
     -----
@@ -95,6 +98,7 @@ class ActivationCovariances:
         max_tokens: int | None = None,
         device: torch.device | str | None = None,
         seed: int = 0,
+        training_only: bool = False,
     ) -> None:
         if max_tokens is not None:
             max_tokens = check_positive(
@@ -102,6 +106,7 @@ class ActivationCovariances:
             )
         self.max_tokens = max_tokens
         self.device = device
+        self.training_only = training_only
         self.accumulators: dict[str, StreamingCovariance] = {}
         self.errors: dict[str, str] = {}
         #: dtype of each layer's outputs (sets the rounding floor of its covariance spectrum)
@@ -116,7 +121,7 @@ class ActivationCovariances:
     # -- hooks ---------------------------------------------------------------------------
     def _make_hook(self, name: str, module: nn.Module):
         def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
-            if name in self.errors:
+            if name in self.errors or (self.training_only and not module.training):
                 return
             try:
                 self._observe(name, module, output)

@@ -202,14 +202,6 @@ class MonitorAlert(NamedTuple):
     message: str
 
 
-class _TrainingCovariances(ActivationCovariances):
-    """:class:`ActivationCovariances` that ignores forward passes in evaluation mode."""
-
-    def _observe(self, name: str, module: nn.Module, output: Any) -> None:
-        if module.training:
-            super()._observe(name, module, output)
-
-
 def _display(name: str) -> str:
     return name if name else _ROOT
 
@@ -554,10 +546,11 @@ class Monitor:
     def _update_hooks(self) -> None:
         want = self._attached and self.activations and self._collecting(self.global_step + 1)
         if want and self._collector is None:
-            self._collector = _TrainingCovariances(
+            self._collector = ActivationCovariances(
                 dict(self.layers),
                 max_tokens=self.max_tokens,
                 seed=self.seed + self.global_step,
+                training_only=True,
             )
         elif not want and self._collector is not None:
             self._collector.remove()

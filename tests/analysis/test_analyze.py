@@ -356,3 +356,100 @@ def test_workers_error_and_source_error_propagate(tmp_path):
     with pytest.raises(SourceError, match=r"m\.safetensors"):
         analyze(source, workers=2, progress=False)
     assert torch.get_num_threads() == before
+
+
+def _as_if_on_gpu(monkeypatch):
+    """Make analyze take its GPU route (spectra in the calling thread, fits in the pool).
+
+    The spectra are still computed on the CPU (``device`` is left unset); only the
+    scheduling changes, which is what these tests check.
+    """
+    import importlib
+
+    analyze_module = importlib.import_module("infospec.analysis.analyze")
+    monkeypatch.setattr(analyze_module, "_data_device", lambda source: torch.device("cuda"))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_pipeline_gives_identical_report_in_order(monkeypatch, workers):
+    torch.manual_seed(4)
+    model = nn.Sequential(*[nn.Linear(24 + i, 24) for i in range(6)])
+    ref = analyze(model, workers=1, progress=False)
+    assert ref.meta["pipeline"] is False
+    _as_if_on_gpu(monkeypatch)
+    before = torch.get_num_threads()
+    got = analyze(model, workers=workers, progress=False)
+    assert got.meta["pipeline"] is True and got.meta["workers"] == workers
+    assert torch.get_num_threads() == before
+    df, ref_df = got.to_dataframe(), ref.to_dataframe()
+    assert df["name"].tolist() == [f"{i}.weight" for i in range(6)]
+    cols = ["rows", "cols", "sigma_max", "flatness", "alpha", "mp_sigma2", "rate_bits"]
+    np.testing.assert_array_equal(df[cols].to_numpy(float), ref_df[cols].to_numpy(float))
+    assert list(got.spectra) == list(ref.spectra)
+    for key, esd in ref.spectra.items():
+        np.testing.assert_array_equal(got.spectra[key], esd)
+
+
+def test_pipeline_reports_nan_rows_and_propagates_source_errors(monkeypatch, tmp_path):
+    _as_if_on_gpu(monkeypatch)
+    model = _mlp()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    df = analyze(model, progress=False).to_dataframe().set_index("name")
+    assert df.loc["2.weight", "status"] == "error"
+    assert "1 NaN and 0 infinite" in df.loc["2.weight", "warning"]
+    assert (df.drop(index="2.weight")["status"] == "ok").all()
+
+    from infospec.sources import open_source
+
+    path = tmp_path / "m.safetensors"
+    save_file({f"l{i}.weight": torch.randn(20, 20) for i in range(4)}, str(path))
+    source = open_source(path)
+    path.write_bytes(path.read_bytes()[:200])
+    before = torch.get_num_threads()
+    with pytest.raises(SourceError, match=r"m\.safetensors"):
+        analyze(source, workers=2, progress=False)
+    assert torch.get_num_threads() == before
+
+
+def test_map_in_order_runs_fits_beside_the_spectra():
+    """In the pipeline the second stage of item i runs while the first stage of i+1 does."""
+    import threading
+
+    from infospec.analysis.analyze import _map_in_order
+
+    started = threading.Event()
+    log = []
+
+    def first(i):
+        if i == 1:
+            # the fit of item 0 must be able to start while this spectrum is computed
+            assert started.wait(5), "the second stage did not run beside the first"
+        log.append(("first", i))
+        return i * 10
+
+    def second(i, x):
+        if i == 0:
+            started.set()
+        return (i, x, threading.current_thread() is threading.main_thread())
+
+    out = list(_map_in_order(first, second, range(4), workers=2, pipeline=True))
+    assert [o[:2] for o in out] == [(0, 0), (1, 10), (2, 20), (3, 30)]
+    assert not any(o[2] for o in out)  # fits ran in the pool
+    assert log == [("first", i) for i in range(4)]
+    serial = list(_map_in_order(first, second, range(4), workers=1, pipeline=False))
+    assert [o[:2] for o in serial] == [o[:2] for o in out]
+
+
+def test_data_device_and_stage_times():
+    from infospec.analysis.analyze import _data_device
+
+    assert _data_device(nn.Linear(3, 3)) == torch.device("cpu")
+    assert _data_device({"w": torch.empty(3, 3, device="meta")}) == torch.device("meta")
+    assert _data_device(nn.Linear(3, 3).to("meta")) == torch.device("meta")
+    assert _data_device("model.safetensors") == torch.device("cpu")
+    report = analyze(_mlp(), progress=False)
+    meta = report.meta
+    assert 0 < meta["spectrum_seconds"] and 0 < meta["fit_seconds"]
+    assert meta["weight_seconds"] <= meta["seconds"]
+    assert "summed over matrices: spectra" in report.summary()

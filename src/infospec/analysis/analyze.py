@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,20 +34,15 @@ def _progress(iterable: Iterable, *, total: int | None, desc: str, enabled: bool
     return progress_bar(iterable, total=total, desc=desc, unit="layer", enabled=enabled)
 
 
-def _weight_rows(
-    entry,
-    tensor: torch.Tensor,
-    *,
-    conv: str,
-    split_in_proj: bool,
-    method: str,
-    device,
-    rel_distortion: float,
-    fits: bool,
-    report: Report,
-) -> None:
-    """Append the rows (and spectra) of one weight tensor's matrices to ``report``."""
-    base = {"tensor": entry.name, "kind": entry.kind, "dtype": entry.dtype}
+def _spectra(
+    entry, tensor: torch.Tensor, *, conv: str, split_in_proj: bool, method: str, device
+) -> list[tuple[str, int, int, torch.Tensor | None, str]]:
+    """The first stage: each matrix of one tensor and its singular values (float64, CPU).
+
+    Returns ``(label, rows, cols, sigma, error)`` per matrix; ``sigma`` is None and
+    ``error`` says why when the matrix holds NaN or Inf (its row gets ``status=error``).
+    """
+    out = []
     for label, matrix in as_matrices(entry, tensor, conv=conv, split_in_proj=split_in_proj):
         rows, cols = matrix.shape
         try:
@@ -58,28 +54,62 @@ def _weight_rows(
                 raise
             n_nan = int(torch.isnan(matrix).sum())
             n_inf = int((~finite).sum()) - n_nan
-            report.weights.append(
-                {
-                    "name": label,
-                    **base,
-                    "status": "error",
-                    "warning": f"tensor contains {n_nan} NaN and {n_inf} infinite "
-                    f"value(s); not analysed",
-                }
-            )
+            error = f"tensor contains {n_nan} NaN and {n_inf} infinite value(s); not analysed"
+            out.append((label, rows, cols, None, error))
+            continue
+        # a few thousand numbers: the fits run on the CPU, where they do not wait on
+        # kernel launches and device syncs, and (on a GPU) overlap the next spectrum
+        out.append((label, rows, cols, sigma.cpu(), ""))
+    return out
+
+
+def _records(
+    entry, spectra, *, rel_distortion: float, fits: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The second stage: the report rows, and the ESDs, of one tensor's spectra."""
+    base = {"tensor": entry.name, "kind": entry.kind, "dtype": entry.dtype}
+    rows_out: list[dict[str, Any]] = []
+    esds: dict[str, Any] = {}
+    for label, rows, cols, sigma, error in spectra:
+        if sigma is None:
+            rows_out.append({"name": label, **base, "status": "error", "warning": error})
             continue
         rec = weight_record(
             sigma, rows=rows, cols=cols, rel_distortion=rel_distortion, fit_power=fits, fit_mp=fits
         )
-        report.weights.append({"name": label, **base, "status": "ok", **rec})
-        report.spectra[f"weights/{label}"] = (sigma * sigma).cpu().numpy()
+        rows_out.append({"name": label, **base, "status": "ok", **rec})
+        esds[f"weights/{label}"] = (sigma * sigma).numpy()
+    return rows_out, esds
 
 
-def _resolve_workers(workers: int | None, device: torch.device | None, n: int) -> int:
-    """Default: one worker per CPU core (at most 4) on the CPU, one on a GPU."""
+def _error_rows(entry, exc: Exception) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One ``status=error`` row for a tensor whose analysis failed."""
+    row = {
+        "name": entry.name,
+        "tensor": entry.name,
+        "kind": entry.kind,
+        "dtype": entry.dtype,
+        "status": "error",
+        "warning": str(exc),
+    }
+    return [row], {}
+
+
+def _data_device(source: Any) -> torch.device:
+    """Where an in-memory source's tensors live (the CPU for files)."""
+    if isinstance(source, nn.Module):
+        for p in source.parameters():
+            return p.device
+    if isinstance(source, Mapping):
+        for v in source.values():
+            if isinstance(v, torch.Tensor):
+                return v.device
+    return torch.device("cpu")
+
+
+def _resolve_workers(workers: int | None, n: int) -> int:
+    """Default: one worker per CPU core, at most 4."""
     if workers is None:
-        if device is not None and device.type != "cpu":
-            return 1
         workers = min(4, os.cpu_count() or 1)
     else:
         workers = check_positive(workers, "workers", "analyze", integer=True)
@@ -97,25 +127,39 @@ def _intra_op_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _map_in_order(fn, items: Sequence[Any], *, workers: int, progress: bool | None):
-    """``fn`` over ``items``, results in input order; several matrices at once on the CPU.
+def _map_in_order(first, second, items: Sequence[Any], *, workers: int, pipeline: bool):
+    """``second(item, first(item))`` over ``items``, results in input order.
 
-    The symmetric eigensolver's tridiagonal reduction is memory-bound and scales poorly
-    over threads (on 2 cores, one 768-wide float64 ``eigvalsh`` is slower with 2 MKL threads
-    than with 1), so with ``workers > 1`` each worker runs one matrix single-threaded and
-    the workers share the cores. torch's linear algebra releases the GIL.
+    * ``pipeline=False`` (the CPU): ``workers`` threads each run both stages of one item.
+      The symmetric eigensolver's tridiagonal reduction is memory-bound and scales poorly
+      over threads (on 2 cores, one 768-wide float64 ``eigvalsh`` is slower with 2 MKL
+      threads than with 1), so each worker runs single-threaded and the workers share the
+      cores.
+    * ``pipeline=True`` (a GPU): the calling thread runs ``first`` (the spectra, on the
+      device) item after item, while ``workers`` CPU threads run ``second`` (the fits) of
+      the items before, so the device never waits for the fits.
+
+    torch's kernels release the GIL. With ``workers == 1`` and no pipeline everything runs
+    in the calling thread.
     """
-    if workers <= 1:
-        for item in _progress(items, total=len(items), desc="weights", enabled=progress):
-            yield fn(item)
+    if workers <= 1 and not pipeline:
+        for item in items:
+            yield second(item, first(item))
         return
     with _intra_op_threads(1), ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(fn, item) for item in items]
+        pending: deque = deque()
         try:
-            for fut in _progress(futures, total=len(futures), desc="weights", enabled=progress):
-                yield fut.result()
+            if pipeline:
+                for item in items:
+                    pending.append(pool.submit(second, item, first(item)))
+                    while pending and pending[0].done():
+                        yield pending.popleft().result()
+            else:
+                pending.extend(pool.submit(lambda it: second(it, first(it)), it) for it in items)
+            while pending:
+                yield pending.popleft().result()
         except BaseException:
-            for fut in futures:
+            for fut in pending:
                 fut.cancel()
             raise
 
@@ -240,9 +284,12 @@ def analyze(
     progress : bool, optional
         Show progress bars; default when stderr is a terminal.
     workers : int > 0, optional
-        Weight matrices analysed at once, each with one intra-op thread (torch's thread
-        count is restored afterwards). Default: one per CPU core, at most 4, on the CPU;
-        1 on a GPU. Results do not depend on it, up to floating-point round-off.
+        CPU threads, each with one intra-op thread (torch's thread count is restored
+        afterwards); default one per CPU core, at most 4. On the CPU each analyses whole
+        matrices at once. On a GPU (``device``, or the model's parameters) the spectra are
+        computed one after another on the device while the workers make the fits of the
+        matrices before, so the device does not wait for them. Results do not depend on it,
+        up to floating-point round-off.
 
     Returns
     -------
@@ -325,42 +372,45 @@ def analyze(
         else:
             todo.append(e)
 
-    def one(entry) -> Report:
-        part = Report()
+    stage_seconds: dict[str, list[float]] = {"spectra": [], "fits": []}
+
+    def first(entry):
+        start = time.perf_counter()
         try:
             tensor = entry.load(device=dev)
-            _weight_rows(
-                entry,
-                tensor,
-                conv=conv,
-                split_in_proj=split_in_proj,
-                method=method,
-                device=dev,
-                rel_distortion=rel_distortion,
-                fits=fits,
-                report=part,
+            return _spectra(
+                entry, tensor, conv=conv, split_in_proj=split_in_proj, method=method, device=dev
             )
         except SourceError:
             raise
         except (InfospecError, torch.linalg.LinAlgError) as exc:
-            part.weights.append(
-                {
-                    "name": entry.name,
-                    "tensor": entry.name,
-                    "kind": entry.kind,
-                    "dtype": entry.dtype,
-                    "status": "error",
-                    "warning": str(exc),
-                }
-            )
-        return part
+            return exc
+        finally:
+            stage_seconds["spectra"].append(time.perf_counter() - start)
 
-    workers = _resolve_workers(workers, dev, len(todo))
+    def second(entry, spectra):
+        start = time.perf_counter()
+        try:
+            if isinstance(spectra, Exception):
+                return _error_rows(entry, spectra)
+            return _records(entry, spectra, rel_distortion=rel_distortion, fits=fits)
+        except InfospecError as exc:
+            return _error_rows(entry, exc)
+        finally:
+            stage_seconds["fits"].append(time.perf_counter() - start)
+
+    workers = _resolve_workers(workers, len(todo))
+    pipeline = (dev or _data_device(source)).type != "cpu"
     report.meta["workers"] = workers
-    for part in _map_in_order(one, todo, workers=workers, progress=progress):
-        report.weights.extend(part.weights)
-        report.spectra.update(part.spectra)
+    report.meta["pipeline"] = pipeline
+    results = _map_in_order(first, second, todo, workers=workers, pipeline=pipeline)
+    for rows, esds in _progress(results, total=len(todo), desc="weights", enabled=progress):
+        report.weights.extend(rows)
+        report.spectra.update(esds)
     report.meta["weight_seconds"] = time.perf_counter() - t0
+    # summed over matrices (and threads): where the time went, not wall time
+    report.meta["spectrum_seconds"] = sum(stage_seconds["spectra"])
+    report.meta["fit_seconds"] = sum(stage_seconds["fits"])
 
     if data is not None:
         _activations(

@@ -123,7 +123,14 @@ class Report:
             f"{len(self.skipped)} tensors skipped"
         )
         if "seconds" in self.meta:
-            lines.append(f"time: {self.meta['seconds']:.2f} s")
+            line = f"time: {self.meta['seconds']:.2f} s"
+            if "spectrum_seconds" in self.meta:
+                line += (
+                    f" (weights {self.meta['weight_seconds']:.2f} s; summed over matrices: "
+                    f"spectra {self.meta['spectrum_seconds']:.2f} s, "
+                    f"fits {self.meta['fit_seconds']:.2f} s)"
+                )
+            lines.append(line)
         for table, cols in (("weights", _SUMMARY_WEIGHTS), ("activations", _SUMMARY_ACTIVATIONS)):
             records = getattr(self, table)
             if not records:

@@ -58,6 +58,11 @@ def test_analyze_writes_file(checkpoint, tmp_path, fmt, capsys):
     assert f"wrote {out}" in capsys.readouterr().err
 
 
+def test_workers_option(checkpoint, capsys):
+    assert main(["analyze", str(checkpoint), "--format", "json", "--workers", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["meta"]["workers"] == 2
+
+
 def test_layers_regex(checkpoint, capsys):
     assert main(["analyze", str(checkpoint), "--layers", "mlp", "--format", "csv"]) == 0
     df = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
@@ -72,6 +77,7 @@ def test_layers_regex(checkpoint, capsys):
         (["analyze", "{ckpt}", "--rel-distortion", "2"], "'rel_distortion' parameter"),
         (["analyze", "{ckpt}", "--data", "/no/texts.txt"], "--data: no such file"),
         (["analyze", "{ckpt}", "--out", "/no/dir/r.csv"], "does not exist"),
+        (["analyze", "{ckpt}", "--workers", "0"], "'workers' parameter of analyze"),
         (["describe", "{ckpt}", "--layers", "(("], "regular expression"),
     ],
 )

@@ -103,6 +103,12 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         help="output file (written atomically); default stdout, or "
         "infospec-report.html for --format html",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="CPU threads analysing matrices at once (default one per core, at most 4)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -220,6 +226,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
         "fits": not args.no_fits,
         "progress": progress,
         "min_dim": args.min_dim,
+        "workers": args.workers,
     }
     if data_arg is not None:
         texts = _read_texts(data_arg, args.max_texts)

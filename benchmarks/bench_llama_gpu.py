@@ -7,8 +7,9 @@ each generated on the device by a seeded generator when the analysis asks for it
 
 The issue's target is <= 35 s on one H100 (``--device cuda``). On a GPU, ``analyze``
 computes the spectra one after another on the device while CPU threads make the fits of
-the matrices before (``--workers``), so the run should take about the floor printed
-below. On a CPU, use ``--layers 1`` and ``--scale 0.125`` for a smoke run.
+the matrices before (``--workers``); if the fits keep up, the run takes about the floor
+printed below (expected, not yet measured on a GPU). On a CPU, use ``--layers 1`` and
+``--scale 0.125`` for a smoke run.
 
 Usage::
 

@@ -107,7 +107,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help="CPU threads analysing matrices at once (default one per core, at most 4)",
+        help="CPU threads (default one per core, at most 4): on the CPU each analyses one "
+        "tensor at a time; with --device cuda they make the fits while the GPU computes spectra",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -453,3 +453,85 @@ def test_data_device_and_stage_times():
     assert 0 < meta["spectrum_seconds"] and 0 < meta["fit_seconds"]
     assert meta["weight_seconds"] <= meta["seconds"]
     assert "summed over matrices: spectra" in report.summary()
+
+
+def _mha_with_overflowing_v():
+    """A packed in_proj_weight whose v block is finite but overflows its float64 Gram."""
+    torch.manual_seed(0)
+    m = nn.MultiheadAttention(32, 4).double()
+    with torch.no_grad():
+        m.in_proj_weight[64:, :] *= 1e200
+    return m
+
+
+@pytest.mark.parametrize("gpu_route", [False, True])
+def test_failing_matrix_keeps_the_tensors_earlier_matrices(monkeypatch, gpu_route):
+    if gpu_route:
+        _as_if_on_gpu(monkeypatch)
+    report = analyze(_mha_with_overflowing_v(), workers=1, progress=False)
+    got = [(w["name"], w["status"]) for w in report.weights]
+    assert got == [
+        ("in_proj_weight[q]", "ok"),
+        ("in_proj_weight[k]", "ok"),
+        ("in_proj_weight", "error"),
+        ("out_proj.weight", "ok"),
+    ]
+    assert "Gram matrix overflows" in report.weights[2]["warning"]
+    assert sorted(report.spectra) == [
+        "weights/in_proj_weight[k]",
+        "weights/in_proj_weight[q]",
+        "weights/out_proj.weight",
+    ]
+
+
+def test_failed_tensor_is_not_held_by_the_error():
+    """Only the message of a failure travels to the fit stage, not its traceback's tensor."""
+    import gc
+    import weakref
+
+    from infospec.analysis.analyze import _spectra
+    from infospec.sources import WeightEntry
+
+    alive = []
+
+    def load(device=None):
+        t = torch.full((12, 12), 1e200, dtype=torch.float64)
+        alive.append(weakref.ref(t))
+        return t
+
+    entry = WeightEntry(
+        name="w", shape=(12, 12), dtype="float64", kind="linear", origin="test", loader=load
+    )
+    out = _spectra(entry, conv="flatten", split_in_proj=True, method="auto", device=None)
+    assert [(o[0], o[3]) for o in out] == [("w", None)]
+    assert isinstance(out[0][4], str) and "overflows" in out[0][4]
+    gc.collect()
+    assert alive[0]() is None
+
+
+@pytest.mark.parametrize("gpu_route", [False, True])
+def test_interrupt_in_the_consumer_stops_the_workers(monkeypatch, gpu_route):
+    import importlib
+    import threading
+
+    analyze_module = importlib.import_module("infospec.analysis.analyze")
+    if gpu_route:
+        _as_if_on_gpu(monkeypatch)
+
+    def interrupting_bar(iterable, **kwargs):
+        for i, item in enumerate(iterable):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(analyze_module, "_progress", interrupting_bar)
+    model = nn.Sequential(*[nn.Linear(64, 64) for _ in range(12)])
+    before = torch.get_num_threads()
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        analyze(model, workers=2, progress=False)
+    # excinfo keeps the traceback, and so analyze's frame, alive (as a REPL's
+    # sys.last_traceback does): the workers must be stopped without the frame being freed
+    assert excinfo.traceback
+    assert torch.get_num_threads() == before
+    pool = [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
+    assert pool == []

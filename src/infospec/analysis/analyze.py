@@ -34,65 +34,75 @@ def _progress(iterable: Iterable, *, total: int | None, desc: str, enabled: bool
     return progress_bar(iterable, total=total, desc=desc, unit="layer", enabled=enabled)
 
 
-def _spectra(
-    entry, tensor: torch.Tensor, *, conv: str, split_in_proj: bool, method: str, device
-) -> list[tuple[str, int, int, torch.Tensor | None, str]]:
-    """The first stage: each matrix of one tensor and its singular values (float64, CPU).
+#: One matrix from the first stage: ``(name, rows, cols, sigma, error)``. ``sigma`` is the
+#: float64 spectrum on the CPU, or None with the reason in ``error`` (then ``rows`` and
+#: ``cols`` are None too when the whole tensor failed).
+Spectrum = tuple[str, int | None, int | None, torch.Tensor | None, str]
 
-    Returns ``(label, rows, cols, sigma, error)`` per matrix; ``sigma`` is None and
-    ``error`` says why when the matrix holds NaN or Inf (its row gets ``status=error``).
+
+def _spectra(entry, *, conv: str, split_in_proj: bool, method: str, device) -> list[Spectrum]:
+    """The first stage: load one tensor and compute the singular values of its matrices.
+
+    A matrix with NaN or Inf gives an item with its counts as the error, and the others
+    go on. Any other failure (a Gram matrix that overflows, a solver that does not
+    converge) ends the tensor with one item named after it, after the matrices already
+    done. Only the message is kept: an exception's traceback would hold the loaded tensor
+    (on a GPU, device memory) until a fit worker reached it. :class:`SourceError`
+    propagates: an unreadable file ends the run.
     """
-    out = []
-    for label, matrix in as_matrices(entry, tensor, conv=conv, split_in_proj=split_in_proj):
-        rows, cols = matrix.shape
-        try:
-            # singular_values checks finiteness on the small Gram matrix (no extra pass)
-            sigma = singular_values(matrix, method=method, device=device)
-        except InputError:
-            finite = torch.isfinite(matrix)
-            if bool(finite.all()):
-                raise
-            n_nan = int(torch.isnan(matrix).sum())
-            n_inf = int((~finite).sum()) - n_nan
-            error = f"tensor contains {n_nan} NaN and {n_inf} infinite value(s); not analysed"
-            out.append((label, rows, cols, None, error))
-            continue
-        # a few thousand numbers: the fits run on the CPU, where they do not wait on
-        # kernel launches and device syncs, and (on a GPU) overlap the next spectrum
-        out.append((label, rows, cols, sigma.cpu(), ""))
+    out: list[Spectrum] = []
+    try:
+        tensor = entry.load(device=device)
+        for label, matrix in as_matrices(entry, tensor, conv=conv, split_in_proj=split_in_proj):
+            rows, cols = matrix.shape
+            try:
+                # singular_values checks finiteness on the small Gram matrix (no extra pass)
+                sigma = singular_values(matrix, method=method, device=device)
+            except InputError:
+                finite = torch.isfinite(matrix)
+                if bool(finite.all()):
+                    raise
+                n_nan = int(torch.isnan(matrix).sum())
+                n_inf = int((~finite).sum()) - n_nan
+                error = f"tensor contains {n_nan} NaN and {n_inf} infinite value(s); not analysed"
+                out.append((label, rows, cols, None, error))
+                continue
+            # a few thousand numbers: the fits run on the CPU, where they do not wait on
+            # kernel launches and device syncs, and (on a GPU) overlap the next spectrum
+            out.append((label, rows, cols, sigma.cpu(), ""))
+    except SourceError:
+        raise
+    except (InfospecError, torch.linalg.LinAlgError) as exc:
+        out.append((entry.name, None, None, None, str(exc)))
     return out
 
 
 def _records(
-    entry, spectra, *, rel_distortion: float, fits: bool
+    entry, spectra: list[Spectrum], *, rel_distortion: float, fits: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The second stage: the report rows, and the ESDs, of one tensor's spectra."""
     base = {"tensor": entry.name, "kind": entry.kind, "dtype": entry.dtype}
     rows_out: list[dict[str, Any]] = []
     esds: dict[str, Any] = {}
     for label, rows, cols, sigma, error in spectra:
-        if sigma is None:
-            rows_out.append({"name": label, **base, "status": "error", "warning": error})
-            continue
-        rec = weight_record(
-            sigma, rows=rows, cols=cols, rel_distortion=rel_distortion, fit_power=fits, fit_mp=fits
-        )
-        rows_out.append({"name": label, **base, "status": "ok", **rec})
-        esds[f"weights/{label}"] = (sigma * sigma).numpy()
+        if sigma is not None:
+            try:
+                rec = weight_record(
+                    sigma,
+                    rows=rows,
+                    cols=cols,
+                    rel_distortion=rel_distortion,
+                    fit_power=fits,
+                    fit_mp=fits,
+                )
+            except InfospecError as exc:
+                error = str(exc)
+            else:
+                rows_out.append({"name": label, **base, "status": "ok", **rec})
+                esds[f"weights/{label}"] = (sigma * sigma).numpy()
+                continue
+        rows_out.append({"name": label, **base, "status": "error", "warning": error})
     return rows_out, esds
-
-
-def _error_rows(entry, exc: Exception) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One ``status=error`` row for a tensor whose analysis failed."""
-    row = {
-        "name": entry.name,
-        "tensor": entry.name,
-        "kind": entry.kind,
-        "dtype": entry.dtype,
-        "status": "error",
-        "warning": str(exc),
-    }
-    return [row], {}
 
 
 def _data_device(source: Any) -> torch.device:
@@ -285,11 +295,11 @@ def analyze(
         Show progress bars; default when stderr is a terminal.
     workers : int > 0, optional
         CPU threads, each with one intra-op thread (torch's thread count is restored
-        afterwards); default one per CPU core, at most 4. On the CPU each analyses whole
-        matrices at once. On a GPU (``device``, or the model's parameters) the spectra are
-        computed one after another on the device while the workers make the fits of the
-        matrices before, so the device does not wait for them. Results do not depend on it,
-        up to floating-point round-off.
+        afterwards); default one per CPU core, at most 4. On the CPU each analyses one
+        tensor at a time. On a GPU (``device``, or where a module's or state dict's tensors
+        are) the spectra are computed one after another on the device while the workers
+        make the fits of the tensors before, so the device need not wait for them. Results
+        do not depend on it, up to floating-point round-off.
 
     Returns
     -------
@@ -374,28 +384,19 @@ def analyze(
 
     stage_seconds: dict[str, list[float]] = {"spectra": [], "fits": []}
 
-    def first(entry):
+    def first(entry) -> list[Spectrum]:
         start = time.perf_counter()
         try:
-            tensor = entry.load(device=dev)
             return _spectra(
-                entry, tensor, conv=conv, split_in_proj=split_in_proj, method=method, device=dev
+                entry, conv=conv, split_in_proj=split_in_proj, method=method, device=dev
             )
-        except SourceError:
-            raise
-        except (InfospecError, torch.linalg.LinAlgError) as exc:
-            return exc
         finally:
             stage_seconds["spectra"].append(time.perf_counter() - start)
 
-    def second(entry, spectra):
+    def second(entry, spectra: list[Spectrum]):
         start = time.perf_counter()
         try:
-            if isinstance(spectra, Exception):
-                return _error_rows(entry, spectra)
             return _records(entry, spectra, rel_distortion=rel_distortion, fits=fits)
-        except InfospecError as exc:
-            return _error_rows(entry, exc)
         finally:
             stage_seconds["fits"].append(time.perf_counter() - start)
 
@@ -403,10 +404,14 @@ def analyze(
     pipeline = (dev or _data_device(source)).type != "cpu"
     report.meta["workers"] = workers
     report.meta["pipeline"] = pipeline
-    results = _map_in_order(first, second, todo, workers=workers, pipeline=pipeline)
-    for rows, esds in _progress(results, total=len(todo), desc="weights", enabled=progress):
-        report.weights.extend(rows)
-        report.spectra.update(esds)
+    # closing(): an interrupt in the loop (Ctrl-C, the progress bar) still cancels the
+    # queued matrices, joins the workers and restores torch's thread count
+    with contextlib.closing(
+        _map_in_order(first, second, todo, workers=workers, pipeline=pipeline)
+    ) as results:
+        for rows, esds in _progress(results, total=len(todo), desc="weights", enabled=progress):
+            report.weights.extend(rows)
+            report.spectra.update(esds)
     report.meta["weight_seconds"] = time.perf_counter() - t0
     # summed over matrices (and threads): where the time went, not wall time
     report.meta["spectrum_seconds"] = sum(stage_seconds["spectra"])

@@ -535,3 +535,21 @@ def test_interrupt_in_the_consumer_stops_the_workers(monkeypatch, gpu_route):
     assert torch.get_num_threads() == before
     pool = [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
     assert pool == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_report_matches_cpu_report(tmp_path):
+    model = _mlp()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    cpu = analyze(model, progress=False)
+    on_device = analyze(model, device="cuda", progress=False)
+    model_on_gpu = analyze(model.cuda(), progress=False)  # device left to the model
+    for gpu in (on_device, model_on_gpu):
+        assert gpu.meta["pipeline"] is True
+        df, ref = gpu.to_dataframe(), cpu.to_dataframe()
+        assert df["name"].tolist() == ref["name"].tolist()
+        assert df["status"].tolist() == ref["status"].tolist()
+        cols = ["sigma_max", "flatness", "alpha", "mp_sigma2", "rate_bits"]
+        np.testing.assert_allclose(df[cols].to_numpy(float), ref[cols].to_numpy(float), rtol=1e-9)
+        assert set(gpu.spectra) == set(cpu.spectra)

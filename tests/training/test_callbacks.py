@@ -267,3 +267,18 @@ def test_trainer_callback_reuses_a_monitor_across_runs(tmp_path):
     assert not _has_hooks(holder) and not monitor._attached
     with pytest.raises(InputError, match=r"passed no model"):
         callbacks.InfospecTrainerCallback(every=2).on_train_begin(None, None, None)
+
+
+def test_shell_pools_over_processes_when_a_group_runs(monkeypatch):
+    model = nn.Sequential(nn.Linear(12, 12))
+    monkeypatch.setattr(callbacks, "_process_group_size", lambda: 2)
+    made = _Shell(every=2, alerts=None)
+    assert made._start(model).distributed is True
+    made._stop()
+    kept = _Shell(every=2, alerts=None, distributed=False)
+    assert kept._start(nn.Sequential(nn.Linear(12, 12))).distributed is False
+    kept._stop()
+    monkeypatch.setattr(callbacks, "_process_group_size", lambda: 1)
+    single = _Shell(every=2, alerts=None)
+    assert single._start(nn.Sequential(nn.Linear(12, 12))).distributed is False
+    single._stop()

@@ -6,7 +6,10 @@
 
 Each takes either a ready :class:`Monitor` or the keyword arguments of one (created on the
 model when training starts), tells it of every optimizer step, hands its measures to the
-framework's log, and removes its hooks when training ends. The frameworks are optional
+framework's log, and removes its hooks when training ends. Under a ``torch.distributed``
+process group of more than one process (DDP) the monitor it creates pools the activations
+of all ranks (``Monitor(distributed=True)``), since the framework calls it on every rank;
+pass ``distributed=False`` to keep per-rank measures. The frameworks are optional
 extras: they are imported when a callback class is first used
 (``pip install 'infospec[lightning]'``, or ``transformers`` with ``accelerate``).
 
@@ -46,6 +49,15 @@ _MONITOR_OPTIONS = tuple(
 )
 
 
+def _process_group_size() -> int:
+    """Processes of the default torch.distributed group, or 1 when there is none."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
 class _MonitorShell:
     """What both callbacks share: holding a Monitor, or the options to create one."""
 
@@ -79,7 +91,11 @@ class _MonitorShell:
                 "The training framework passed no model to the infospec callback; "
                 "create the Monitor yourself and pass it as monitor=Monitor(model)."
             )
-        self.monitor = Monitor(model, **self.monitor_options)
+        options = dict(self.monitor_options)
+        if "distributed" not in options:
+            # a framework runs its callbacks on every rank, so pooling is safe here
+            options["distributed"] = _process_group_size() > 1
+        self.monitor = Monitor(model, **options)
         self._created = True
         return self.monitor
 

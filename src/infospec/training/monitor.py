@@ -326,6 +326,20 @@ class Monitor:
         the widths of most layers; ``None`` keeps each tensor's device.
     seed : int, default 0
         Seed of the row subsampling.
+    distributed : bool, default False
+        Under ``torch.distributed`` (DDP), pool every process's activation rows before
+        measuring, so that each layer's covariance is that of the global batch: the
+        accumulators are merged across the ``group`` (:meth:`StreamingCovariance.all_reduce
+        <infospec.spectra.covariance.StreamingCovariance.all_reduce>`) and every rank gets
+        the same rows, while only rank 0 writes to ``writer`` and ``log_path``. It is a
+        collective: **every** rank of the group must create a monitor with it and step it
+        at the same steps, or the processes wait on each other forever. Weights are not
+        reduced (DDP keeps them identical). With ``False`` under a process group of more
+        than one process, each rank measures its own rows (a warning says so once). The
+        Lightning and Hugging Face callbacks switch it on when the process group has more
+        than one process, unless it is given.
+    group : torch.distributed process group, optional
+        The group of ``distributed`` (default: the whole world).
 
     Attributes
     ----------
@@ -349,7 +363,8 @@ class Monitor:
         weights, ``every``/``window``/``max_tokens``/``eps``/``min_dim`` are out of range,
         both tables are switched off, ``writer`` has no ``add_scalar``, ``log_path`` is not
         a writable ``.jsonl``/``.csv`` path (or a CSV with other columns), ``alerts`` names
-        an unknown measure, or ``spectrum_device`` is not a device.
+        an unknown measure, ``spectrum_device`` is not a device, or ``distributed`` is not
+        a bool.
 
     References
     ----------
@@ -393,6 +408,8 @@ class Monitor:
         min_dim: int = 10,
         spectrum_device: torch.device | str | None = "cpu",
         seed: int = 0,
+        distributed: bool = False,
+        group: Any = None,
     ) -> None:
         func = "Monitor"
         if not isinstance(model, nn.Module):
@@ -438,6 +455,12 @@ class Monitor:
                     f"The 'spectrum_device' parameter of {func} must be a torch device such "
                     f"as 'cpu' or 'cuda', or None. Got {spectrum_device!r} instead."
                 ) from exc
+        if not isinstance(distributed, bool):
+            raise InputError(
+                f"The 'distributed' parameter of {func} must be True or False; got {distributed!r}."
+            )
+        self.distributed = distributed
+        self.group = group
         self.alert_callback = alert_callback
         self.thresholds = self._check_alerts(alerts)
         self._log = None if log_path is None else _LogFile(log_path)
@@ -629,7 +652,8 @@ class Monitor:
         """Measure now, at :attr:`global_step`, from the activations collected so far.
 
         :meth:`step` calls it every ``every`` steps; call it directly for a measurement
-        at the end of training. The activation accumulators are emptied afterwards.
+        at the end of training. The activation accumulators are emptied afterwards. With
+        ``distributed=True`` it is a collective: call it on every rank.
 
         Returns
         -------
@@ -649,9 +673,10 @@ class Monitor:
         self._rows += rows
         self.measure_seconds.append(time.perf_counter() - t0)
         metrics = self._metrics(rows)
-        if self._log is not None and rows:
+        writes = self._rank() == 0
+        if self._log is not None and rows and writes:
             self._log.append(rows)
-        if self.writer is not None:
+        if self.writer is not None and writes:
             for tag, value in metrics.items():
                 self.writer.add_scalar(tag, value, global_step=self.global_step)
         for row in rows:
@@ -667,17 +692,101 @@ class Monitor:
             "status": "ok",
         }
 
+    # -- torch.distributed -----------------------------------------------------------------
+    def _world(self) -> int:
+        """Processes in the group when a process group is running, else 1."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return 1
+        return dist.get_world_size(self.group)
+
+    def _rank(self) -> int:
+        """This process's rank in the group when ``distributed``, else 0 (it writes)."""
+        if not self.distributed or self._world() == 1:
+            return 0
+        import torch.distributed as dist
+
+        return dist.get_rank(self.group)
+
+    def _pooled(self, collector: ActivationCovariances) -> tuple[dict, dict[str, str]]:
+        """Every rank's accumulators merged, layer by layer, in the same order everywhere.
+
+        One ``all_gather`` of each rank's (width, rows, error) per layer tells every rank
+        which layers have rows anywhere and which failed somewhere; then each layer with
+        rows is reduced (a rank without rows for it takes part with an empty accumulator).
+        Returns the pooled accumulators and the error of each failed layer.
+        """
+        import torch.distributed as dist
+
+        world = self._world()
+        names = list(self.layers)
+        accs = collector.accumulators
+        on_gpu = dist.get_backend(self.group) == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
+        state = torch.tensor(
+            [
+                [
+                    float(accs[n].dim) if n in accs else 0.0,
+                    float(accs[n].count) if n in accs else 0.0,
+                    1.0 if n in collector.errors else 0.0,
+                ]
+                for n in names
+            ],
+            dtype=torch.float64,
+            device=device,
+        ).reshape(len(names), 3)
+        gathered = [torch.empty_like(state) for _ in range(world)]
+        dist.all_gather(gathered, state, group=self.group)
+        table = torch.stack(gathered).cpu()  # (world, layers, 3)
+        pooled: dict[str, StreamingCovariance] = {}
+        errors: dict[str, str] = {}
+        for i, name in enumerate(names):
+            dims = {int(d) for d in table[:, i, 0].tolist() if d > 0}
+            failed = [r for r in range(world) if table[r, i, 2] > 0]
+            if failed:
+                # the same words on every rank, so that every rank logs the same rows
+                errors[name] = (
+                    f"layer '{_display(name)}' produced NaN/Inf activations on rank(s) "
+                    f"{failed}; its statistics for this measurement stop there"
+                )
+                continue
+            if not dims:
+                continue
+            if len(dims) > 1:
+                errors[name] = f"ranks disagree on the output width: {sorted(dims)}"
+                continue
+            acc = accs.get(name)
+            where = device if device is not None else (acc.mean.device if acc else "cpu")
+            mine = StreamingCovariance(dims.pop(), device=where)
+            if acc is not None:
+                mine.merge(acc)
+            pooled[name] = mine.all_reduce(self.group)
+        return pooled, errors
+
     def _activation_rows(self) -> list[dict[str, Any]]:
         collector = self._collector
         out: list[dict[str, Any]] = []
         if collector is None:
             return out
+        accumulators: Mapping[str, StreamingCovariance] = collector.accumulators
+        errors: Mapping[str, str] = collector.errors
+        if self._world() > 1:
+            if self.distributed:
+                accumulators, errors = self._pooled(collector)
+            else:
+                self._warn_once(
+                    "distributed",
+                    f"Monitor: torch.distributed runs {self._world()} processes but the "
+                    f"monitor has distributed=False, so each rank measures only its own "
+                    f"activation rows. Pass distributed=True on every rank to pool them.",
+                )
         for name in self.layers:
             base = self._base("activations", name)
-            if name in collector.errors:
-                out.append({**base, "status": "error", "warning": collector.errors[name]})
+            if name in errors:
+                out.append({**base, "status": "error", "warning": errors[name]})
                 continue
-            acc = collector.accumulators.get(name)
+            acc = accumulators.get(name)
             if acc is None:
                 self.skipped.setdefault(
                     f"activations/{_display(name)}",
@@ -792,8 +901,8 @@ class Monitor:
         alert = MonitorAlert(row["step"], row["table"], where, metric, value, threshold, msg)
         self.alerts.append(alert)
         if self.alert_callback is not None:
-            self.alert_callback(alert)
-        else:
+            self.alert_callback(alert)  # on every rank: it may stop training everywhere
+        elif self._rank() == 0:  # pooled rows: one warning, not one per process
             warnings.warn(msg, InfospecWarning, stacklevel=_STACKLEVEL)
 
     def _check_row(self, row: Mapping[str, Any]) -> None:

@@ -282,3 +282,66 @@ def test_shell_pools_over_processes_when_a_group_runs(monkeypatch):
     single = _Shell(every=2, alerts=None)
     assert single._start(nn.Sequential(nn.Linear(12, 12))).distributed is False
     single._stop()
+
+
+_DDP_SCRIPT = """
+import sys
+import torch
+from torch import nn
+import lightning.pytorch as L
+from infospec.training.callbacks import InfospecLightningCallback
+
+
+class Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 12))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 12, generator=g), torch.randint(0, 12, (128,), generator=g)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    cb = InfospecLightningCallback(every=2, window=2, alerts=None, log_path=f"{out}/log.jsonl")
+    trainer = L.Trainer(
+        max_steps=4, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+        callbacks=[cb], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Tiny(), loader)
+    assert cb.monitor.distributed
+    cb.monitor.history().to_pickle(f"{out}/history.{trainer.global_rank}.pkl")
+"""
+
+
+@pytest.mark.slow
+def test_lightning_ddp_pools_the_ranks(tmp_path):
+    """A real two-process Lightning DDP run on the CPU (gloo): the callback pools the ranks."""
+    pytest.importorskip("lightning.pytorch")
+    script = tmp_path / "train.py"
+    script.write_text(_DDP_SCRIPT)
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rank0, rank1 = (pd.read_pickle(tmp_path / f"history.{r}.pkl") for r in (0, 1))
+    pd.testing.assert_frame_equal(rank0, rank1)
+    acts = rank0[rank0["table"] == "activations"]
+    # 2 steps of the window x 16 rows per batch x 2 ranks (the sampler splits the data)
+    assert set(acts["samples"]) == {64}
+    assert sorted(set(acts["step"])) == [2, 4]
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(lines) == len(rank0)  # written by rank 0 only

@@ -17,16 +17,21 @@ from infospec.training.monitor import Monitor
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is missing")
 
 
-class Net(nn.Module):
+class _Seeded(nn.Module):
+    """Linear layers ``name=(in, out)``, initialised from seed 0 (the same on every rank)."""
+
+    def __init__(self, **layers: tuple[int, int]) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        for name, (n_in, n_out) in layers.items():
+            setattr(self, name, nn.Linear(n_in, n_out))
+
+
+class Net(_Seeded):
     """``extra`` runs only when asked; ``probe`` sees its own input (NaN on one rank)."""
 
     def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.inp = nn.Linear(8, 16)
-        self.extra = nn.Linear(16, 16)
-        self.out = nn.Linear(16, 4)
-        self.probe = nn.Linear(8, 12)
+        super().__init__(inp=(8, 16), extra=(16, 16), out=(16, 4), probe=(8, 12))
 
     def forward(self, x, use_extra=True, probe_input=None):
         h = torch.tanh(self.inp(x))
@@ -34,6 +39,17 @@ class Net(nn.Module):
             h = torch.tanh(self.extra(h))
         self.probe(x if probe_input is None else probe_input)
         return self.out(h)
+
+
+class Up(_Seeded):
+    """An 8 -> 32 up-projection: its outputs have rank 8, the rest is round-off."""
+
+    def __init__(self) -> None:
+        super().__init__(a=(8, 8), up=(8, 32))
+
+    def forward(self, x, use_up=True):
+        h = self.a(x)
+        return self.up(h) if use_up else h
 
 
 def _shard(rank: int) -> torch.Tensor:
@@ -60,6 +76,28 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             model(x, use_extra=True)
             alone.step()
             alone.remove()
+        # bf16, an up-projection run on rank 1 only: rank 0 must use bf16's rank floor too
+        low = Up().bfloat16()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            up = Monitor(low, distributed=True, weights=False, **kwargs)
+            low(_shard(rank).float().bfloat16(), use_up=rank == 1)
+            up.step()
+            up.remove()
+        up.history().to_pickle(f"{tmp}/up.{rank}.pkl")
+        # ranks that watch different layers get a clear error, not a collective mismatch
+        watched = "inp" if rank == 0 else "inp|out"
+        differ = Monitor(model, layers=watched, distributed=True, **kwargs)
+        model(x)
+        try:
+            differ.step()
+            said_differ = "no error"
+        except InputError as exc:
+            said_differ = str(exc)
+        finally:
+            differ.remove()
+        with open(f"{tmp}/differ.{rank}.txt", "w") as fh:
+            fh.write(said_differ)
         monitor.history().to_pickle(f"{tmp}/pooled.{rank}.pkl")
         alone.history().to_pickle(f"{tmp}/alone.{rank}.pkl")
         with open(f"{tmp}/warnings.{rank}.json", "w") as fh:
@@ -88,13 +126,35 @@ def test_distributed_monitor_pools_the_ranks_rows(tmp_path):
     for frame in pooled:
         got = _acts(frame)
         assert got.loc["probe", "status"] == "error"
-        assert "NaN/Inf activations on rank(s) [1]" in got.loc["probe", "warning"]
+        assert "could not be measured on rank(s) [1]" in got.loc["probe", "warning"]
         got = got.drop(index="probe")
         assert got.index.tolist() == expected.index.tolist() == ["extra", "inp", "out"]
         assert got["samples"].tolist() == expected["samples"].tolist() == [30, 70, 70]
         np.testing.assert_allclose(
             got[cols].to_numpy(float), expected[cols].to_numpy(float), rtol=1e-9
         )
+    # the coarsest input dtype sets the rank floor on every rank, as in one process
+    ups = [_acts(pd.read_pickle(tmp_path / f"up.{r}.pkl")) for r in range(world)]
+    pd.testing.assert_frame_equal(ups[0], ups[1])
+    low = Up().bfloat16()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alone = Monitor(low, every=1, window=1, max_tokens=None, alerts=None, weights=False)
+        low(_shard(0).float().bfloat16(), use_up=False)
+        low(_shard(1).float().bfloat16(), use_up=True)
+        alone.step()
+        alone.remove()
+    one = _acts(alone.history())
+    assert ups[0].loc["up", "samples"] == one.loc["up", "samples"] == 40
+    assert ups[0].loc["up", "rank"] == one.loc["up", "rank"] == 8
+    np.testing.assert_allclose(
+        ups[0].loc[["a", "up"], cols].to_numpy(float),
+        one.loc[["a", "up"], cols].to_numpy(float),
+        rtol=1e-9,
+    )
+    for rank in range(world):
+        said = (tmp_path / f"differ.{rank}.txt").read_text()
+        assert "the ranks watch different layers (counts [1, 2])" in said
     # weights are the same everywhere; only rank 0 wrote the log
     pd.testing.assert_frame_equal(pooled[0], pooled[1])
     lines = (tmp_path / "log.jsonl").read_text().splitlines()

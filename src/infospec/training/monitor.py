@@ -216,6 +216,14 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _dtype_of_eps(eps: float) -> torch.dtype:
+    """The floating dtype whose machine epsilon is ``eps`` (float64 for 0 or unknown)."""
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        if eps == torch.finfo(dtype).eps:
+            return dtype
+    return torch.float64
+
+
 class _LogFile:
     """Appends one record per line to a .jsonl or .csv file, each line in one write."""
 
@@ -331,13 +339,16 @@ class Monitor:
         measuring, so that each layer's covariance is that of the global batch: the
         accumulators are merged across the ``group`` (:meth:`StreamingCovariance.all_reduce
         <infospec.spectra.covariance.StreamingCovariance.all_reduce>`) and every rank gets
-        the same rows, while only rank 0 writes to ``writer`` and ``log_path``. It is a
-        collective: **every** rank of the group must create a monitor with it and step it
-        at the same steps, or the processes wait on each other forever. Weights are not
-        reduced (DDP keeps them identical). With ``False`` under a process group of more
-        than one process, each rank measures its own rows (a warning says so once). The
-        Lightning and Hugging Face callbacks switch it on when the process group has more
-        than one process, unless it is given.
+        the same rows, while only rank 0 of the group writes to ``writer`` and ``log_path``
+        and issues the default alert warnings (``alert_callback`` runs on every rank). It
+        is a collective: **every** rank of the group must create a monitor with it, on the
+        same model and ``layers``, and step it at the same steps, or the processes wait on
+        each other until the backend's timeout (ranks watching different layers get an
+        :class:`InputError`). Weights are not reduced (DDP keeps them identical). With
+        ``False`` under a process group of more than one process, each rank measures its
+        own rows (a warning says so once). The Lightning and Hugging Face callbacks switch
+        it on in the monitors they create when the process group has more than one
+        process, unless it is given.
     group : torch.distributed process group, optional
         The group of ``distributed`` (default: the whole world).
 
@@ -709,46 +720,74 @@ class Monitor:
 
         return dist.get_rank(self.group)
 
-    def _pooled(self, collector: ActivationCovariances) -> tuple[dict, dict[str, str]]:
+    def _pooled(self, collector: ActivationCovariances) -> tuple[dict, dict[str, str], dict]:
         """Every rank's accumulators merged, layer by layer, in the same order everywhere.
 
-        One ``all_gather`` of each rank's (width, rows, error) per layer tells every rank
-        which layers have rows anywhere and which failed somewhere; then each layer with
-        rows is reduced (a rank without rows for it takes part with an empty accumulator).
-        Returns the pooled accumulators and the error of each failed layer.
+        A first ``all_gather`` checks that every rank watches the same layers. A second
+        gathers each rank's (width, rows, error, input precision, on CUDA) per layer, so
+        every rank knows which layers have rows anywhere, which failed somewhere, the
+        coarsest input dtype (for the rank floor) and one device for the reduction; then
+        each layer with rows is reduced (a rank without rows for it takes part with an
+        empty accumulator). Returns the pooled accumulators, the error of each failed
+        layer and the input dtype of each pooled layer, all the same on every rank.
         """
+        import zlib
+
         import torch.distributed as dist
 
         world = self._world()
         names = list(self.layers)
         accs = collector.accumulators
-        on_gpu = dist.get_backend(self.group) == "nccl"
-        device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else None
-        state = torch.tensor(
-            [
+        # small tensors travel on the CPU, except under a pure NCCL backend (GPU only)
+        nccl_only = dist.get_backend(self.group) == "nccl"
+        cuda = torch.device("cuda", torch.cuda.current_device()) if nccl_only else None
+
+        def gather(rows: list[list[float]]) -> torch.Tensor:
+            mine = torch.tensor(rows, dtype=torch.float64, device=cuda)
+            out = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(out, mine, group=self.group)
+            return torch.stack(out).cpu()
+
+        fingerprint = float(zlib.crc32("\n".join(names).encode("utf-8")))
+        seen = gather([[float(len(names)), fingerprint]])[:, 0]
+        if not bool((seen == seen[0]).all()):
+            raise InputError(
+                "Monitor(distributed=True): the ranks watch different layers (counts "
+                f"{[int(n) for n in seen[:, 0].tolist()]}). Create the monitor with the same "
+                "model and 'layers' on every rank."
+            )
+        state = []
+        for n in names:
+            acc = accs.get(n)
+            dtype = collector.dtypes.get(n, torch.float64)
+            state.append(
                 [
-                    float(accs[n].dim) if n in accs else 0.0,
-                    float(accs[n].count) if n in accs else 0.0,
+                    float(acc.dim) if acc is not None else 0.0,
+                    float(acc.count) if acc is not None else 0.0,
                     1.0 if n in collector.errors else 0.0,
+                    torch.finfo(dtype).eps if acc is not None else 0.0,
+                    1.0 if acc is not None and acc.mean.device.type == "cuda" else 0.0,
                 ]
-                for n in names
-            ],
-            dtype=torch.float64,
-            device=device,
-        ).reshape(len(names), 3)
-        gathered = [torch.empty_like(state) for _ in range(world)]
-        dist.all_gather(gathered, state, group=self.group)
-        table = torch.stack(gathered).cpu()  # (world, layers, 3)
+            )
+        table = gather(state).reshape(world, len(names), 5)
         pooled: dict[str, StreamingCovariance] = {}
         errors: dict[str, str] = {}
+        dtypes: dict[str, torch.dtype] = {}
         for i, name in enumerate(names):
             dims = {int(d) for d in table[:, i, 0].tolist() if d > 0}
             failed = [r for r in range(world) if table[r, i, 2] > 0]
+            if name in collector.errors:  # the reason, on the rank that knows it
+                self._warn_once(
+                    f"rank-error/{name}",
+                    f"Monitor, rank {self._rank()}: {collector.errors[name]}",
+                )
             if failed:
                 # the same words on every rank, so that every rank logs the same rows
                 errors[name] = (
-                    f"layer '{_display(name)}' produced NaN/Inf activations on rank(s) "
-                    f"{failed}; its statistics for this measurement stop there"
+                    f"layer '{_display(name)}' could not be measured on rank(s) {failed} of "
+                    f"the group (non-finite, non-floating or width-changing outputs; a "
+                    f"warning on that rank says which); its statistics for this measurement "
+                    f"stop there"
                 )
                 continue
             if not dims:
@@ -756,13 +795,15 @@ class Monitor:
             if len(dims) > 1:
                 errors[name] = f"ranks disagree on the output width: {sorted(dims)}"
                 continue
-            acc = accs.get(name)
-            where = device if device is not None else (acc.mean.device if acc else "cpu")
+            on_cuda = nccl_only or bool((table[:, i, 4] > 0).any())
+            where = torch.device("cuda", torch.cuda.current_device()) if on_cuda else "cpu"
             mine = StreamingCovariance(dims.pop(), device=where)
+            acc = accs.get(name)
             if acc is not None:
                 mine.merge(acc)
             pooled[name] = mine.all_reduce(self.group)
-        return pooled, errors
+            dtypes[name] = _dtype_of_eps(float(table[:, i, 3].max()))
+        return pooled, errors, dtypes
 
     def _activation_rows(self) -> list[dict[str, Any]]:
         collector = self._collector
@@ -771,9 +812,10 @@ class Monitor:
             return out
         accumulators: Mapping[str, StreamingCovariance] = collector.accumulators
         errors: Mapping[str, str] = collector.errors
+        dtypes: Mapping[str, torch.dtype] = collector.dtypes
         if self._world() > 1:
             if self.distributed:
-                accumulators, errors = self._pooled(collector)
+                accumulators, errors, dtypes = self._pooled(collector)
             else:
                 self._warn_once(
                     "distributed",
@@ -803,7 +845,7 @@ class Monitor:
                 acc.eigenvalues(),
                 acc.count,
                 eps=self.eps,
-                input_dtype=collector.dtypes.get(name, torch.float64),
+                input_dtype=dtypes.get(name, torch.float64),
             )
             row = {**base, **{k: rec[k] for k in ("dim", "samples", "rank")}}
             row.update({k: rec[k] for k in ACTIVATION_METRICS})

@@ -139,7 +139,7 @@ def main() -> None:
             f"lambda_max = {worst:.1e}"
         )
     print(
-        f"  pipeline={meta['pipeline']}, {meta['workers']} CPU workers; summed over matrices: "
+        f"  pipeline={meta['pipeline']}, {meta['workers']} CPU workers; summed over tensors: "
         f"spectra {meta['spectrum_seconds']:.2f} s, fits {meta['fit_seconds']:.2f} s"
     )
     print(

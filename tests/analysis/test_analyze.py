@@ -452,7 +452,7 @@ def test_data_device_and_stage_times():
     meta = report.meta
     assert 0 < meta["spectrum_seconds"] and 0 < meta["fit_seconds"]
     assert meta["weight_seconds"] <= meta["seconds"]
-    assert "summed over matrices: spectra" in report.summary()
+    assert "summed over tensors: spectra" in report.summary()
 
 
 def _mha_with_overflowing_v():

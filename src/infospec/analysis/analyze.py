@@ -413,7 +413,7 @@ def analyze(
             report.weights.extend(rows)
             report.spectra.update(esds)
     report.meta["weight_seconds"] = time.perf_counter() - t0
-    # summed over matrices (and threads): where the time went, not wall time
+    # summed over tensors (and threads): where the time went, not wall time
     report.meta["spectrum_seconds"] = sum(stage_seconds["spectra"])
     report.meta["fit_seconds"] = sum(stage_seconds["fits"])
 

@@ -126,7 +126,7 @@ class Report:
             line = f"time: {self.meta['seconds']:.2f} s"
             if "spectrum_seconds" in self.meta:
                 line += (
-                    f" (weights {self.meta['weight_seconds']:.2f} s; summed over matrices: "
+                    f" (weights {self.meta['weight_seconds']:.2f} s; summed over tensors: "
                     f"spectra {self.meta['spectrum_seconds']:.2f} s, "
                     f"fits {self.meta['fit_seconds']:.2f} s)"
                 )

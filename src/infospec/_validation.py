@@ -41,6 +41,12 @@ def describe(x: torch.Tensor) -> str:
     return f"shape {tuple(x.shape)} and dtype {str(x.dtype).replace('torch.', '')}"
 
 
+def first_index(mask: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first ``True`` entry of a boolean tensor, for error messages (``()`` for
+    a 0-d tensor). The caller has checked that some entry is ``True``."""
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
 def as_float_tensor(x: Any, name: str, func: str) -> torch.Tensor:
     """Convert ``x`` (tensor, array, list or scalar) to a floating torch tensor.
 
@@ -139,10 +145,9 @@ def check_finite(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
     """Raise :class:`InputError` if ``t`` contains NaN or infinity, saying how many and where."""
     finite = torch.isfinite(t)
     if not bool(finite.all()):
-        bad = (~finite).nonzero()
         n_nan = int(torch.isnan(t).sum())
         n_inf = int(torch.isinf(t).sum())
-        first = tuple(int(i) for i in bad[0]) if bad.numel() else ()
+        first = first_index(~finite)
         raise InputError(
             f"The '{name}' argument of {func} must be finite; got {n_nan} NaN and {n_inf} "
             f"infinite value(s) (first at index {first}) in a tensor with {describe(t)}."
@@ -170,7 +175,7 @@ def check_eigenvalues(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
         tol = torch.maximum(rel * largest, torch.full_like(largest, floor))
         significant = t < -tol
         if bool(significant.any()):
-            idx = tuple(int(i) for i in significant.nonzero()[0])
+            idx = first_index(significant)
             raise InputError(
                 f"The '{name}' argument of {func} must be non-negative (eigenvalues of a "
                 f"covariance, singular values or power-spectrum bins); got {float(t.min()):.6g} "

@@ -28,6 +28,7 @@ from infospec.demo.experiment import (
 from infospec.demo.reading import continual_reading, direction, duality_reading
 from infospec.demo.stats import (
     CORRELATION_PAIRS,
+    EFFECT_METRICS,
     Interval,
     correlation_interval,
     mean_interval,
@@ -338,16 +339,7 @@ def _fake_stats(*, corr, flat, compress, layer_corr=None):
     effects = []
     for method in METHODS[1:]:
         for layer in sorted(LAYERS):
-            for metric in (
-                "act_flatness",
-                "act_effective_rank",
-                "act_coding_rate_bits",
-                "act_entropy_bits_per_dim",
-                "act_energy",
-                "weight_flatness",
-                "weight_log_sigma_var",
-                "weight_sigma_max",
-            ):
+            for metric in EFFECT_METRICS:
                 iv = _iv(0.01, -0.1, 0.1)
                 if method == "info_spec" and metric == "act_flatness":
                     iv = flat

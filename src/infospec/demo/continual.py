@@ -17,7 +17,6 @@ task :math:`j`):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .experiment import DemoConfig, DigitsData, _accuracy, _batches, build_mlp
+from .experiment import DemoConfig, DigitsData, _accuracy, _batches, build_mlp, run_grid
 
 __all__ = ["CONTINUAL_ARMS", "CONTINUAL_COLUMNS", "run_continual", "task_permutations"]
 
@@ -106,13 +105,12 @@ def run_continual(
     config: DemoConfig, data: DigitsData, *, tick: Callable[[str], None] | None = None
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Both arms for every seed; returns the long table and seconds spent per arm."""
-    rows: list[tuple[Any, ...]] = []
-    seconds = dict.fromkeys(CONTINUAL_ARMS, 0.0)
-    for seed in range(config.seeds):
-        for method in CONTINUAL_ARMS:
-            t0 = time.perf_counter()
-            rows.extend(continual_run(method, seed, data, config))
-            seconds[method] += time.perf_counter() - t0
-            if tick is not None:
-                tick(f"continual {method} seed {seed}")
+    runs, seconds = run_grid(
+        lambda method, seed: continual_run(method, seed, data, config),
+        CONTINUAL_ARMS,
+        config.seeds,
+        label="continual ",
+        tick=tick,
+    )
+    rows = [row for run in runs for row in run]
     return pd.DataFrame.from_records(rows, columns=list(CONTINUAL_COLUMNS)), seconds

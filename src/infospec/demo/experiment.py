@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -529,6 +529,29 @@ def train_run(method: str, seed: int, data: DigitsData, config: DemoConfig) -> p
     return pd.DataFrame.from_records(records, columns=list(RESULT_COLUMNS))
 
 
+def run_grid(
+    run: Callable[[str, int], Any],
+    methods: Sequence[str],
+    seeds: int,
+    *,
+    label: str = "",
+    tick: Callable[[str], None] | None = None,
+) -> tuple[list[Any], dict[str, float]]:
+    """``run(method, seed)`` for every seed and method, seed-major; the results in order
+    and the seconds spent per method. ``tick(description)`` follows each run (for a
+    progress bar)."""
+    results = []
+    seconds = dict.fromkeys(methods, 0.0)
+    for seed in range(seeds):
+        for method in methods:
+            t0 = time.perf_counter()
+            results.append(run(method, seed))
+            seconds[method] += time.perf_counter() - t0
+            if tick is not None:
+                tick(f"{label}{method} seed {seed}")
+    return results, seconds
+
+
 def run_duality(
     config: DemoConfig, data: DigitsData, *, tick: Callable[[str], None] | None = None
 ) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -536,13 +559,10 @@ def run_duality(
 
     ``tick(description)`` is called after each run (for a progress bar).
     """
-    frames = []
-    seconds = dict.fromkeys(METHODS, 0.0)
-    for seed in range(config.seeds):
-        for method in METHODS:
-            t0 = time.perf_counter()
-            frames.append(train_run(method, seed, data, config))
-            seconds[method] += time.perf_counter() - t0
-            if tick is not None:
-                tick(f"{method} seed {seed}")
+    frames, seconds = run_grid(
+        lambda method, seed: train_run(method, seed, data, config),
+        METHODS,
+        config.seeds,
+        tick=tick,
+    )
     return pd.concat(frames, ignore_index=True), seconds

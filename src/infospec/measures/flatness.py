@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .._errors import InputError
-from .._validation import as_float_tensor, check_eigenvalues, check_positive
+from .._validation import as_float_tensor, check_eigenvalues, check_positive, first_index
 
 __all__ = ["log_spectrum_variance", "spectral_flatness"]
 
@@ -91,7 +91,7 @@ def spectral_flatness(values, *, dim: int = -1, amin: float = 0.0) -> torch.Tens
     v = _prepare(values, "values", func, dim, amin)
     mean = v.mean(dim=-1)
     if bool((mean == 0).any()):
-        idx = tuple(int(i) for i in (mean == 0).nonzero()[0])
+        idx = first_index(mean == 0)
         where = f" (batch index {idx})" if idx else ""
         raise InputError(
             f"The 'values' argument of {func} holds an all-zero spectrum{where}; flatness "

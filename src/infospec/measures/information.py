@@ -37,6 +37,7 @@ from .._validation import (
     check_nonempty,
     check_positive,
     describe,
+    first_index,
 )
 
 __all__ = [
@@ -532,7 +533,7 @@ def rate_distortion(eigvals: Any, distortion: Any, *, bits: bool = False) -> Rat
     slack = 4 * eig.shape[-1] * torch.finfo(eig.dtype).eps
     bad = (dist_b <= 0) | (dist_b > total_b * (1 + slack))
     if bool(bad.any()):
-        idx = tuple(int(i) for i in bad.nonzero()[0])
+        idx = first_index(bad)
         raise InputError(
             f"The 'distortion' argument of {func} must lie in (0, sum(eigvals)] = "
             f"(0, {float(total_b[idx]):.6g}] (0 needs an infinite rate, the total variance "
@@ -605,7 +606,7 @@ def distortion_rate(eigvals: Any, rate: Any, *, bits: bool = False) -> Distortio
     _check_not_all_zero(eig, "eigvals", func)
     r = _as_target(rate, eig, "rate", func)
     if bool((r < 0).any()):
-        idx = tuple(int(i) for i in (r < 0).nonzero()[0])
+        idx = first_index(r < 0)
         raise InputError(
             f"The 'rate' argument of {func} must be >= 0 ({'bits' if bits else 'nats'}); got "
             f"{float(r[idx]):.6g}{_at(idx)}."
@@ -687,7 +688,7 @@ def gaussian_capacity(signal_eigvals: Any, noise_var: Any, *, bits: bool = False
         noise = as_float_tensor(noise_var, "noise_var", func).to(device=eig.device, dtype=eig.dtype)
         check_finite(noise, "noise_var", func)
         if bool((noise <= 0).any()):
-            idx = tuple(int(i) for i in (noise <= 0).nonzero()[0])
+            idx = first_index(noise <= 0)
             raise InputError(
                 f"The 'noise_var' argument of {func} must be > 0 everywhere (noise "
                 f"variances); got {float(noise[idx]):.6g}{_at(idx)} in a tensor with "
@@ -760,7 +761,7 @@ def water_filling_capacity(noise_vars: Any, power: Any, *, bits: bool = False) -
     check_nonempty(noise, "noise_vars", func)
     check_finite(noise, "noise_vars", func)
     if bool((noise <= 0).any()):
-        idx = tuple(int(i) for i in (noise <= 0).nonzero()[0])
+        idx = first_index(noise <= 0)
         raise InputError(
             f"The 'noise_vars' argument of {func} must be > 0 everywhere (noise variances); "
             f"got {float(noise[idx]):.6g} at index {idx} in a tensor with {describe(noise)}. "
@@ -768,7 +769,7 @@ def water_filling_capacity(noise_vars: Any, power: Any, *, bits: bool = False) -
         )
     p = _as_target(power, noise, "power", func)
     if bool((p < 0).any()):
-        idx = tuple(int(i) for i in (p < 0).nonzero()[0])
+        idx = first_index(p < 0)
         raise InputError(
             f"The 'power' argument of {func} must be >= 0; got {float(p[idx]):.6g}{_at(idx)}."
         )

@@ -365,21 +365,24 @@ def marchenko_pastur_pdf(x, q, sigma2=1.0) -> torch.Tensor:
     return torch.where(pole, torch.full_like(out, math.inf), out)
 
 
-def _mp_continuous_cdf(x: torch.Tensor, q: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
-    """Mass of the continuous MP part on (0, x]; rises from 0 to min(1, 1/q).
+def _mp_mass_at_angle(theta, q, root, lib):
+    """Mass of the continuous MP part below x = sigma2 (1 + q - 2 sqrt(q) cos(theta)).
 
-    With x = sigma2 (1 + q - 2 sqrt(q) cos(theta)), theta in [0, pi], the integral of the
-    density has the closed form used here (sigma2 drops out).
+    The closed form of the integral of the density over theta in [0, pi] (sigma2 drops
+    out); it rises from 0 to min(1, 1/q). ``lib`` is :mod:`torch` (tensors) or :mod:`math`
+    (floats, for the scalar root-finding of :func:`_mp_unit_quantile`); ``root`` is sqrt(q).
     """
+    arc = lib.atan2((1 + root) * lib.sin(theta / 2), abs(1 - root) * lib.cos(theta / 2))
+    return (lib.sin(theta) / root + (1 + q) * theta / (2 * q) - abs(1 - q) * arc / q) / math.pi
+
+
+def _mp_continuous_cdf(x: torch.Tensor, q: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """Mass of the continuous MP part on (0, x]; rises from 0 to min(1, 1/q)."""
     root = torch.sqrt(q)
     centre = sigma2 * (1 + q)
     half_width = 2 * sigma2 * root
-    cos_theta = ((centre - x) / half_width).clamp(-1.0, 1.0)
-    theta = torch.arccos(cos_theta)
-    arc = torch.atan2((1 + root) * torch.sin(theta / 2), (1 - root).abs() * torch.cos(theta / 2))
-    value = (
-        torch.sin(theta) / root + (1 + q) * theta / (2 * q) - (1 - q).abs() * arc / q
-    ) / math.pi
+    theta = torch.arccos(((centre - x) / half_width).clamp(-1.0, 1.0))
+    value = _mp_mass_at_angle(theta, q, root, torch)
     return value.clamp(min=torch.zeros_like(value), max=torch.clamp(1 / q, max=1.0))
 
 
@@ -451,9 +454,7 @@ def _mp_unit_quantile(q: float, level: float) -> float:
     mass = min(1.0, 1.0 / q)
 
     def excess(theta: float) -> float:
-        arc = math.atan2((1 + root) * math.sin(theta / 2), abs(1 - root) * math.cos(theta / 2))
-        value = math.sin(theta) / root + (1 + q) * theta / (2 * q) - abs(1 - q) * arc / q
-        return value / math.pi / mass - level
+        return _mp_mass_at_angle(theta, q, root, math) / mass - level
 
     lo_val, hi_val = excess(0.0), excess(math.pi)
     if lo_val >= 0:

@@ -69,6 +69,15 @@ def module_param_kind(module: nn.Module, param_name: str, shape: tuple[int, ...]
     return generic_kind(shape)
 
 
+def _storage_skip_reason(t: torch.Tensor, noun: str) -> str | None:
+    """Why an in-memory tensor cannot be read as a matrix: no data, or not dense."""
+    if t.is_meta:
+        return f"{noun} on the meta device (no data)"
+    if t.layout != torch.strided:
+        return f"{t.layout} tensor (only dense tensors are analysed)"
+    return None
+
+
 def _param_loader(tensor: torch.Tensor):
     def load(device: Any = None) -> torch.Tensor:
         t = tensor.detach()
@@ -146,10 +155,7 @@ class ModuleSource(WeightSource):
                 kind = module_param_kind(mod, p_name, shape)
                 dtype = _dtype_name(p.dtype)
                 reason = skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
-                if reason is None and p.is_meta:
-                    reason = "parameter on the meta device (no data)"
-                if reason is None and p.layout != torch.strided:
-                    reason = f"{p.layout} tensor (only dense tensors are analysed)"
+                reason = reason or _storage_skip_reason(p, "parameter")
                 first = seen.setdefault(id(p), name)
                 if reason is None and first != name:
                     reason = f"same tensor as '{first}' (tied weights)"
@@ -243,10 +249,7 @@ class StateDictSource(WeightSource):
             kind = infer_kind(name, shape)
             dtype = _dtype_name(t.dtype)
             reason = skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
-            if reason is None and t.is_meta:
-                reason = "tensor on the meta device (no data)"
-            if reason is None and t.layout != torch.strided:
-                reason = f"{t.layout} tensor (only dense tensors are analysed)"
+            reason = reason or _storage_skip_reason(t, "tensor")
             if reason is None and t.numel():
                 key = (t.untyped_storage().data_ptr(), t.storage_offset(), shape, t.stride())
                 first = seen.setdefault(key, name)

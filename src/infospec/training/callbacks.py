@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import InputError
-from .monitor import Monitor
+from .monitor import Monitor, _process_group_size
 
 # Both classes are built on first access (module __getattr__), importing their framework then.
 __all__ = ["InfospecLightningCallback", "InfospecTrainerCallback"]  # noqa: F822
@@ -47,15 +47,6 @@ __all__ = ["InfospecLightningCallback", "InfospecTrainerCallback"]  # noqa: F822
 _MONITOR_OPTIONS = tuple(
     p for p in inspect.signature(Monitor.__init__).parameters if p not in ("self", "model")
 )
-
-
-def _process_group_size() -> int:
-    """Processes of the default torch.distributed group, or 1 when there is none."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
 
 
 class _MonitorShell:

@@ -216,6 +216,15 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _process_group_size(group: Any = None) -> int:
+    """Processes of a torch.distributed group (default: the world), or 1 when none runs."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group)
+
+
 def _dtype_of_eps(eps: float) -> torch.dtype:
     """The floating dtype whose machine epsilon is ``eps`` (float64 for 0 or unknown)."""
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
@@ -706,11 +715,7 @@ class Monitor:
     # -- torch.distributed -----------------------------------------------------------------
     def _world(self) -> int:
         """Processes in the group when a process group is running, else 1."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return 1
-        return dist.get_world_size(self.group)
+        return _process_group_size(self.group)
 
     def _rank(self) -> int:
         """This process's rank in the group when ``distributed``, else 0 (it writes)."""

@@ -3,32 +3,62 @@
 Every question goes the same way: a source (weights, activations, a signal) gives a
 spectrum, the spectrum gives measures in bits, the measures serve a use (a report, a loss,
 a monitor). Information measures return nats unless ``bits=True``.
+
+The package imports lazily (:pep:`562`): ``import infospec`` loads only the exceptions,
+and the first use of a name (``infospec.analyze``, ``infospec.spectral_flatness``) imports
+the subpackage that defines it, with PyTorch. So ``infospec --help`` and
+``infospec describe`` start without paying for torch.
 """
 
-from ._errors import InfospecError, InfospecWarning, InputError, SourceError
-from .analysis import Report, analyze
-from .measures import *  # noqa: F403
-from .measures import __all__ as _measures_all
-from .spectra import (
-    StreamingCovariance,
-    covariance_eigenvalues,
-    ledoit_wolf_shrinkage,
-    singular_values,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._errors import InfospecError as InfospecError
+from ._errors import InfospecWarning as InfospecWarning
+from ._errors import InputError as InputError
+from ._errors import SourceError as SourceError
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "InfospecError",
-    "InfospecWarning",
-    "InputError",
-    "Report",
-    "SourceError",
-    "StreamingCovariance",
-    "__version__",
-    "analyze",
-    "covariance_eigenvalues",
-    "ledoit_wolf_shrinkage",
-    "singular_values",
-    *_measures_all,
-]
+#: Public names defined outside :mod:`infospec.measures`, and the subpackage of each.
+_HOME: dict[str, str] = {
+    "Report": "analysis",
+    "analyze": "analysis",
+    "StreamingCovariance": "spectra",
+    "covariance_eigenvalues": "spectra",
+    "ledoit_wolf_shrinkage": "spectra",
+    "singular_values": "spectra",
+}
+
+#: Subpackages reachable as attributes (``infospec.sources.open_source``).
+_SUBPACKAGES = frozenset(
+    {"analysis", "demo", "example", "measures", "sources", "spectra", "training", "cli"}
+)
+
+_EAGER = ["InfospecError", "InfospecWarning", "InputError", "SourceError", "__version__"]
+
+
+def _measures_all() -> list[str]:
+    return list(importlib.import_module(".measures", __name__).__all__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__all__":
+        # computed on demand (``from infospec import *``, documentation tools)
+        return sorted([*_EAGER, *_HOME, *_measures_all()])
+    if name in _HOME:
+        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif not name.startswith("__") and name in _measures_all():
+        value = getattr(importlib.import_module(".measures", __name__), name)
+    else:
+        raise AttributeError(f"module 'infospec' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME, *_SUBPACKAGES, *_measures_all()})

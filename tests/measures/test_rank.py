@@ -89,3 +89,24 @@ def test_rank_bounds_property(v):
 def test_rank_errors(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e-160, 1.0, 1e160, 1e170, 1e300])
+def test_rank_measures_are_scale_invariant_across_the_float64_range(scale):
+    """Squares of values beyond ~1e±154 over/underflow: the measures divide by the max first."""
+    v = np.array([3.0, 1.0, 0.5])
+    pr = v.sum() ** 2 / (v**2).sum()
+    sr = (v**2).sum() / v.max() ** 2
+    assert float(participation_ratio(v * scale)) == pytest.approx(pr, rel=1e-14)
+    assert float(stable_rank(sigma=v * scale)) == pytest.approx(sr, rel=1e-14)
+    assert float(stable_rank(np.diag(v * scale))) == pytest.approx(sr, rel=1e-12)
+    assert float(effective_rank(v * scale)) == pytest.approx(float(effective_rank(v)), rel=1e-14)
+
+
+def test_stable_rank_of_a_tiny_matrix_keeps_its_gradient():
+    W = (torch.randn(5, 4, dtype=torch.float64) * 1e-170).requires_grad_()
+    out = stable_rank(W)
+    out.backward()
+    assert torch.isfinite(W.grad).all()
+    ref = stable_rank(W.detach() * 1e170)
+    assert float(out) == pytest.approx(float(ref), rel=1e-12)

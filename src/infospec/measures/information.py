@@ -233,18 +233,49 @@ def _logdet_cholesky(gram: torch.Tensor, func: str) -> torch.Tensor:
     return logdet
 
 
+def _softplus(t: torch.Tensor) -> torch.Tensor:
+    """:math:`\\log(1 + e^t)`, exact for every finite or infinite ``t`` (no threshold)."""
+    return t.clamp_min(0) + torch.log1p(torch.exp(-t.abs()))
+
+
 def _coding_rate_nats(z: torch.Tensor, eps: float, func: str) -> torch.Tensor:
-    """Coding rate in nats of validated samples ``z`` of shape (..., n, d)."""
+    """Coding rate in nats of validated samples ``z`` of shape (..., n, d).
+
+    ``Z`` is first divided by its largest absolute entry ``s`` (a constant for autograd),
+    so the Gram matrix :math:`G'` of the scaled samples has entries at most
+    :math:`\\max(n, d)`, and :math:`R = \\tfrac12 \\log\\det(I + c\\,G')` with
+    :math:`c = d s^2 / (n \\epsilon^2)` is carried as :math:`\\log c` (no overflow for
+    any ``s`` or ``eps``). Where :math:`x = c \\max_i G'_{ii}` lies in
+    :math:`[u^{1/4}, u^{-1/2}]` (``u`` the dtype's machine epsilon: [1.2e-4, 6.7e7] in
+    float64), a Cholesky factor gives the log-determinant: relative error about
+    :math:`u^{3/4}` at the lower end, and round-off eigenvalues of :math:`G'` (about
+    :math:`u \\max G'`) add at most :math:`\\sqrt u` nats each at the upper end. Outside
+    it, the eigenvalues :math:`\\mu_i` of :math:`G'` give
+    :math:`R = \\tfrac12 \\sum_i \\log(1 + e^{\\log c + \\log \\mu_i})`, exact in relative
+    terms for ``R`` down to the smallest float (the Cholesky diagonal
+    :math:`\\sqrt{1 + x}` loses the digits of a small ``x``) and finite for samples near
+    the largest float; there, eigenvalues at or below the round-off floor
+    :math:`\\max(n, d)\\,u\\,\\mu_{\\max}` are taken as 0 (as ``numpy.linalg.matrix_rank``
+    does), since multiplied by a huge ``c`` they would add rate that is only noise.
+    """
     n, d = z.shape[-2], z.shape[-1]
-    alpha = d / (n * eps**2)
-    if n < d:
-        gram = z @ z.mT  # (..., n, n)
-        size = n
-    else:
-        gram = z.mT @ z  # (..., d, d)
-        size = d
-    eye = torch.eye(size, dtype=z.dtype, device=z.device)
-    return 0.5 * _logdet_cholesky(eye + alpha * gram, func)
+    scale = z.detach().abs().amax(dim=(-2, -1))
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    zs = z / scale[..., None, None]
+    gram = zs @ zs.mT if n < d else zs.mT @ zs  # the smaller side
+    log_c = (math.log(d) - math.log(n) - 2.0 * math.log(eps)) + 2.0 * torch.log(scale)
+    finfo = torch.finfo(z.dtype)
+    reach = log_c + torch.log(gram.detach().diagonal(dim1=-2, dim2=-1).amax(-1))
+    log_u = math.log(finfo.eps)
+    if bool(((reach >= 0.25 * log_u) & (reach <= -0.5 * log_u)).all()):
+        eye = torch.eye(gram.shape[-1], dtype=z.dtype, device=z.device)
+        return 0.5 * _logdet_cholesky(eye + torch.exp(log_c)[..., None, None] * gram, func)
+    mu = torch.linalg.eigvalsh(gram)
+    floor = max(n, d) * finfo.eps * mu.detach().amax(-1, keepdim=True)
+    positive = mu > floor
+    log_mu = torch.log(torch.where(positive, mu, torch.ones_like(mu)))
+    terms = _softplus(log_c[..., None] + log_mu)
+    return 0.5 * torch.where(positive, terms, torch.zeros_like(terms)).sum(-1)
 
 
 def _check_samples(z: Any, func: str, *, batched: bool) -> torch.Tensor:
@@ -332,8 +363,18 @@ def coding_rate(Z: Any, *, eps: float, bits: bool = False) -> torch.Tensor:
     samples up to a mean squared error :math:`\\epsilon^2` per sample, for a Gaussian model.
     The two forms are equal by Sylvester's determinant identity; the smaller Gram matrix is
     used (``n x n`` when ``n < d``). The log-determinant is :math:`2 \\sum_i \\log L_{ii}` from
-    the Cholesky factor :math:`L`, which is differentiable (a training loss). The samples
-    are not centred.
+    the Cholesky factor :math:`L`, which is differentiable (a training loss); where
+    :math:`R \\ll 1` or the samples are near the float range's ends, it is
+    :math:`\\sum_i \\log(1 + c\\,\\mu_i)` over the Gram eigenvalues instead, computed in
+    the log domain after dividing ``Z`` by its largest entry, so a rate of 1e-17 nats or
+    samples of 1e155 give the right finite value (round-off eigenvalues below
+    :math:`\\max(n, d)\\,u\\,\\mu_{\\max}` count as 0 there). The samples are not centred.
+
+    **Which eps.** ``eps`` here is :math:`\\epsilon`, the root mean squared error, as in the
+    papers' formula. The reference MCR² code (``scalar = p / (m * eps)``) and SimDINO's
+    code put ``eps`` where the formula has :math:`\\epsilon^2`: their ``eps=e`` is
+    ``coding_rate(Z, eps=math.sqrt(e))`` here, and their log-determinant is not halved in
+    every code base (check whether yours multiplies by 0.5).
 
     Parameters
     ----------
@@ -353,8 +394,7 @@ def coding_rate(Z: Any, *, eps: float, bits: bool = False) -> torch.Tensor:
     ------
     InputError
         If ``Z`` has fewer than 2 dimensions, an empty axis or non-finite values, if ``eps``
-        is not a float > 0, or if the matrix is not positive definite in the working
-        precision (float32 samples far larger than ``eps``).
+        is not a float > 0.
 
     References
     ----------

@@ -108,6 +108,9 @@ def participation_ratio(values) -> torch.Tensor:
     1.6
     """
     v = _spectrum(values, "participation_ratio")
+    # divided by the largest value first: squares of values beyond ~1e±154 would
+    # overflow or underflow float64 (the ratio is scale invariant)
+    v = v / v.amax(dim=-1, keepdim=True)
     return v.sum(dim=-1) ** 2 / (v * v).sum(dim=-1)
 
 
@@ -165,6 +168,10 @@ def stable_rank(W=None, *, sigma=None) -> torch.Tensor:
                 f"{tuple(m.shape)}. Expected a matrix with m, n >= 1."
             )
         check_finite(m, "W", func)
+        # divided by the largest |entry| first (the ratio is scale invariant), so that
+        # squares of entries beyond ~1e±154 neither overflow nor underflow float64
+        top = m.detach().abs().amax(dim=(-2, -1), keepdim=True)
+        m = m / torch.where(top > 0, top, torch.ones_like(top))
         fro2 = (m * m).sum(dim=(-2, -1))
         spec2 = torch.linalg.matrix_norm(m, ord=2) ** 2
         if bool((spec2 == 0).any()):
@@ -174,5 +181,5 @@ def stable_rank(W=None, *, sigma=None) -> torch.Tensor:
             )
         return fro2 / spec2
     s = _spectrum(sigma, func, "sigma")
-    s2 = s * s
-    return s2.sum(dim=-1) / s2.amax(dim=-1)
+    s = s / s.amax(dim=-1, keepdim=True)  # scale invariant; keeps the squares in range
+    return (s * s).sum(dim=-1)

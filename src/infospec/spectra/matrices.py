@@ -15,7 +15,6 @@ from .._validation import (
     check_device,
     check_finite,
     check_ndim,
-    describe,
 )
 
 __all__ = ["singular_values"]
@@ -26,19 +25,30 @@ __all__ = ["singular_values"]
 _GRAM_CONDITION_LIMIT = 1e-10
 
 
-def _gram_singular_values(W: torch.Tensor, func: str) -> torch.Tensor:
+def _gram(W: torch.Tensor) -> torch.Tensor:
     m, n = W.shape[-2:]
-    gram = W.mT @ W if n <= m else W @ W.mT
-    # A NaN or Inf anywhere in W makes its Gram matrix non-finite, so checking the small
-    # Gram matrix replaces a pass over all of W; W is scanned only to name the bad values.
-    if not bool(torch.isfinite(gram).all()):
+    return W.mT @ W if n <= m else W @ W.mT
+
+
+def _gram_singular_values(W: torch.Tensor, func: str) -> torch.Tensor:
+    gram = _gram(W)
+    scale = None
+    # Entries beyond ~1e154 overflow the Gram matrix and entries below ~1e-154 underflow
+    # it (a 1e-300 matrix would give zeros): then W is divided by its largest |entry|
+    # (singular values are scale-covariant) and the spectrum multiplied back. The extra
+    # pass over W is paid only then.
+    tiny = torch.finfo(W.dtype).tiny ** 0.5
+    if not bool(torch.isfinite(gram).all()) or bool(
+        (gram.diagonal(dim1=-2, dim2=-1).amax(-1) < tiny).any()
+    ):
+        # a NaN or Inf anywhere in W makes its Gram matrix non-finite, so checking the
+        # small Gram matrix replaces a pass over all of W; W is scanned only then
         check_finite(W, "W", func)
-        raise InputError(
-            f"The 'W' argument of {func} is finite but its Gram matrix overflows in "
-            f"{str(W.dtype).replace('torch.', '')} ({describe(W)}); use method='svd' or rescale W."
-        )
-    eig = torch.linalg.eigvalsh(gram)  # ascending
-    return eig.clamp_min(0).sqrt().flip(-1)
+        scale = W.abs().amax(dim=(-2, -1), keepdim=True)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        gram = _gram(W / scale)
+    sigma = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().flip(-1)  # descending
+    return sigma if scale is None else sigma * scale.squeeze(-1)
 
 
 def singular_values(
@@ -63,6 +73,11 @@ def singular_values(
     * ``"auto"`` (default): the Gram route, falling back to the SVD for matrices whose
       Gram condition :math:`\lambda_{\min}/\lambda_{\max}` is below 1e-10 (nearly singular
       matrices, where the Gram route loses the small values).
+
+    A matrix whose entries are so large or small that their squares overflow or
+    underflow float64 (beyond about 1e±154) is divided by its largest absolute entry
+    first and the spectrum multiplied back, so ``1e-300 * W`` gives ``1e-300`` times the
+    spectrum of ``W``, not zeros.
 
     Parameters
     ----------

@@ -371,10 +371,11 @@ def coding_rate(Z: Any, *, eps: float, bits: bool = False) -> torch.Tensor:
     :math:`\\max(n, d)\\,u\\,\\mu_{\\max}` count as 0 there). The samples are not centred.
 
     **Which eps.** ``eps`` here is :math:`\\epsilon`, the root mean squared error, as in the
-    papers' formula. The reference MCR² code (``scalar = p / (m * eps)``) and SimDINO's
-    code put ``eps`` where the formula has :math:`\\epsilon^2`: their ``eps=e`` is
-    ``coding_rate(Z, eps=math.sqrt(e))`` here, and their log-determinant is not halved in
-    every code base (check whether yours multiplies by 0.5).
+    papers' formula. The reference MCR² code (``scalar = p / (m * eps)``, then
+    ``logdet / 2``) puts its ``eps`` where the formula has :math:`\\epsilon^2`: its
+    ``eps=e`` is ``coding_rate(Z, eps=math.sqrt(e))`` here. Code that writes
+    ``d / (n * eps ** 2)`` (as CRATE's does) uses :math:`\\epsilon` as here; check which
+    form the code you compare with uses, and whether it halves the log-determinant.
 
     Parameters
     ----------

@@ -633,3 +633,31 @@ def test_power_law_property_matches_reference(values):
 def test_power_law_errors(eigvals, kwargs, match):
     with pytest.raises(InputError, match=match):
         fit_power_law(eigvals, **kwargs)
+
+
+@pytest.mark.parametrize("q", [1e-14, 1e-12, 1e-10, 1e-6, 0.01, 0.0624, 0.0626, 0.3])
+@pytest.mark.parametrize("sigma2", [1.0, 3.7])
+def test_marchenko_pastur_cdf_keeps_its_digits_for_a_narrow_bulk(q, sigma2):
+    """Small q: the closed form cancels two terms of size 1/q; the series form must not.
+
+    Reference: scipy quad on u = (t - lower) / (upper - lower), where the density becomes
+    8 sqrt(u (1 - u)) / (pi t / sigma2) with no cancellation at any q (the sqrt(u) factor
+    as quad's algebraic weight). The points are given by u, and the CDF is evaluated at
+    the float x nearest each, whose rounding moves u by about 1e-16 / (4 sqrt q).
+    """
+    from scipy.integrate import quad
+
+    r = math.sqrt(q)
+    lower, upper = sigma2 * (1 - r) ** 2, sigma2 * (1 + r) ** 2
+    fractions = [0.1, 0.25, 0.5, 0.9]
+    xs = [lower + (upper - lower) * f for f in fractions]
+    got = marchenko_pastur_cdf(torch.tensor(xs, dtype=torch.float64), q, sigma2=sigma2)
+
+    def density_over_sqrt_u(u):
+        return 8 * math.sqrt(1 - u) / (math.pi * ((1 - r) ** 2 + 4 * r * u))
+
+    want = [
+        quad(density_over_sqrt_u, 0.0, f, weight="alg", wvar=(0.5, 0.0), epsabs=1e-16)[0]
+        for f in fractions
+    ]
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=5e-14 + 2e-16 / r)

@@ -661,3 +661,15 @@ def test_marchenko_pastur_cdf_keeps_its_digits_for_a_narrow_bulk(q, sigma2):
         for f in fractions
     ]
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=5e-14 + 2e-16 / r)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e170, 1e300])
+@pytest.mark.parametrize("q", [0.25, 1.0, 4.0])
+def test_marchenko_pastur_law_is_scale_covariant_across_the_float64_range(scale, q):
+    """p(x; s sigma2) = p(x / s; sigma2) / s and F likewise, at any s (no overflow)."""
+    x = torch.linspace(0.05, 9.0, 37, dtype=torch.float64)
+    pdf = marchenko_pastur_pdf(x, q)
+    got_pdf = marchenko_pastur_pdf(x * scale, q, sigma2=scale) * scale
+    np.testing.assert_allclose(got_pdf.numpy(), pdf.numpy(), rtol=1e-13, atol=0)
+    got_cdf = marchenko_pastur_cdf(x * scale, q, sigma2=scale)
+    np.testing.assert_allclose(got_cdf.numpy(), marchenko_pastur_cdf(x, q).numpy(), atol=1e-14)

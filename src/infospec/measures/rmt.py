@@ -351,14 +351,17 @@ def marchenko_pastur_pdf(x, q, sigma2=1.0) -> torch.Tensor:
     [0.0, 0.616404, 0.0]
     """
     t, q_t, s2_t = _mp_inputs(x, q, sigma2, "marchenko_pastur_pdf")
+    # in units of sigma2 (p(x) = p_1(x / sigma2) / sigma2): the product of the two
+    # distances to the edges would overflow or underflow for sigma2 beyond ~1e+-154
+    u = t / s2_t
     root = torch.sqrt(q_t)
-    lower = s2_t * (1 - root) ** 2
-    upper = s2_t * (1 + root) ** 2
-    inside = (t >= lower) & (t <= upper)
+    lower = (1 - root) ** 2
+    upper = (1 + root) ** 2
+    inside = (u >= lower) & (u <= upper)
     positive = inside & (t > 0)
-    safe_x = torch.where(positive, t, torch.ones_like(t))
-    radicand = ((upper - safe_x) * (safe_x - lower)).clamp_min(0)
-    density = torch.sqrt(radicand) / (2 * math.pi * s2_t * q_t * safe_x)
+    safe_u = torch.where(positive, u, torch.ones_like(u))
+    radicand = ((upper - safe_u) * (safe_u - lower)).clamp_min(0)
+    density = torch.sqrt(radicand) / (2 * math.pi * q_t * safe_u) / s2_t
     out = torch.where(positive, density, torch.zeros_like(density))
     # x == 0 lies in the bulk only when q == 1, where the density has an x^(-1/2) pole.
     pole = inside & (t == 0)

@@ -570,3 +570,68 @@ def test_gpu_report_matches_cpu_report(tmp_path):
         cols = ["sigma_max", "flatness", "alpha", "mp_sigma2", "rate_bits"]
         np.testing.assert_allclose(df[cols].to_numpy(float), ref[cols].to_numpy(float), rtol=1e-9)
         assert set(gpu.spectra) == set(cpu.spectra)
+
+
+def _conv_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(12, 16, 3), nn.ReLU(), nn.Conv1d(16, 20, 4))
+
+
+def test_conv_default_is_pooled_over_kernel_positions():
+    """One row per conv layer whose ESD is the per-position spectra concatenated (to
+    1e-12), with rows x cols of one position, params of the kernel and bits per weight."""
+    model = _conv_net()
+    pooled = analyze(model, progress=False)
+    assert pooled.meta["conv"] == "pooled"
+    per = analyze(model, conv="per_position", progress=False)
+    assert [r["name"] for r in pooled.weights] == ["0.weight", "2.weight"]
+    assert len(per.weights) == 9 + 4
+    for name, positions in (("0.weight", 9), ("2.weight", 4)):
+        row = {r["name"]: r for r in pooled.weights}[name]
+        parts = [per.spectrum(r["name"]) for r in per.weights if r["tensor"] == name]
+        assert len(parts) == positions
+        lam = np.sort(np.concatenate(parts))[::-1]
+        np.testing.assert_allclose(pooled.spectrum(name), lam, rtol=1e-12, atol=0)
+        kernel = dict(model.named_parameters())[name].detach().double()
+        out, inp = kernel.shape[:2]
+        assert (row["rows"], row["cols"], row["params"]) == (out, inp, kernel.numel())
+        assert row["frobenius_norm"] == pytest.approx(float(kernel.norm()), rel=1e-12)
+        assert row["mp_q"] == pytest.approx(min(out, inp) / max(out, inp))
+        fit = infospec.fit_power_law(lam)
+        assert row["alpha"] == pytest.approx(float(fit.alpha), rel=1e-12)
+        assert row["stable_rank"] == pytest.approx(lam.sum() / lam.max(), rel=1e-12)
+        # bits: the input channel's weights at every position (dimension P * out) are
+        # the samples, their second moment block-diagonal with eigenvalues lam / in
+        rd = infospec.rate_distortion(lam / inp, 0.01 * lam.sum() / inp, bits=True)
+        assert row["rate_bits"] == pytest.approx(float(rd.rate), rel=1e-12)
+        assert row["bits_per_param"] == pytest.approx(float(rd.rate) / (positions * out))
+        assert row["bits_per_param"] * row["params"] == pytest.approx(row["rate_bits"] * inp)
+
+
+@pytest.mark.parametrize("conv", ["pooled", "per_position"])
+def test_min_dim_applies_to_each_kernel_position(conv):
+    """CREPE's first conv (1024, 1, 512, 1): 512 matrices 1024 x 1 are skipped with the
+    reason, not 512 rows of NaN fits; flattened (1024 x 512) it is analysed."""
+    model = nn.Sequential(nn.Conv2d(1, 1024, (512, 1)), nn.ReLU(), nn.Conv2d(1024, 12, 1))
+    report = analyze(model, conv=conv, progress=False)
+    assert [r["tensor"] for r in report.weights] == ["2.weight"]
+    reasons = {r["name"]: r["reason"] for r in report.skipped}
+    assert reasons["0.weight"] == (
+        "smaller side 1 < min_dim=10 (512 kernel-position matrices 1024 x 1)"
+    )
+    flat = analyze(model, conv="flatten", progress=False, layers=r"^0\.weight")
+    assert [(r["rows"], r["cols"], r["status"]) for r in flat.weights] == [(1024, 512, "ok")]
+    # min_dim=1 admits it: one row of 512 eigenvalues (the 512 filters' squared norms)
+    low = analyze(model, conv=conv, min_dim=1, progress=False, layers=r"^0\.weight")
+    expected = (model[0].weight.detach().double() ** 2).sum(dim=(0, 1, 3)).sort().values
+    got = np.sort(np.concatenate([low.spectrum(r["name"]) for r in low.weights]))
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-12)
+
+
+def test_a_bad_conv_mode_names_the_choices():
+    with pytest.raises(
+        InputError,
+        match=r"'conv' parameter of analyze must be one of 'pooled', 'flatten', "
+        r"'per_position'\. Got 'ww' instead",
+    ):
+        analyze(_conv_net(), conv="ww", progress=False)

@@ -12,7 +12,13 @@ from torch import nn
 
 from infospec import InputError
 from infospec.sources import WeightEntry
-from infospec.spectra.conventions import KINDS, MatrixLayout, as_matrices, matrix_layout
+from infospec.spectra.conventions import (
+    CONV_MODES,
+    KINDS,
+    MatrixLayout,
+    as_matrices,
+    matrix_layout,
+)
 
 torch.manual_seed(0)
 
@@ -147,15 +153,20 @@ KIND_SHAPES = {
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("conv", ["flatten", "per_position"])
+@pytest.mark.parametrize("conv", CONV_MODES)
 @pytest.mark.parametrize("split", [True, False])
 def test_layout_predicts_the_matrices_and_energy_is_kept(kind, conv, split):
     """Table: for every kind and option, matrix_layout == what as_matrices returns, and
-    the matrices hold exactly the tensor's entries (equal sum of squares)."""
+    the matrices hold exactly the tensor's entries (equal sum of squares). A pooled
+    convolution is one stack of ``count`` matrices."""
     t = torch.randn(KIND_SHAPES[kind], dtype=torch.float64)
     pairs = as_matrices(kind, t, conv=conv, split_in_proj=split)
     layout = matrix_layout(kind, t.shape, conv=conv, split_in_proj=split)
     assert isinstance(layout, MatrixLayout)
+    if conv == "pooled" and kind.startswith("conv") and kind != "conv1d_transposed":
+        ((_, stack),) = pairs
+        assert stack.shape == (layout.count, layout.rows, layout.cols)
+        pairs = [(f"{i}", m) for i, m in enumerate(stack)]
     assert len(pairs) == layout.count
     assert all(m.shape == (layout.rows, layout.cols) for _, m in pairs)
     total = sum(float((m**2).sum()) for _, m in pairs)
@@ -179,6 +190,50 @@ def test_flatten_and_per_position_share_the_entries(out, inp, k):
     assert len(slices) == n_pos
     for p, (_, m) in enumerate(slices):
         assert torch.equal(flat[:, p::n_pos], m)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    out=st.integers(1, 7),
+    inp=st.integers(1, 7),
+    k=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    transpose=st.booleans(),
+)
+def test_pooled_is_the_stack_of_per_position_slices(out, inp, k, transpose):
+    """Pooled = the per-position slices stacked in the same order (one label), so its
+    batched singular values are the per-position spectra concatenated."""
+    kind = f"conv_transpose{len(k)}d" if transpose else f"conv{len(k)}d"
+    t = torch.randn(out, inp, *k, dtype=torch.float64)
+    ((label, stack),) = as_matrices(kind, t, name="c", conv="pooled")
+    slices = as_matrices(kind, t, name="c", conv="per_position")
+    assert label == "c" and stack.shape[0] == len(slices) == math.prod(k)
+    for p, (_, m) in enumerate(slices):
+        assert torch.equal(stack[p], m)
+    pooled = torch.linalg.svdvals(stack).flatten()
+    concatenated = torch.cat([torch.linalg.svdvals(m) for _, m in slices])
+    torch.testing.assert_close(pooled, concatenated, rtol=1e-12, atol=1e-12)
+
+
+def test_pooled_spectrum_ignores_the_order_of_kernel_positions():
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(12, 10, 3, 3, generator=g, dtype=torch.float64)
+    shuffled = k.flatten(2)[:, :, torch.randperm(9, generator=g)].reshape(12, 10, 3, 3)
+    assert not torch.equal(shuffled, k)
+
+    def pooled(kernel):
+        ((_, stack),) = as_matrices("conv2d", kernel, conv="pooled")
+        return torch.linalg.svdvals(stack).flatten().sort().values
+
+    torch.testing.assert_close(pooled(shuffled), pooled(k), rtol=1e-12, atol=0)
+    # transposing each position's matrix (in x out instead of out x in) changes nothing
+    torch.testing.assert_close(pooled(k.transpose(0, 1)), pooled(k), rtol=1e-12, atol=0)
+
+
+def test_pooled_layout_of_a_crepe_first_conv():
+    """CREPE's first conv (1024, 1, 512, 1): 512 matrices 1024 x 1, one value each."""
+    layout = matrix_layout("conv2d", (1024, 1, 512, 1), conv="pooled")
+    assert layout == MatrixLayout(512, 1024, 1)
+    assert matrix_layout("conv2d", (1024, 1, 512, 1)) == MatrixLayout(1, 1024, 512)
 
 
 def test_singular_values_do_not_depend_on_orientation():
@@ -216,7 +271,7 @@ def test_option_and_type_errors():
     with pytest.raises(
         InputError,
         match=r"'conv' parameter of as_matrices must be one of "
-        r"'flatten', 'per_position'\. Got 'im2col' instead",
+        r"'pooled', 'flatten', 'per_position'\. Got 'im2col' instead",
     ):
         as_matrices("conv2d", torch.zeros(3, 3, 2, 2), conv="im2col")
     with pytest.raises(InputError, match="'conv' parameter of matrix_layout"):

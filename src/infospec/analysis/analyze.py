@@ -19,8 +19,9 @@ from .._names import match_names
 from .._progress import progress_bar
 from .._validation import check_choice, check_device, check_positive, check_probability
 from ..sources import open_source
+from ..sources.entry import size_skip_reason
 from ..spectra.activations import ActivationCovariances
-from ..spectra.conventions import as_matrices
+from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES, as_matrices
 from ..spectra.matrices import singular_values
 from .activations import activation_record
 from .report import Report
@@ -35,8 +36,9 @@ def _progress(iterable: Iterable, *, total: int | None, desc: str, enabled: bool
 
 
 #: One matrix from the first stage: ``(name, rows, cols, sigma, error)``. ``sigma`` is the
-#: float64 spectrum on the CPU, or None with the reason in ``error`` (then ``rows`` and
-#: ``cols`` are None too when the whole tensor failed).
+#: float64 spectrum on the CPU (shape ``(P, min(rows, cols))`` for the ``P`` kernel
+#: positions of a pooled convolution), or None with the reason in ``error`` (then
+#: ``rows`` and ``cols`` are None too when the whole tensor failed).
 Spectrum = tuple[str, int | None, int | None, torch.Tensor | None, str]
 
 
@@ -54,7 +56,7 @@ def _spectra(entry, *, conv: str, split_in_proj: bool, method: str, device) -> l
     try:
         tensor = entry.load(device=device)
         for label, matrix in as_matrices(entry, tensor, conv=conv, split_in_proj=split_in_proj):
-            rows, cols = matrix.shape
+            rows, cols = matrix.shape[-2:]  # a pooled convolution: a stack of P matrices
             try:
                 # singular_values checks finiteness on the small Gram matrix (no extra pass)
                 sigma = singular_values(matrix, method=method, device=device)
@@ -99,7 +101,9 @@ def _records(
                 error = str(exc)
             else:
                 rows_out.append({"name": label, **base, "status": "ok", **rec})
-                esds[f"weights/{label}"] = (sigma * sigma).numpy()
+                # descending, as one matrix's; a pooled convolution's positions merged
+                lam = (sigma * sigma).flatten().sort(descending=True).values
+                esds[f"weights/{label}"] = lam.numpy()
                 continue
         rows_out.append({"name": label, **base, "status": "error", "warning": error})
     return rows_out, esds
@@ -241,7 +245,7 @@ def analyze(
     layers: str | Sequence[str] | None = None,
     activation_layers: str | Sequence[str] | None = None,
     device: str | torch.device | None = None,
-    conv: str = "flatten",
+    conv: str = ANALYSIS_CONV,
     split_in_proj: bool = True,
     min_dim: int | None = None,
     method: str = "auto",
@@ -273,8 +277,13 @@ def analyze(
         modules owning the analysed weights.
     device : str or torch.device, optional
         Where spectra are computed and activations accumulated (``"cuda"`` for speed).
-    conv : {"flatten", "per_position"}, default "flatten"
-        Convolution kernel as one ``out x (in*k)`` matrix, or one ``out x in`` per position.
+    conv : {"pooled", "flatten", "per_position"}, default "pooled"
+        How a convolution kernel ``(out, in, *k)`` is read
+        (:mod:`infospec.spectra.conventions`): ``"pooled"``, WeightWatcher's convention,
+        one row whose ESD pools the spectra of the ``out x in`` matrices of every kernel
+        position; ``"flatten"``, one ``out x (in*k)`` matrix; ``"per_position"``, one row
+        per position. Per position or pooled, ``min_dim`` applies to each position's
+        matrix.
     split_in_proj : bool, default True
         Analyse a packed attention ``in_proj_weight`` as its q, k and v matrices.
     min_dim : int, optional
@@ -329,7 +338,7 @@ def analyze(
     """
     func = "analyze"
     t0 = time.perf_counter()
-    check_choice(conv, "conv", func, ("flatten", "per_position"))
+    check_choice(conv, "conv", func, CONV_MODES)
     check_choice(method, "method", func, ("auto", "gram", "svd"))
     rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
     eps = check_positive(eps, "eps", func)
@@ -369,14 +378,21 @@ def analyze(
     )
     todo = []
     for e in entries:
-        if e.skipped:
+        reason = e.skip_reason
+        if conv != "flatten" and e.kind != "other":
+            # a source applies min_dim to a flattened kernel; read per position, each
+            # position's out x in matrix must pass it (a stricter rule, whose reason
+            # replaces the flattened one)
+            if reason is None or reason == size_skip_reason(e.kind, e.shape, min_dim=src.min_dim):
+                reason = size_skip_reason(e.kind, e.shape, min_dim=src.min_dim, conv=conv)
+        if reason is not None:
             report.skipped.append(
                 {
                     "name": e.name,
                     "shape": tuple(e.shape),
                     "dtype": e.dtype,
                     "kind": e.kind,
-                    "reason": e.skip_reason,
+                    "reason": reason,
                 }
             )
         else:

@@ -17,6 +17,30 @@ reads them. Conventions (the ESD is that of WeightWatcher, so alphas compare):
   :math:`D = \text{rel\_distortion}\cdot\|W\|_F^2/\text{cols}`, and ``bits_per_param`` is
   :math:`R(D)/\text{rows}`: what an optimal transform code needs per weight to keep
   ``1 - rel_distortion`` of the energy.
+
+A **pooled** convolution (``conv="pooled"``, the default of :func:`infospec.analyze`,
+WeightWatcher's convention; see :mod:`infospec.spectra.conventions`) has ``P`` kernel
+positions, each an ``out x in`` matrix :math:`W^{(p)}`; its one row reads the
+concatenation of their singular values, :math:`P \min(\text{out}, \text{in})` of them:
+
+* ``rows``, ``cols`` are ``out`` and ``in`` (one position's matrix), ``params`` is
+  :math:`P \cdot \text{rows} \cdot \text{cols}` (every weight of the kernel), ``sigma_max``
+  is the largest over positions and ``frobenius_norm`` that of the whole kernel;
+* ``N``, ``M`` and ``mp_q = M/N`` are those of one position's matrix, and the
+  Marchenko–Pastur fit reads the pooled :math:`\lambda/N` (each position's
+  :math:`W^{(p)\top} W^{(p)}/N` is one draw of the same law when the kernel is noise);
+* the power-law fit, ``stable_rank`` (:math:`\sum\lambda/\lambda_{\max}`), the norms and
+  the flatness read the pooled ESD, as WeightWatcher (which halves every conv
+  eigenvalue, so its ``log_norm`` is lower by :math:`\log_{10}2`; the module
+  docstring of :mod:`infospec.spectra.conventions` lists the differences);
+* the bits: an input channel's weights at every position, a vector of dimension
+  :math:`P\cdot\text{rows}`, is one of the ``cols`` samples, with the positions'
+  blocks taken as uncorrelated, so its second moment is block-diagonal with eigenvalues
+  the pooled :math:`\sigma^2/\text{cols}`. ``rate_bits`` is :math:`R(D)` per input
+  channel, reverse water-filling over all blocks at once at
+  :math:`D = \text{rel\_distortion}\cdot\|K\|_F^2/\text{cols}`, and
+  ``bits_per_param`` is :math:`R(D)/(P\cdot\text{rows})`, so that
+  ``bits_per_param * params`` is the total in both readings.
 """
 
 from __future__ import annotations
@@ -39,8 +63,8 @@ NAN = float("nan")
 #: Column name -> meaning, in report order (names and layout columns come first).
 WEIGHT_COLUMNS: dict[str, str] = {
     "rows": "rows of W (out features)",
-    "cols": "columns of W (in features x kernel positions)",
-    "params": "number of entries of W",
+    "cols": "columns of W (in features, x kernel positions when a conv is flattened)",
+    "params": "number of entries of W (of every kernel position's W when pooled)",
     "sigma_max": "largest singular value (spectral norm of W)",
     "frobenius_norm": "Frobenius norm of W",
     "stable_rank": "||W||_F^2 / ||W||_2^2",
@@ -83,10 +107,12 @@ def weight_record(
 
     Parameters
     ----------
-    sigma : torch.Tensor, shape (min(rows, cols),)
-        Singular values of ``W`` (float64, any order, on any device).
+    sigma : torch.Tensor, shape (min(rows, cols),) or (P, min(rows, cols))
+        Singular values of ``W`` (float64, any order, on any device); 2-D: those of a
+        stack of ``P`` matrices (a pooled convolution's kernel positions), pooled into
+        one ESD as in the module docstring.
     rows, cols : int
-        Shape of ``W`` as out x in.
+        Shape of ``W`` (of each matrix of the stack) as out x in.
     rel_distortion : float in (0, 1]
         Relative squared error of the rate column.
     fit_power, fit_mp : bool
@@ -100,6 +126,7 @@ def weight_record(
         reason is in ``warning``; this function does not raise for degenerate spectra.
     """
     warnings: list[str] = []
+    positions = sigma.shape[0] if sigma.ndim == 2 else 1
     s = sigma.detach().to(torch.float64).flatten()
     lam = s * s
     n_big, m_small = max(rows, cols), min(rows, cols)
@@ -108,7 +135,7 @@ def weight_record(
     rec: dict[str, Any] = {
         "rows": rows,
         "cols": cols,
-        "params": rows * cols,
+        "params": positions * rows * cols,
         "sigma_max": math.sqrt(lam_max),
         "frobenius_norm": math.sqrt(total),
     }
@@ -166,6 +193,6 @@ def weight_record(
     col_eig = lam / cols
     rd = rate_distortion(col_eig, rel_distortion * float(col_eig.sum()), bits=True)
     rec["rate_bits"] = float(rd.rate)
-    rec["bits_per_param"] = rec["rate_bits"] / rows
+    rec["bits_per_param"] = rec["rate_bits"] / (positions * rows)
     rec["warning"] = "; ".join(warnings)
     return rec

@@ -12,9 +12,14 @@ Skip rules, checked in this order (the first that applies is the reason):
 3. a parameter with no data (on the ``meta`` device, or an uninitialised lazy one);
 4. a 0-D or 1-D tensor (a bias, a norm scale), or a tensor with no known matrix layout;
 5. a matrix whose smaller side is below ``min_dim`` (default :data:`DEFAULT_MIN_DIM` = 10,
-   the ``min_evals`` default of WeightWatcher 0.7: fewer than 10 singular values make
-   no spectrum worth fitting). The side is that of the default matrix (a convolution
-   flattened, ``in_proj`` split into ``E x E``).
+   the ``min_evals`` of WeightWatcher 0.7's documentation; its code's default is 8:
+   fewer than 10 singular values make no spectrum worth fitting). A source's entries use
+   the flattened matrix of a convolution (``in_proj`` split into ``E x E``), the
+   laxest reading; :func:`infospec.analyze` then applies the rule to each kernel
+   position's ``out x in`` matrix when it reads convolutions per position or pooled (its
+   default), through :func:`size_skip_reason`. WeightWatcher counts a pooled layer's
+   eigenvalues instead (``min(out, in) * positions >= 8``), so it analyses, for example,
+   a ``(1024, 1, 512, 1)`` kernel (512 matrices ``1024 x 1``) that infospec skips.
 
 Tied weights (one tensor under two names) are listed under both names; the second is
 skipped with the reason ``same tensor as '<first name>' (tied weights)``.
@@ -104,7 +109,10 @@ class WeightEntry:
     def matrix_shape(self) -> tuple[int, int] | None:
         """``(rows, cols)`` of each matrix under the default conventions, or ``None``.
 
-        ``None`` for kind ``"other"``. See :func:`infospec.spectra.conventions.matrix_layout`.
+        ``None`` for kind ``"other"``. A convolution is flattened here, as in the skip
+        rule; :func:`infospec.analyze` reads it pooled by default, as ``out x in`` per
+        kernel position: ``matrix_layout(entry.kind, entry.shape, conv="pooled")``. See
+        :func:`infospec.spectra.conventions.matrix_layout`.
         """
         if self.kind == "other":
             return None
@@ -139,8 +147,13 @@ class WeightEntry:
         return self.loader(device)
 
 
-def skip_reason_for(kind: str, shape: tuple[int, ...], dtype: str, *, min_dim: int) -> str | None:
-    """The reason to skip a tensor of this kind, shape and dtype, or ``None`` (rules 1, 2, 4, 5)."""
+def skip_reason_for(
+    kind: str, shape: tuple[int, ...], dtype: str, *, min_dim: int, conv: str = "flatten"
+) -> str | None:
+    """The reason to skip a tensor of this kind, shape and dtype, or ``None`` (rules 1, 2, 4, 5).
+
+    ``conv`` is the convolution mode of rule 5 (:data:`~infospec.spectra.conventions.CONV_MODES`).
+    """
     if math.prod(shape) == 0:
         return f"empty tensor (shape {shape})"
     if dtype not in _READABLE_FLOATS:
@@ -154,10 +167,32 @@ def skip_reason_for(kind: str, shape: tuple[int, ...], dtype: str, *, min_dim: i
         if ndim == 1:
             return "1-D tensor (bias or norm scale)"
         return f"{ndim}-D tensor with no known matrix layout"
-    rows, cols = matrix_layout(kind, shape)[1:]
-    if min(rows, cols) < min_dim:
-        return f"smaller side {min(rows, cols)} < min_dim={min_dim} (matrix {rows} x {cols})"
-    return None
+    return size_skip_reason(kind, shape, min_dim=min_dim, conv=conv)
+
+
+def size_skip_reason(
+    kind: str, shape: tuple[int, ...], *, min_dim: int, conv: str = "flatten"
+) -> str | None:
+    """Rule 5 alone: why a tensor's matrices are too small under ``conv``, or ``None``.
+
+    Each matrix of :func:`~infospec.spectra.conventions.matrix_layout` must have both
+    sides at least ``min_dim``; per position or pooled, that is every kernel position's
+    ``out x in`` matrix.
+
+    Examples
+    --------
+    >>> size_skip_reason("conv2d", (1024, 1, 512, 1), min_dim=10, conv="pooled")
+    'smaller side 1 < min_dim=10 (512 kernel-position matrices 1024 x 1)'
+    >>> size_skip_reason("conv2d", (1024, 1, 512, 1), min_dim=10) is None  # 1024 x 512
+    True
+    """
+    count, rows, cols = matrix_layout(kind, shape, conv=conv)
+    if min(rows, cols) >= min_dim:
+        return None
+    what = f"matrix {rows} x {cols}"
+    if count > 1 and kind.startswith("conv") and kind != "conv1d_transposed":
+        what = f"{count} kernel-position matrices {rows} x {cols}"
+    return f"smaller side {min(rows, cols)} < min_dim={min_dim} ({what})"
 
 
 def generic_kind(shape: tuple[int, ...]) -> str:

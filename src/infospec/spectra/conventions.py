@@ -10,10 +10,13 @@ flattened input patch).
 ``"linear"``, stored ``(out, in)``
     ``W`` as is.
 ``"conv1d"``, ``"conv2d"``, ``"conv3d"``, stored ``(out, in/g, *k)``
-    ``conv="flatten"`` (default): one matrix ``out x (in/g * prod(k))``, flattened in
-    the order of ``torch.nn.functional.unfold`` (input channel slowest, then the kernel
-    axes). ``conv="per_position"``: ``prod(k)`` matrices ``out x in/g``, one per kernel
-    position, labelled ``name[i]``, ``name[i,j]`` or ``name[i,j,l]``.
+    ``conv="flatten"`` (the default of this module): one matrix ``out x (in/g * prod(k))``,
+    flattened in the order of ``torch.nn.functional.unfold`` (input channel slowest, then
+    the kernel axes). ``conv="per_position"``: ``prod(k)`` matrices ``out x in/g``, one per
+    kernel position, labelled ``name[i]``, ``name[i,j]`` or ``name[i,j,l]``.
+    ``conv="pooled"`` (the default of :func:`infospec.analyze` and the CLI): the same
+    ``prod(k)`` matrices as one stack of shape ``(prod(k), out, in/g)`` labelled ``name``,
+    whose spectra are pooled into one ESD (see below).
 ``"conv_transpose1d"`` to ``"conv_transpose3d"``, stored ``(in, out/g, *k)``
     The first two axes swapped, then as a convolution: ``out/g x (in * prod(k))``.
 ``"conv1d_transposed"``, stored ``(in, out)``
@@ -32,6 +35,50 @@ flattened input patch).
 ``g`` is the number of groups of a grouped convolution: its kernel is read as one
 matrix, the groups' blocks side by side.
 
+**Pooled convolutions (WeightWatcher's convention).** WeightWatcher 0.7.7 (its default
+``pool=True``) reads a ``Conv2d`` kernel :math:`K \in \mathbb{R}^{o \times i \times k_h
+\times k_w}` as its :math:`k_h k_w` kernel-position matrices :math:`W^{(p)}_{ab} =
+K_{a,b,p}` and concatenates their eigenvalues into one empirical spectral density,
+
+.. math:: \mathrm{ESD} = \bigcup_{p=1}^{k_h k_w} \{\sigma_j(W^{(p)})^2\}_{j=1}^{\min(o, i)},
+
+:math:`k_h k_w \min(o, i)` eigenvalues in all; ``conv="pooled"`` gives exactly these
+matrices (``W^{(p)}`` transposed or not has the same singular values), and
+:func:`infospec.analyze` pools their spectra into one report row. Permuting the kernel
+positions leaves it unchanged. Where WeightWatcher 0.7.7 differs:
+
+* *Normalisation.* With its default ``conv2d_norm=True`` it multiplies every ``W^{(p)}``
+  by :math:`\sqrt{c/2}`, where ``c`` is its ``conv2d_count``, which is 1 when pooling
+  (it is the number of positions only with ``pool=False``): its conv eigenvalues are
+  :math:`\sigma^2/2`. infospec keeps the unnormalised :math:`\sigma^2` of every matrix,
+  so ``alpha`` and ``stable_rank`` are equal, while WeightWatcher's ``log_norm`` and
+  ``log_spectral_norm`` are lower by :math:`\log_{10} 2 \approx 0.30103`, its
+  ``alpha_weighted`` and ``log_alpha_norm`` by :math:`\alpha \log_{10} 2`, and its
+  ``xmin`` is half of ``alpha_xmin`` (``conv2d_norm=False`` removes the difference).
+* *N and M.* It takes ``N = out``, ``M = in`` and swaps them once per position whose
+  matrix is wider than tall, so for ``out < in`` and an even number of positions it
+  reports ``N < M`` (``Q < 1``); infospec's per-position :math:`N = \max(o, i)`,
+  :math:`M = \min(o, i)` always.
+* *Sizes.* It skips a pooled layer, without saying so in its result, when ``M * k_h k_w``
+  is below ``min_evals`` (default 8) or above ``max_evals`` (default 15000), with its
+  ``M`` as above; infospec has no upper limit and applies ``min_dim`` to each position's
+  matrix (:func:`infospec.sources.entry.skip_reason_for`).
+* *Conv1d.* It reads a ``torch.nn.Conv1d`` kernel ``(out, in, k)`` as a 3-D array:
+  NumPy's batched SVD of the ``out`` matrices ``in x k``, of whose singular values it
+  keeps the largest ``min(out, in, k)``; and it skips every Conv1d with
+  ``min(out, in, k) < 8``, i.e. every kernel shorter than 8. infospec pools the ``k``
+  positions' ``out x in`` matrices, as for ``Conv2d``. It skips ``Conv3d`` and transposed
+  convolutions (no layer type); infospec pools them the same way.
+
+**Recurrent layers.** ``torch.nn.LSTM`` stores ``weight_ih_l{n}`` as ``(4H, in)`` and
+``weight_hh_l{n}`` as ``(4H, H)``, the input, forget, cell and output gates' matrices
+stacked along the rows (``i, f, g, o``); ``torch.nn.GRU`` stacks three, ``(3H, .)`` for
+the reset, update and new gates (``r, z, n``); ``_reverse`` names are a bidirectional
+layer's backward direction. infospec reads each stacked tensor as one ``4H x in`` (or
+``3H x in``) matrix of kind ``"matrix"``, the gates side by side as one map from the input
+to all pre-activations; it does not split the gates. WeightWatcher 0.7.7 finds no layer
+type for ``LSTM``/``GRU`` modules and skips them without a row.
+
 Singular values do not depend on the orientation (``W`` and ``W.T`` share them), but
 which vectors are the columns (whose rate-distortion a report measures) does; hence
 the convention. The matrices returned are views of the input where
@@ -46,6 +93,16 @@ Examples
 [('c', (8, 12))]
 >>> [label for label, _ in as_matrices("conv2d", conv.weight, name="c", conv="per_position")]
 ['c[0,0]', 'c[0,1]', 'c[1,0]', 'c[1,1]']
+>>> [(label, tuple(m.shape)) for label, m in as_matrices("conv2d", conv.weight, name="c",
+...                                                      conv="pooled")]
+[('c', (4, 8, 3))]
+
+References
+----------
+C. H. Martin and M. W. Mahoney, "Implicit self-regularization in deep neural networks",
+JMLR 22(165), 2021 (section on Conv2D layers); WeightWatcher 0.7.7,
+``WWLayer.conv2D_Wmats``, ``WeightWatcher.apply_normalize_Wmats`` and
+``WWLayerIterator.layer_supported``.
 """
 
 from __future__ import annotations
@@ -60,7 +117,7 @@ import torch
 from .._errors import InputError
 from .._validation import check_choice, describe
 
-__all__ = ["CONV_MODES", "KINDS", "MatrixLayout", "as_matrices", "matrix_layout"]
+__all__ = ["ANALYSIS_CONV", "CONV_MODES", "KINDS", "MatrixLayout", "as_matrices", "matrix_layout"]
 
 #: Every kind of weight tensor that has a matrix convention.
 KINDS: tuple[str, ...] = (
@@ -77,8 +134,11 @@ KINDS: tuple[str, ...] = (
     "matrix",
 )
 
-#: How a convolution kernel becomes matrices.
-CONV_MODES: tuple[str, ...] = ("flatten", "per_position")
+#: How a convolution kernel becomes matrices (see the module docstring).
+CONV_MODES: tuple[str, ...] = ("pooled", "flatten", "per_position")
+
+#: The convolution mode of :func:`infospec.analyze` and the CLI: WeightWatcher's.
+ANALYSIS_CONV = "pooled"
 
 _CONV_NDIM = {
     "conv1d": 3,
@@ -109,8 +169,9 @@ class MatrixLayout(NamedTuple):
     Attributes
     ----------
     count : int
-        Number of matrices (``prod(k)`` for per-position convolution slices, 3 for a
-        split ``in_proj``, otherwise 1).
+        Number of matrices (``prod(k)`` for a convolution read per position or pooled,
+        3 for a split ``in_proj``, otherwise 1). Pooled, they come as one stack and give
+        one spectrum.
     rows : int
         Rows of each matrix (outputs).
     cols : int
@@ -183,15 +244,17 @@ def matrix_layout(
         One of :data:`KINDS` (see the table in the module docstring).
     shape : sequence of int
         Shape of the stored tensor.
-    conv : {"flatten", "per_position"}, default "flatten"
-        How a convolution kernel becomes matrices.
+    conv : {"flatten", "per_position", "pooled"}, default "flatten"
+        How a convolution kernel becomes matrices (as in :func:`as_matrices`, whose
+        default this is; :func:`infospec.analyze` defaults to ``"pooled"``).
     split_in_proj : bool, default True
         Whether a packed ``in_proj`` weight gives three ``E x E`` matrices.
 
     Returns
     -------
     MatrixLayout
-        ``(count, rows, cols)``.
+        ``(count, rows, cols)``: ``count`` matrices ``rows x cols`` (``"per_position"``
+        and ``"pooled"`` give the same layout; pooled, the matrices come as one stack).
 
     Raises
     ------
@@ -203,6 +266,8 @@ def matrix_layout(
     >>> matrix_layout("conv2d", (64, 3, 7, 7))
     MatrixLayout(count=1, rows=64, cols=147)
     >>> matrix_layout("conv2d", (64, 3, 7, 7), conv="per_position")
+    MatrixLayout(count=49, rows=64, cols=3)
+    >>> matrix_layout("conv2d", (64, 3, 7, 7), conv="pooled")
     MatrixLayout(count=49, rows=64, cols=3)
     >>> matrix_layout("in_proj", (96, 32))
     MatrixLayout(count=3, rows=32, cols=32)
@@ -232,8 +297,10 @@ def as_matrices(
     For a convolution with kernel :math:`K \in \mathbb{R}^{o \times i \times k_1 \times
     \dots}` the flattened matrix is :math:`W_{a, (b, p)} = K_{a, b, p}`, so that the
     output at one position is :math:`W\,\mathrm{vec}(x_{\text{patch}})`; the per-position
-    slices are :math:`W^{(p)}_{a b} = K_{a, b, p}`. The full table of conventions is in
-    the module docstring.
+    slices are :math:`W^{(p)}_{a b} = K_{a, b, p}`, and ``conv="pooled"`` stacks them,
+    :math:`S_{p a b} = K_{a, b, p}`, for one spectrum pooled over the positions
+    (WeightWatcher's convention; its normalisation is discussed in the module docstring,
+    which has the full table of conventions).
 
     Parameters
     ----------
@@ -242,9 +309,10 @@ def as_matrices(
         one of :data:`KINDS`.
     tensor : torch.Tensor or numpy.ndarray, shape fitting the kind
         The stored weight, for example ``entry.load()``.
-    conv : {"flatten", "per_position"}, default "flatten"
+    conv : {"flatten", "per_position", "pooled"}, default "flatten"
         ``"flatten"``: one ``out x (in * prod(k))`` matrix per kernel;
-        ``"per_position"``: one ``out x in`` matrix per kernel position.
+        ``"per_position"``: one ``out x in`` matrix per kernel position;
+        ``"pooled"``: those matrices as one stack ``(prod(k), out, in)``, one label.
     split_in_proj : bool, default True
         Split a packed attention ``in_proj`` weight ``(3E, E)`` into its query, key and
         value matrices.
@@ -255,9 +323,11 @@ def as_matrices(
     -------
     list of (str, torch.Tensor)
         ``(label, matrix)`` pairs, each matrix of shape ``(rows, cols)`` given by
-        :func:`matrix_layout`, in the input's dtype and on its device (views where
-        possible). Labels are ``name``, or ``name[q]``/``name[k]``/``name[v]`` for a split
-        ``in_proj`` and ``name[i,j]`` for a per-position convolution slice.
+        :func:`matrix_layout` (for a pooled convolution one pair, a stack of shape
+        ``(count, rows, cols)`` whose singular values, batched, make one spectrum), in
+        the input's dtype and on its device (views where possible). Labels are ``name``,
+        or ``name[q]``/``name[k]``/``name[v]`` for a split ``in_proj`` and ``name[i,j]``
+        for a per-position convolution slice.
 
     Raises
     ------
@@ -317,6 +387,8 @@ def as_matrices(
             return [(base, kernel.reshape(layout.rows, layout.cols))]
         k_shape = kernel.shape[2:]
         slices = kernel.reshape(layout.rows, layout.cols, layout.count)
+        if conv == "pooled":
+            return [(base, slices.permute(2, 0, 1))]
         out = []
         for p, idx in enumerate(np.ndindex(*k_shape)):
             label = f"{base}[{','.join(str(i) for i in idx)}]"

@@ -67,9 +67,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
     p.add_argument(
         "--conv",
-        choices=("flatten", "per_position"),
-        default="flatten",
-        help="conv kernel as one out x (in*k) matrix, or one per position",
+        choices=("pooled", "flatten", "per_position"),
+        default="pooled",
+        help="conv kernel: one row pooling the spectra of its positions' out x in matrices "
+        "(default, WeightWatcher's), one out x (in*k) matrix, or one row per position",
     )
     p.add_argument(
         "--rel-distortion",

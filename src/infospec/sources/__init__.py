@@ -1,7 +1,8 @@
 """Where weight tensors come from, read lazily.
 
 :func:`open_source` turns a ``torch.nn.Module``, a state dict, a ``.safetensors`` file, a
-sharded checkpoint index or a model folder into a :class:`WeightSource`, whose
+``torch.save`` checkpoint, a TorchScript archive, a sharded checkpoint index or a model
+folder into a :class:`WeightSource`, whose
 :meth:`~WeightSource.entries` list every tensor as a :class:`WeightEntry` (full dotted
 name, shape, dtype, kind, skip reason) without reading tensor data; ``entry.load()``
 reads one tensor. :func:`select` picks layers by regular expression. How each kind
@@ -28,6 +29,7 @@ from .base import WeightSource, select
 from .dispatch import open_source
 from .entry import DEFAULT_MIN_DIM, ENTRY_KINDS, WeightEntry, infer_kind
 from .example import minilm_path
+from .pickle_source import PickleSource
 from .safetensors_source import (
     SafetensorsHeader,
     SafetensorsSource,
@@ -35,15 +37,18 @@ from .safetensors_source import (
     read_safetensors_header,
 )
 from .torch_sources import ModuleSource, StateDictSource
+from .torchscript_source import TorchScriptSource
 
 __all__ = [
     "DEFAULT_MIN_DIM",
     "ENTRY_KINDS",
     "ModuleSource",
+    "PickleSource",
     "SafetensorsHeader",
     "SafetensorsSource",
     "StateDictSource",
     "TensorInfo",
+    "TorchScriptSource",
     "WeightEntry",
     "WeightSource",
     "infer_kind",

@@ -12,25 +12,38 @@ from torch import nn
 from .._errors import SourceError
 from .base import WeightSource
 from .entry import DEFAULT_MIN_DIM
-from .safetensors_source import SafetensorsSource
+from .formats import refusal, regular_file, sniff
+from .pickle_source import PickleSource
+from .safetensors_source import SafetensorsSource, shards_of
 from .torch_sources import ModuleSource, StateDictSource
+from .torchscript_source import TorchScriptSource
 
 __all__ = ["open_source"]
 
 _ACCEPTED = (
     "a torch.nn.Module, a state dict (a mapping of names to tensors), a path (str or "
-    "os.PathLike) to a .safetensors file, a *.safetensors.index.json index or a model "
-    "folder, or a WeightSource"
+    "os.PathLike) to a checkpoint file (safetensors, torch.save, TorchScript), a sharded "
+    "checkpoint index or a model folder, or a WeightSource"
 )
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-_OTHER_FORMATS = {
-    ".gguf": "GGUF (llama.cpp)",
-    ".onnx": "ONNX",
-    ".h5": "HDF5 (Keras)",
-    ".keras": "Keras",
-    ".tflite": "TensorFlow Lite",
-    ".npz": "NumPy archive (load it with numpy.load and pass dict(archive))",
-}
+_SAFETENSORS_FILES = ("*.safetensors", "*.safetensors.index.json")
+_PICKLE_FILES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.bin.index.json")
+
+
+def _has(folder: Path, patterns: tuple[str, ...]) -> bool:
+    return any(p.is_file() for pattern in patterns for p in folder.glob(pattern))
+
+
+def _open_index(path: Path, min_dim: int) -> WeightSource:
+    """A sharded checkpoint: safetensors or pickle shards, told by the first shard's content."""
+    by_shard = shards_of(path)
+    first = path.parent / next(iter(by_shard))
+    regular_file(first)
+    fmt = sniff(first)
+    if fmt in ("torch-zip", "torch-legacy"):
+        return PickleSource(path, min_dim=min_dim)
+    if fmt in ("safetensors", "unknown"):
+        return SafetensorsSource(path, min_dim=min_dim)
+    raise refusal(first, fmt)
 
 
 def _open_path(path: Path, min_dim: int) -> WeightSource:
@@ -42,23 +55,26 @@ def _open_path(path: Path, min_dim: int) -> WeightSource:
                 "download the model first and pass its folder."
             )
         raise SourceError(f"No such file or folder: '{path}'.{hint}")
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in _PICKLE_SUFFIXES:
-            raise SourceError(
-                f"The file '{path}' is a PyTorch pickle checkpoint, which infospec does not "
-                f"read (unpickling can run code): load it with torch.load(path, "
-                f"weights_only=True) and pass the state dict, or convert it to safetensors."
-            )
-        if suffix in _OTHER_FORMATS:
-            raise SourceError(
-                f"The file '{path}' is in the {_OTHER_FORMATS[suffix]} format, which infospec "
-                f"does not read: it reads safetensors files, checkpoint indexes, model "
-                f"folders, torch modules and state dicts."
-            )
-        if path.name == "config.json":
-            path = path.parent
-    return SafetensorsSource(path, min_dim=min_dim)
+    if path.is_dir() or path.name == "config.json":
+        folder = path if path.is_dir() else path.parent
+        if not _has(folder, _SAFETENSORS_FILES) and _has(folder, _PICKLE_FILES):
+            return PickleSource(folder, min_dim=min_dim)
+        return SafetensorsSource(folder, min_dim=min_dim)
+    regular_file(path)
+    if path.name.endswith(".json"):
+        return _open_index(path, min_dim)
+    fmt = sniff(path)
+    if fmt == "safetensors":
+        return SafetensorsSource(path, min_dim=min_dim)
+    if fmt in ("torch-zip", "torch-legacy"):
+        return PickleSource(path, min_dim=min_dim)
+    if fmt == "torchscript":
+        return TorchScriptSource(path, min_dim=min_dim)
+    if fmt == "unknown" and path.suffix.lower() == ".safetensors":
+        return SafetensorsSource(path, min_dim=min_dim)  # says what is wrong with it
+    if fmt == "unknown" and path.suffix.lower() == ".onnx":
+        fmt = "onnx"
+    raise refusal(path, fmt)
 
 
 def open_source(obj: Any, *, min_dim: int = DEFAULT_MIN_DIM) -> WeightSource:
@@ -69,13 +85,26 @@ def open_source(obj: Any, *, min_dim: int = DEFAULT_MIN_DIM) -> WeightSource:
     ===========================================  ==========================
     ``torch.nn.Module``                          :class:`ModuleSource`
     mapping of names to tensors (state dict)     :class:`StateDictSource`
-    path to ``.safetensors``, an index           :class:`SafetensorsSource`
-    ``*.safetensors.index.json``, a model
-    folder (or its ``config.json``)
+    a safetensors file, a ``*.safetensors``      :class:`SafetensorsSource`
+    ``.index.json`` index, a model folder with
+    safetensors (or its ``config.json``)
+    a ``torch.save`` file (``.bin``, ``.pt``,    :class:`PickleSource`
+    ``.pth``, ``.ckpt``), a
+    ``pytorch_model.bin.index.json`` index, a
+    model folder with only such files
+    a ``torch.jit.save`` archive                 :class:`TorchScriptSource`
     a :class:`WeightSource`                      returned as is
     ===========================================  ==========================
 
-    Opening lists the tensors and checks file headers; no tensor data is read.
+    A file's format is told from its first bytes, not its name
+    (:func:`infospec.sources.formats.sniff`): a ``.bin`` that holds safetensors is read
+    as safetensors. GGUF, ONNX, HDF5, NumPy files and plain pickles are refused with a
+    command that converts them. A folder with both safetensors and pickle files is read
+    from its safetensors files.
+
+    Opening lists the tensors and checks file headers; no tensor data is read (a
+    ``torch.save`` file is memory-mapped; a TorchScript archive and an old-format,
+    non-zip ``torch.save`` file are read into memory).
 
     Parameters
     ----------
@@ -94,8 +123,9 @@ def open_source(obj: Any, *, min_dim: int = DEFAULT_MIN_DIM) -> WeightSource:
     ------
     SourceError
         If ``obj`` is of another type (naming it and listing the accepted ones), a path
-        does not exist or is not a readable safetensors checkpoint (PyTorch pickles and
-        other formats are named as such), or a module or state dict holds no tensors.
+        does not exist, is not a regular file (a FIFO, a device), is in a format infospec
+        does not read (named, with the command to run instead), is a pickle that needs
+        ``weights_only=False``, or is corrupt; or a module or state dict holds no tensors.
     InputError
         If ``min_dim`` is not an int >= 1.
 

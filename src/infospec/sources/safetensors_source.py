@@ -27,7 +27,10 @@ import torch
 from .._errors import SourceError
 from .._validation import check_positive
 from .base import WeightSource
-from .entry import DEFAULT_MIN_DIM, WeightEntry, infer_kind, natural_key, skip_reason_for
+from .entry import DEFAULT_MIN_DIM, WeightEntry, natural_key
+from .formats import regular_file
+from .fp8 import block_size
+from .listing import TensorMeta, build_entries
 
 __all__ = ["SafetensorsHeader", "SafetensorsSource", "TensorInfo", "read_safetensors_header"]
 
@@ -170,7 +173,8 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     Raises
     ------
     SourceError
-        If the file is missing, unreadable, truncated or not a valid safetensors file.
+        If the file is missing, unreadable, not a regular file (a FIFO, a device),
+        truncated or not a valid safetensors file.
 
     Examples
     --------
@@ -183,12 +187,10 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     TensorInfo(dtype='BF16', shape=(3, 4), begin=0, end=24)
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise SourceError(f"No such file: '{path}'.")
     if path.is_dir():
         raise _fail(path, "is a folder, not a file.")
+    size = regular_file(path)
     try:
-        size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(8)
             if len(head) < 8:
@@ -355,10 +357,49 @@ def _pickle_hint(files: Sequence[Path]) -> str:
         return ""
     listed = ", ".join(f.name for f in files[:3])
     return (
-        f" It holds PyTorch pickle checkpoint(s) ({listed}), which infospec does not read "
-        f"(unpickling can run code): load one with torch.load(path, weights_only=True) and "
-        f"pass the state dict, or convert it to safetensors."
+        f" It holds PyTorch pickle checkpoint(s) ({listed}), which SafetensorsSource does "
+        f"not read: pass the folder to open_source (or infospec analyze), which reads them "
+        f"with torch.load(weights_only=True)."
     )
+
+
+def shards_of(index: Path) -> dict[str, list[str]]:
+    """The tensor names of each shard of a checkpoint index, in the index's order.
+
+    Raises
+    ------
+    SourceError
+        If the index is malformed (see :class:`SafetensorsSource`) or a shard is missing.
+    """
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in _read_index(index).items():
+        by_shard.setdefault(shard, []).append(name)
+    missing = [s for s in by_shard if not (index.parent / s).is_file()]
+    if missing:
+        first = missing[0]
+        raise SourceError(
+            f"The shard '{first}' listed in the checkpoint index '{index}' (for "
+            f"{len(by_shard[first])} tensors, e.g. '{by_shard[first][0]}') is missing: no "
+            f"file '{index.parent / first}'"
+            + (
+                f" ({len(missing)} of {len(by_shard)} shards are missing)"
+                if len(missing) > 1
+                else ""
+            )
+            + ". Download or copy the missing shard(s) beside the index."
+        )
+    return by_shard
+
+
+def check_shard_names(index: Path, shard: str, listed: Sequence[str], held) -> None:
+    """Raise if the index maps a tensor to ``shard`` whose file does not hold it."""
+    absent = [n for n in listed if n not in held]
+    if absent:
+        raise SourceError(
+            f"The checkpoint index '{index}' maps tensor '{absent[0]}' to the shard "
+            f"'{shard}', whose header has no such tensor ({len(absent)} such "
+            f"tensor(s)): the index and the shards do not belong together."
+        )
 
 
 class SafetensorsSource(WeightSource):
@@ -382,7 +423,9 @@ class SafetensorsSource(WeightSource):
     Kinds come from names and shapes (:func:`infospec.sources.entry.infer_kind`):
     ``"embedding"``, ``"in_proj"``, a convolution for a 3- to 5-D ``weight``, otherwise
     ``"matrix"`` (a 2-D weight read as stored, out x in in PyTorch's convention).
-    Entries are in natural name order (``layer.2`` before ``layer.10``).
+    Entries are in model order (:mod:`infospec.sources.order`: embeddings, then the
+    blocks by index, attention before the MLP, heads last). FP8 weights load dequantized
+    to float32 with their ``*_scale_inv`` scales (:mod:`infospec.sources.fp8`).
 
     Parameters
     ----------
@@ -420,8 +463,8 @@ class SafetensorsSource(WeightSource):
     ...            "layer.2.bias": torch.ones(16)}, folder / "model.safetensors")
     >>> source = SafetensorsSource(folder)
     >>> [(e.name, e.kind, e.skip_reason) for e in source]  # doctest: +NORMALIZE_WHITESPACE
-    [('layer.2.bias', 'other', '1-D tensor (bias or norm scale)'),
-     ('layer.2.weight', 'matrix', 'smaller side 8 < min_dim=10 (matrix 16 x 8)'),
+    [('layer.2.weight', 'matrix', 'smaller side 8 < min_dim=10 (matrix 16 x 8)'),
+     ('layer.2.bias', 'other', '1-D tensor (bias or norm scale)'),
      ('layer.10.weight', 'matrix', None)]
     >>> source.entries()[2].load().sum().item()
     192.0
@@ -458,10 +501,19 @@ class SafetensorsSource(WeightSource):
             self.config = _read_config(target.parent / "config.json")
         self.files = [h.path for h in headers]
         self.metadata = dict(headers[0].metadata)
-        model_type = (self.config or {}).get("model_type")
-        conv1d = _CONV1D_MODULES if model_type in _CONV1D_MODEL_TYPES else frozenset()
-        self._entries = tuple(
-            self._entry(name, owner[name], conv1d) for name in sorted(owner, key=natural_key)
+        model_type = self.model_type
+        metas = {}
+        for name, header in owner.items():
+            info = header.tensors[name]
+            metas[name] = TensorMeta(
+                info.shape, _DTYPES[info.dtype][0] or info.dtype, str(header.path)
+            )
+        self._entries = build_entries(
+            metas,
+            lambda name: _file_loader(owner[name].path, name),
+            min_dim=self.min_dim,
+            conv1d_modules=conv1d_modules(self.config),
+            block=block_size(self.config),
         )
         n_bytes = sum(h.file_size - h.data_start for h in headers)
         parts = [f"{len(self._entries)} tensors", f"{n_bytes / 1e6:.1f} MB"]
@@ -470,21 +522,6 @@ class SafetensorsSource(WeightSource):
         if model_type:
             parts.insert(0, f"model_type {model_type}")
         self.description = f"{kind_of_path} '{given}' ({', '.join(parts)})"
-
-    def _entry(self, name: str, header: SafetensorsHeader, conv1d: frozenset[str]) -> WeightEntry:
-        info = header.tensors[name]
-        dtype = _DTYPES[info.dtype][0] or info.dtype
-        kind = infer_kind(name, info.shape, conv1d_modules=conv1d)
-        reason = skip_reason_for(kind, info.shape, dtype, min_dim=self.min_dim)
-        return WeightEntry(
-            name,
-            info.shape,
-            dtype,
-            kind,
-            reason,
-            str(header.path),
-            _file_loader(header.path, name),
-        )
 
     def entries(self) -> list[WeightEntry]:
         return list(self._entries)
@@ -522,36 +559,13 @@ class SafetensorsSource(WeightSource):
     def _read_sharded(
         index: Path,
     ) -> tuple[list[SafetensorsHeader], dict[str, SafetensorsHeader]]:
-        weight_map = _read_index(index)
-        by_shard: dict[str, list[str]] = {}
-        for name, shard in weight_map.items():
-            by_shard.setdefault(shard, []).append(name)
-        missing = [s for s in by_shard if not (index.parent / s).is_file()]
-        if missing:
-            first = missing[0]
-            raise SourceError(
-                f"The shard '{first}' listed in the checkpoint index '{index}' (for "
-                f"{len(by_shard[first])} tensors, e.g. '{by_shard[first][0]}') is missing: no "
-                f"file '{index.parent / first}'"
-                + (
-                    f" ({len(missing)} of {len(by_shard)} shards are missing)"
-                    if len(missing) > 1
-                    else ""
-                )
-                + ". Download or copy the missing shard(s) beside the index."
-            )
+        by_shard = shards_of(index)
         headers = []
         owner: dict[str, SafetensorsHeader] = {}
         for shard in sorted(by_shard, key=natural_key):
             header = read_safetensors_header(index.parent / shard)
             headers.append(header)
-            absent = [n for n in by_shard[shard] if n not in header.tensors]
-            if absent:
-                raise SourceError(
-                    f"The checkpoint index '{index}' maps tensor '{absent[0]}' to the shard "
-                    f"'{shard}', whose header has no such tensor ({len(absent)} such "
-                    f"tensor(s)): the index and the shards do not belong together."
-                )
+            check_shard_names(index, shard, by_shard[shard], header.tensors)
             for name in by_shard[shard]:
                 owner[name] = header
         return headers, owner
@@ -559,4 +573,15 @@ class SafetensorsSource(WeightSource):
     @property
     def model_type(self) -> str | None:
         """The ``model_type`` of the folder's ``config.json``, if any."""
-        return (self.config or {}).get("model_type")
+        return model_type_of(self.config)
+
+
+def model_type_of(config: dict[str, Any] | None) -> str | None:
+    """The ``model_type`` of a model config, if it is a string."""
+    value = (config or {}).get("model_type")
+    return value if isinstance(value, str) else None
+
+
+def conv1d_modules(config: dict[str, Any] | None) -> frozenset[str]:
+    """The modules stored as GPT-2's transposed ``Conv1D`` for this model config."""
+    return _CONV1D_MODULES if model_type_of(config) in _CONV1D_MODEL_TYPES else frozenset()

@@ -14,6 +14,8 @@ from .._validation import check_positive
 from ..spectra.conventions import _CONV_NDIM
 from .base import WeightSource
 from .entry import DEFAULT_MIN_DIM, WeightEntry, generic_kind, infer_kind, skip_reason_for
+from .fp8 import fp8_plan
+from .listing import TensorMeta, build_entries
 
 __all__ = ["ModuleSource", "StateDictSource"]
 
@@ -28,6 +30,20 @@ _WEIGHT_KINDS: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.Embedding, "embedding"),
     (nn.EmbeddingBag, "embedding"),
 )
+#: Kinds of a TorchScript module's ``weight`` by its ``original_name`` (its Python class).
+_SCRIPT_KINDS = {
+    "Linear": "linear",
+    "NonDynamicallyQuantizableLinear": "linear",
+    "Conv1d": "conv1d",
+    "Conv2d": "conv2d",
+    "Conv3d": "conv3d",
+    "ConvTranspose1d": "conv_transpose1d",
+    "ConvTranspose2d": "conv_transpose2d",
+    "ConvTranspose3d": "conv_transpose3d",
+    "Embedding": "embedding",
+    "EmbeddingBag": "embedding",
+    "Conv1D": "conv1d_transposed",
+}
 #: Dimensions of the stored weight of each kind (convolutions from the conventions' table).
 _EXPECTED_NDIM = {
     **dict.fromkeys(("linear", "embedding", "conv1d_transposed", "in_proj"), 2),
@@ -48,13 +64,19 @@ def module_param_kind(module: nn.Module, param_name: str, shape: tuple[int, ...]
     ``"conv1d_transposed"``; ``nn.MultiheadAttention``'s packed ``in_proj_weight`` as
     ``"in_proj"`` and its separate ``q/k/v_proj_weight`` as ``"linear"``; any other
     parameter by its shape (``"matrix"`` or ``"other"``).
+
+    A TorchScript module (``torch.jit.script`` or ``torch.jit.load``) is recognised by
+    its ``original_name``, the name of the Python class it was compiled from.
     """
     kind = None
-    if isinstance(module, nn.MultiheadAttention):
+    script_name = _script_name(module)
+    if isinstance(module, nn.MultiheadAttention) or script_name == "MultiheadAttention":
         if param_name == "in_proj_weight":
             kind = "in_proj"
         elif param_name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
             kind = "linear"
+    elif param_name == "weight" and script_name is not None:
+        kind = _SCRIPT_KINDS.get(script_name)
     elif param_name == "weight":
         for cls, k in _WEIGHT_KINDS:
             if isinstance(module, cls):
@@ -67,6 +89,14 @@ def module_param_kind(module: nn.Module, param_name: str, shape: tuple[int, ...]
         if kind != "in_proj" or shape[0] % 3 == 0:
             return kind
     return generic_kind(shape)
+
+
+def _script_name(module: nn.Module) -> str | None:
+    """The Python class name a TorchScript module was compiled from, or None."""
+    if isinstance(module, torch.jit.ScriptModule):
+        name = getattr(module, "original_name", None)
+        return name if isinstance(name, str) else ""
+    return None
 
 
 def _storage_skip_reason(t: torch.Tensor, noun: str) -> str | None:
@@ -130,13 +160,33 @@ class ModuleSource(WeightSource):
                 f"Pass the model that holds the layers (not a container or an activation)."
             )
         self.description = f"module {self.name} ({n_params} parameter tensors)"
+        self._origin = f"module {self.name}"
+
+    #: Whether buffers are listed too (a TorchScript archive's tensors).
+    _with_buffers = False
 
     def entries(self) -> list[WeightEntry]:
-        origin = f"module {self.name}"
+        origin = self._origin
         seen: dict[int, str] = {}
         out: list[WeightEntry] = []
         for mod_name, mod in self.module.named_modules(remove_duplicate=False):
-            for p_name, p in mod.named_parameters(recurse=False):
+            own = dict(mod.named_parameters(recurse=False))
+            listed = list(own)
+            buffers = {n: b for n, b in mod.named_buffers(recurse=False) if b is not None}
+            if self._with_buffers:
+                listed += [n for n in buffers if n not in own]
+            own.update({n: b for n, b in buffers.items() if n not in own})
+            plan = fp8_plan(
+                {
+                    n: (tuple(t.shape), _dtype_name(t.dtype))
+                    for n, t in own.items()
+                    if not isinstance(t, nn.parameter.UninitializedParameter)
+                },
+                prefix=f"{mod_name}." if mod_name else "",
+            )
+            script = _script_name(mod) is not None
+            for p_name in listed:
+                p = own[p_name]
                 name = f"{mod_name}.{p_name}" if mod_name else p_name
                 if isinstance(p, nn.parameter.UninitializedParameter):
                     out.append(
@@ -153,13 +203,19 @@ class ModuleSource(WeightSource):
                     continue
                 shape = tuple(p.shape)
                 kind = module_param_kind(mod, p_name, shape)
+                if script and kind in ("matrix", "other"):
+                    kind = infer_kind(name, shape)  # a class it does not know: by name and shape
                 dtype = _dtype_name(p.dtype)
-                reason = skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
+                reason = plan.reasons.get(p_name)
+                reason = reason or skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
                 reason = reason or _storage_skip_reason(p, "parameter")
                 first = seen.setdefault(id(p), name)
                 if reason is None and first != name:
                     reason = f"same tensor as '{first}' (tied weights)"
-                out.append(WeightEntry(name, shape, dtype, kind, reason, origin, _param_loader(p)))
+                loader = plan.loader(
+                    p_name, dtype, shape, _param_loader(p), lambda n, own=own: _param_loader(own[n])
+                )
+                out.append(WeightEntry(name, shape, dtype, kind, reason, origin, loader))
         return out
 
 
@@ -224,38 +280,41 @@ class StateDictSource(WeightSource):
 
     def entries(self) -> list[WeightEntry]:
         seen: dict[tuple, str] = {}
-        out = []
+        unreadable: dict[str, WeightEntry] = {}
+        tensors: dict[str, torch.Tensor] = {}
+        metas: dict[str, TensorMeta] = {}
         for name, value in self._tensors.items():
             if isinstance(value, np.ndarray):
                 try:
                     t = torch.from_numpy(value)
                 except TypeError:
                     reason = f"NumPy dtype {value.dtype} has no torch equivalent"
-                    out.append(
-                        WeightEntry(
-                            name,
-                            value.shape,
-                            str(value.dtype),
-                            "other",
-                            reason,
-                            "state dict",
-                            _param_loader(value),
-                        )
+                    unreadable[name] = WeightEntry(
+                        name,
+                        value.shape,
+                        str(value.dtype),
+                        "other",
+                        reason,
+                        "state dict",
+                        _param_loader(value),
                     )
                     continue
             else:
                 t = value
             shape = tuple(t.shape)
-            kind = infer_kind(name, shape)
-            dtype = _dtype_name(t.dtype)
-            reason = skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
-            reason = reason or _storage_skip_reason(t, "tensor")
+            reason = _storage_skip_reason(t, "tensor")
             if reason is None and t.numel():
                 key = (t.untyped_storage().data_ptr(), t.storage_offset(), shape, t.stride())
                 first = seen.setdefault(key, name)
                 if first != name:
                     reason = f"same tensor as '{first}' (tied weights)"
-            out.append(
-                WeightEntry(name, shape, dtype, kind, reason, "state dict", _param_loader(t))
-            )
-        return out
+            tensors[name] = t
+            metas[name] = TensorMeta(shape, _dtype_name(t.dtype), "state dict", reason)
+        built = build_entries(
+            metas,
+            lambda name: _param_loader(tensors[name]),
+            min_dim=self.min_dim,
+            model_order=False,
+        )
+        by_name = {e.name: e for e in built} | unreadable
+        return [by_name[name] for name in self._tensors]

@@ -1,0 +1,171 @@
+"""Tensors of a checkpoint file in model order (along depth), from their names alone.
+
+A file does not keep a model's order: a safetensors header is sorted alphabetically
+(``layer.10`` before ``layer.2``, ``key`` before ``query``), and a sharded index lists
+names as its writer chose. :func:`sort_model_order` rebuilds the order of the model's
+``state_dict()`` as well as names allow, so that per-layer measures read along depth.
+
+The rule, applied to the dotted names as a tree (siblings are the components that follow
+one common prefix, compared one level at a time, so a whole block stays together):
+
+1. Components are ranked in groups, first to last:
+
+   * embeddings (a component containing ``embed``, and ``wte``, ``wpe``, ``cls_token``,
+     ``stem``, ``shared``...), token embeddings before position embeddings before
+     token-type embeddings;
+   * the norm before attention (``input_layernorm``, ``ln_1``, ``norm1``,
+     ``attention_norm``, ``layernorm_before``);
+   * attention (``attention``, ``attn``, ``self_attn``, BERT's ``self``...) and inside
+     it the query, key and value projections, in that order (``q_proj``, ``query``,
+     ``q``, ``wq``; then ``k...``; then ``v...``; fused ``qkv``, ``c_attn``,
+     ``query_key_value``, ``in_proj`` with them);
+   * the norm after attention (``post_attention_layernorm``, ``ln_2``, ``norm2``,
+     ``ffn_norm``, ``layernorm_after``, OPT's ``self_attn_layer_norm``);
+   * the MLP (``mlp``, ``feed_forward``, ``ffn``, BERT's ``intermediate``...) and inside
+     it the gate before the up projection (``gate_proj``, ``w1``; ``up_proj``, ``w3``,
+     ``fc1``, ``c_fc``, ``dense_h_to_4h``...);
+   * output projections (``o_proj``, ``out_proj``, ``output``, ``c_proj``, ``wo``,
+     ``down_proj``, ``w2``, ``fc2``, ``dense_4h_to_h``...);
+   * everything else: layer indices and unknown components (see 2), with ``encoder``
+     first and ``decoder`` last among them, and ``weight`` before ``bias``;
+   * final norms and heads (``norm``, ``ln_f``, ``final_layer_norm``, a bare
+     ``LayerNorm``, ``head``, ``lm_head``, ``pooler``, ``classifier``, ``score``, ``fc``...).
+
+   Names are matched whole, case-insensitively.
+2. Within a group, a component that is a number (a layer index) or ends in one
+   (``layer10``) is ordered by that number among those of the same stem; otherwise,
+   components keep the order in which they first appear in the input (the file's or
+   the index's order): where nothing is known, nothing is reordered.
+3. A name that is a prefix of another comes first.
+
+The sort is stable and linear in the total length of the names (plus the sort itself).
+In-memory sources (a module, a state dict) keep their own order, which is already the
+model's.
+
+Examples
+--------
+>>> sort_model_order(["h.10.mlp.c_fc.weight", "h.2.attn.c_attn.weight", "ln_f.weight",
+...                   "wte.weight", "h.2.mlp.c_fc.weight"])  # doctest: +NORMALIZE_WHITESPACE
+['wte.weight', 'h.2.attn.c_attn.weight', 'h.2.mlp.c_fc.weight', 'h.10.mlp.c_fc.weight',
+ 'ln_f.weight']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+__all__ = ["sort_model_order"]
+
+# (group, patterns in order); a pattern matches a whole component, case-insensitively
+_GROUPS: tuple[tuple[str, ...], ...] = (
+    # 0 embeddings
+    (
+        r"(word|tok|token)_?embed\w*|embed_tokens|wte|embed_in|shared|cls_token",
+        r"(pos|position)\w*embed\w*|wpe|pos_embed\w*",
+        r"(token_type|segment)\w*embed\w*",
+        r"\w*embed\w*|stem|conv_stem",
+    ),
+    # 1 the norm before attention
+    (r"input_layernorm|ln_?1|norm_?1|attention_norm|attn_norm|layernorm_before",),
+    # 2 attention, then q, k, v inside it
+    (
+        r"attention|attn|self_attn|self_attention|selfattention|self|mha|multi_head_attention",
+        r"encdecattention|cross_attn|crossattention|encoder_attn",
+        r"q_proj|query|q|wq|q_lin|to_q|query_proj|qkv|qkv_proj|c_attn|query_key_value|wqkv"
+        r"|in_proj|in_proj_weight|in_proj_bias",
+        r"k_proj|key|k|wk|k_lin|to_k|key_proj",
+        r"v_proj|value|v|wv|v_lin|to_v|value_proj",
+    ),
+    # 3 the norm after attention
+    (r"post_attention_layernorm|ln_?2|norm_?2|ffn_norm|layernorm_after|self_attn_layer_norm",),
+    # 4 the MLP, then its gate and up projections
+    (
+        r"mlp|feed_forward|feedforward|ffn|ff|intermediate|densereludense|moe"
+        r"|block_sparse_moe|experts",
+        r"gate|gate_proj|w1|wi_0|router",
+        r"up_proj|w3|wi_1|wi|fc1|c_fc|lin1|fc_in|dense_h_to_4h",
+    ),
+    # 5 output projections
+    (
+        r"o_proj|out_proj|o|wo|out_lin|output|c_proj|proj|to_out|dense_4h_to_h|down_proj|w2"
+        r"|fc2|lin2|fc_out",
+    ),
+    # 6 everything else (see _MIDDLE)
+    (),
+    # 7 final norms and heads
+    (
+        r"norm|ln_f|norm_f|final_norm|final_layer_norm|final_layernorm|layernorm|layer_norm"
+        r"|fc_norm|post_layernorm",
+        r"pooler|pre_classifier|pre_logits",
+        r"head|lm_head|classifier|score|cls|fc|predictions|qa_outputs|output_layer|logits",
+    ),
+)
+_MIDDLE_GROUP = 6
+# ranks inside the middle group: unknown components and numbers get rank 1
+_MIDDLE = {"encoder": 0, "weight": 0, "bias": 1, "decoder": 2}
+
+_COMPILED = tuple(tuple(re.compile(p, re.IGNORECASE) for p in patterns) for patterns in _GROUPS)
+_TRAILING_DIGITS = re.compile(r"^(.*?)(\d+)$")
+
+
+def _rank(component: str) -> tuple[int, int]:
+    """(group, rank in the group) of one name component."""
+    if component.isdigit():
+        return (_MIDDLE_GROUP, 1)
+    for group, patterns in enumerate(_COMPILED):
+        for rank, pattern in enumerate(patterns):
+            if pattern.fullmatch(component):
+                return (group, rank)
+    return (_MIDDLE_GROUP, _MIDDLE.get(component.lower(), 1))
+
+
+def _stem(component: str) -> tuple[str, int]:
+    """The component without its trailing number, and that number (-1 if none)."""
+    if len(component) > 40:  # not a layer name; do not run the regex on long strings
+        return component, -1
+    m = _TRAILING_DIGITS.match(component)
+    if m is None:
+        return component, -1
+    return m.group(1), int(m.group(2)[:18])
+
+
+def sort_model_order(names: Iterable[str]) -> list[str]:
+    """The names in model order (see the module docstring for the rule).
+
+    Parameters
+    ----------
+    names : iterable of str
+        Full dotted tensor names, in the file's or the index's order (the order kept
+        where the rule knows nothing).
+
+    Returns
+    -------
+    list of str
+        The same names, each once per occurrence, in model order.
+    """
+    names = list(names)
+    ranks: dict[str, tuple[int, int]] = {}
+    stems: dict[str, tuple[str, int]] = {}
+    # node id of (parent node, component), and first position of (parent, group, stem)
+    nodes: dict[tuple[int, str], int] = {}
+    first_seen: dict[tuple[int, str], int] = {}
+    keys = []
+    for position, name in enumerate(names):
+        parent = 0
+        key = []
+        for component in name.split("."):
+            rank = ranks.get(component)
+            if rank is None:
+                rank = ranks[component] = _rank(component)
+                stems[component] = _stem(component)
+            stem, number = stems[component]
+            seen = first_seen.setdefault((parent, stem), position)
+            key.append((rank[0], rank[1], seen, number, component))
+            node = nodes.get((parent, component))
+            if node is None:
+                node = nodes[(parent, component)] = len(nodes) + 1
+            parent = node
+        keys.append(key)
+    order = sorted(range(len(names)), key=keys.__getitem__)
+    return [names[i] for i in order]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import html
+import itertools
 import math
 import re
 import sys
@@ -126,6 +127,90 @@ def test_esd_curves_match_the_records(report, index):
     np.testing.assert_allclose(y, share * (a - 1) / xmin * (x / xmin) ** -a, rtol=1e-12)
     # the untruncated line's mass above xmin is the tail's share of eigenvalues
     assert share * (1 - (x[-1] / xmin) ** (1 - a)) == pytest.approx(np.trapezoid(y, x), rel=2e-3)
+
+
+def _hist_bins(ax, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges of a panel's histogram (the x of its step polygon) and its heights there."""
+    (hist,) = [p for p in ax.patches if p.get_gid() == "esd"]
+    edges = np.unique(hist.get_xy()[:, 0])
+    heights, _ = np.histogram(lam, bins=edges, density=True)
+    return edges, heights
+
+
+def _curve_mass(x: np.ndarray, y: np.ndarray, a: float, b: float) -> float:
+    """Integral over [a, b] of the drawn curve (linear between its points, 0 outside)."""
+    grid = np.union1d(np.clip(x, a, b), [a, b])
+    return float(np.trapezoid(np.interp(grid, x, y, left=0, right=0), grid))
+
+
+@pytest.mark.parametrize(
+    ("label", "make"),
+    [
+        ("linear 1200 x 300", lambda g: {"noise.weight": torch.randn(1200, 300, generator=g)}),
+        (
+            "linear 100 x 25600 (tiny q)",
+            lambda g: {"wide.weight": torch.randn(100, 25600, generator=g)},
+        ),
+        ("conv 64 x 48 x 3 x 3", lambda g: {"conv.weight": torch.randn(64, 48, 3, 3, generator=g)}),
+    ],
+)
+def test_mp_curve_lies_on_the_histogram_of_pure_noise(gen, label, make):
+    """On a noise matrix the MP curve and the histogram are the same density of lambda:
+    the curve's area is the bulk's share (about 1), and bin by bin it carries the
+    histogram's mass (total variation distance small). Any other scaling (in lambda / N,
+    or an N different from the fit's) fails both by orders of magnitude."""
+    rep = analyze(make(gen), progress=False)
+    (rec,) = rep.weights
+    (ax,) = plot_report(rep, "esd").axes
+    assert "mp" in _gids(ax), label
+    x, y = _line(ax, "mp")
+    lam = rep.spectrum(rec["name"])
+    edges, heights = _hist_bins(ax, lam)
+    assert edges[0] == pytest.approx(lam.min()) and edges[-1] == pytest.approx(lam.max())
+    hist_mass = heights * np.diff(edges)
+    assert hist_mass.sum() == pytest.approx(1.0, rel=1e-9)
+    bulk = 1 - rec["mp_num_spikes"] / lam.size
+    assert bulk > 0.95
+    assert np.trapezoid(y, x) == pytest.approx(bulk, rel=0.05)
+    curve_mass = np.array([_curve_mass(x, y, a, b) for a, b in itertools.pairwise(edges)])
+    outside = abs(bulk - curve_mass.sum())  # the support beyond the extreme eigenvalues
+    # measured: 0.053, 0.058 and 0.089 for the three (a mis-scaled curve gives about 1)
+    assert 0.5 * (np.abs(curve_mass - hist_mass).sum() + outside) < 0.15, label
+
+
+def _edited(report, **changes) -> Report:
+    r = copy.deepcopy(report)
+    r.weights = [dict(r.weights[0], **changes)]
+    return r
+
+
+def test_mp_curve_not_drawn_where_the_fit_is_meaningless(report, gen):
+    rec = report.weights[0]
+    notes = lambda ax: " ".join(t.get_text() for t in ax.texts)  # noqa: E731
+
+    # the bulk is not Marchenko-Pastur: curve left out, the edge (what mp_num_spikes counts) kept
+    (ax,) = plot_report(_edited(report, mp_ks=0.5), "esd").axes
+    assert "mp" not in _gids(ax) and "mp_edge" in _gids(ax)
+    assert "no MP curve: KS 0.50 > 0.25" in notes(ax)
+    (ax,) = plot_report(_edited(report, mp_ks=0.2), "esd").axes
+    assert "mp" in _gids(ax) and "no MP curve" not in notes(ax)
+
+    # a fit on another scale than lambda / max(rows, cols): neither curve nor edge
+    (ax,) = plot_report(_edited(report, mp_sigma2=rec["mp_sigma2"] / 20), "esd").axes
+    assert not {"mp", "mp_edge"} & set(_gids(ax))
+    assert "no MP curve: fit scale ≠ rows × cols" in notes(ax)
+
+    # a tiny q against a spread-out spectrum (CREPE's conv kernels as out x (in k)): 12
+    # noise rows and 4 strong ones; the bulk law is a spike narrower than two bins
+    scales = torch.ones(16, 1, dtype=torch.float64)
+    scales[:4, 0] = torch.tensor([3.0, 6.0, 12.0, 30.0])
+    w = scales * torch.randn(16, 4096, generator=gen, dtype=torch.float64)
+    spread = analyze({"spread.weight": w}, progress=False)
+    (srec,) = spread.weights
+    assert srec["mp_num_spikes"] == 4 and srec["mp_ks"] < 0.25  # a good fit, but too narrow
+    (ax,) = plot_report(spread, "esd").axes
+    assert "mp" not in _gids(ax) and "mp_edge" in _gids(ax)
+    assert "no MP curve: bulk < 2 bins (q = 0.0039)" in notes(ax)
 
 
 def test_esd_skips_error_rows_and_draws_missing_fits_as_absent(messy):
@@ -383,10 +468,106 @@ def test_page_tables_values_and_missing_cells(page, messy):
 
 
 def test_page_meta(page, messy):
-    for key in ("source", "device", "rel_distortion", "seconds", "torch", "python"):
+    for key in ("source", "device", "rel_distortion", "torch", "python"):
         assert f"<dt>{key}</dt>" in page
     assert html.escape(messy.meta["source"]) in page
-    assert f"{messy.meta['seconds']:.3g} s" in page
+    total = f"{messy.meta['seconds']:.3g} s"
+    assert (
+        f'<dt title="report.meta[&#x27;seconds&#x27;]">total of the analysis (wall)</dt>'
+        f"<dd>{total}</dd>"
+    ) in page
+
+
+def _card(page: str, title: str) -> str:
+    (card,) = re.findall(rf"<section[^>]*><h3>{title}</h3>.*?</section>", page)
+    return card
+
+
+def test_timing_card_labels_every_stage_in_order():
+    """Each timed stage gets a label a reader understands; new *_seconds keys still show."""
+    meta = {
+        "source": "m",
+        "seconds": 290.4,
+        "weight_seconds": 4.24,
+        "spectrum_seconds": 6.51,
+        "fit_seconds": 1.25,
+        "activation_seconds": 285.9,
+        "forward_seconds": 120.0,
+        "accumulate_seconds": 160.5,
+        "model_load_seconds": 3.1,
+        "tokenize_seconds": 0.75,
+        "batches": 8,
+        "workers": 2,
+    }
+    page = render_html(Report(meta=meta))
+    card = _card(page, "timings")
+    labels = re.findall(r"<dt[^>]*>([^<]*)</dt><dd>([^<]*)</dd>", card)
+    assert labels == [
+        ("loading the model, before the analysis (wall)", "3.1 s"),
+        ("weights: opening the source, spectra and fits (wall)", "4.24 s"),
+        ("spectra, summed over tensors and threads", "6.51 s"),
+        ("power-law and MP fits, summed over tensors and threads", "1.25 s"),
+        ("activations: forward passes and covariances (wall)", "286 s"),
+        ("forward passes", "120 s"),
+        ("covariance updates", "160 s"),
+        ("total of the analysis (wall)", "290 s"),
+        ("batches of data fed through the model", "8"),
+        ("worker threads for the weights", "2"),
+        ("tokenize_seconds", "0.75 s"),
+    ]
+    assert "summed over tensors" in card and "not included" in card
+    assert '<dt class="sub" title="report.meta[&#x27;forward_seconds&#x27;]">' in card
+    assert "seconds" not in "".join(re.findall(r"<h3>other</h3>.*?</section>", page))
+    # a report timed only in part shows only those stages
+    card = _card(render_html(Report(meta={"seconds": 2.0, "weight_seconds": 2.0})), "timings")
+    assert card.count("<dt") == 2 and "activations" not in card
+
+
+def _section(page: str, anchor: str) -> str:
+    start = page.index(f'<h2 id="{anchor}">')
+    return page[start : page.index("<h2", start + 4)]
+
+
+def _header(table_html: str) -> list[str]:
+    head = table_html[table_html.index("<thead>") : table_html.index("</thead>")]
+    return re.findall(r"<th[^>]*>([^<]*)</th>", head)
+
+
+@pytest.mark.parametrize(
+    ("anchor", "headline", "records", "measures"),
+    [
+        ("weights", html_mod.WEIGHT_HEADLINE, "weights", WEIGHT_COLUMNS),
+        ("activations", html_mod.ACTIVATION_HEADLINE, "activations", ACTIVATION_COLUMNS),
+    ],
+)
+def test_headline_columns_come_first_and_the_rest_behind_a_toggle(
+    messy, page, anchor, headline, records, measures
+):
+    section = _section(page, anchor)
+    toggle = section.index('<details class="all">')
+    first, full = section[:toggle], section[toggle:]
+    shown = _header(first)
+    assert shown == [c for c in headline if c != "tensor"]  # every tensor is its name here
+    assert shown.index("alpha" if anchor == "weights" else "flatness") < 5
+    every = _header(full)
+    assert set(measures) <= set(every) and every[0] == "name" and every[-1] == "warning"
+    assert f"All {len(every)} columns" in full
+    assert f"({len(set(every) - set(shown))} more: " in full
+    assert first.count("<tr") == full.count("<tr") == len(getattr(messy, records)) + 1
+    if anchor == "weights":
+        rec = messy.weights[0]
+        assert f">{rec['rows']} × {rec['cols']}</td>" in first  # shape = rows x cols
+        assert f">{rec['alpha']:.4g}</td>" in first and f">{rec['mp_ks']:.4g}</td>" in full
+        assert f">{rec['mp_ks']:.4g}</td>" not in first
+
+
+def test_headline_keeps_tensor_when_rows_split_a_tensor():
+    torch.manual_seed(0)
+    rep = analyze(torch.nn.MultiheadAttention(32, 4), progress=False)
+    section = _section(render_html(rep, max_esd_panels=1), "weights")
+    first = section[: section.index('<details class="all">')]
+    assert _header(first) == list(html_mod.WEIGHT_HEADLINE)
+    assert ">in_proj_weight[q]</td>" in first and ">in_proj_weight</td>" in first
 
 
 def test_page_without_activations_or_weights(report):

@@ -12,14 +12,20 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections import Counter
 from typing import Any
 
 import numpy as np
 
+from .._skips import skipped_by_reason
 from .._validation import check_positive
 from .activations import ACTIVATION_COLUMNS
-from .report import ACTIVATION_ID_COLUMNS, SKIPPED_COLUMNS, WEIGHT_ID_COLUMNS
+from .report import (
+    ACTIVATION_HEADLINE,
+    ACTIVATION_ID_COLUMNS,
+    SKIPPED_COLUMNS,
+    WEIGHT_HEADLINE,
+    WEIGHT_ID_COLUMNS,
+)
 from .weights import WEIGHT_COLUMNS
 
 __all__ = ["render_html"]
@@ -40,7 +46,7 @@ _ID_DOCS = {
     "module": "class of the observed module",
     "status": "ok, or error when the row could not be analysed (reason in warning)",
     "warning": "why a cell is empty, or a numerical caveat; empty when all went well",
-    "shape": "shape of the stored tensor",
+    "shape": "shape of the stored tensor (in the weight table: rows × cols of W, out × in)",
     "reason": "why the tensor was not analysed",
 }
 
@@ -60,8 +66,29 @@ _META_GROUPS = (
             "max_tokens",
         ),
     ),
-    ("timings", ("weight_seconds", "seconds", "batches")),
+    ("timings", ()),  # drawn by _timings_html from _TIMINGS and every other *_seconds key
     ("versions", ("infospec", "torch", "python")),
+)
+
+#: The timing card: (meta key, label, indented under the line before). Wall times are
+#: elapsed time; the stage times of the weights are summed over tensors and threads.
+_TIMINGS = (
+    ("model_load_seconds", "loading the model, before the analysis (wall)", False),
+    ("load_seconds", "loading (wall)", False),
+    ("weight_seconds", "weights: opening the source, spectra and fits (wall)", False),
+    ("spectrum_seconds", "spectra, summed over tensors and threads", True),
+    ("fit_seconds", "power-law and MP fits, summed over tensors and threads", True),
+    ("activation_seconds", "activations: forward passes and covariances (wall)", False),
+    ("forward_seconds", "forward passes", True),
+    ("accumulate_seconds", "covariance updates", True),
+    ("seconds", "total of the analysis (wall)", False),
+    ("batches", "batches of data fed through the model", False),
+    ("workers", "worker threads for the weights", False),
+)
+_TIMING_NOTE = (
+    "Wall times are elapsed time. The spectra and fits are summed over tensors, so with "
+    "several worker threads they can exceed the weights' wall time. Writing this page "
+    "(drawing the figures) comes after and is not included."
 )
 
 _CSS = """
@@ -92,6 +119,13 @@ dl.cols dt { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospa
              font-weight: 600; }
 dl.cols dd { margin: 0; }
 details summary { cursor: pointer; color: #2456a6; }
+details.all { margin: .4rem 0; font-size: .88rem; }
+details.all > summary { margin-bottom: .3rem; }
+.meta section.timings { grid-column: span 2; }
+.meta section.timings dl { grid-template-columns: minmax(0, 1fr) max-content; }
+.meta section.timings dd { text-align: right; }
+.meta dt.sub { padding-left: 1.2rem; }
+.meta p.hint { font-size: .78rem; color: #666; margin: .4rem 0 0; }
 .scroll { display: inline-block; max-width: 100%; overflow: auto; max-height: 75vh;
           border: 1px solid #ddd; border-radius: 4px; vertical-align: top; }
 table { border-collapse: collapse; font-size: .8rem; }
@@ -160,20 +194,52 @@ def _missing(value: Any) -> bool:
 
 
 # -- pieces ----------------------------------------------------------------------------------
+def _timing_text(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.3g} s"
+    return format_value(value)
+
+
+def _timings_html(meta: dict[str, Any]) -> str:
+    """The timing card: every stage that the report timed, labelled, with a note on sums."""
+    known = {k for k, _, _ in _TIMINGS}
+    rows = []
+    for key, label, sub in _TIMINGS:
+        if key not in meta:
+            continue
+        value = meta[key]
+        text = _timing_text(value) if key.endswith("seconds") else format_value(value)
+        cls = ' class="sub"' if sub else ""
+        rows.append(
+            f'<dt{cls} title="report.meta[{_esc(repr(key))}]">{_esc(label)}</dt>'
+            f"<dd>{_esc(text)}</dd>"
+        )
+    for key in meta:  # stages timed by newer code: shown under their own name
+        if key.endswith("_seconds") and key not in known:
+            rows.append(f"<dt>{_esc(key)}</dt><dd>{_esc(_timing_text(meta[key]))}</dd>")
+    if not rows:
+        return ""
+    return (
+        f'<section class="timings"><h3>timings</h3><dl>{"".join(rows)}</dl>'
+        f'<p class="hint">{_esc(_TIMING_NOTE)}</p></section>'
+    )
+
+
 def _meta_html(meta: dict[str, Any]) -> str:
-    listed = {k for _, keys in _META_GROUPS for k in keys}
+    listed = {k for _, keys in _META_GROUPS for k in keys} | {k for k, _, _ in _TIMINGS}
     groups = [(g, [k for k in keys if k in meta]) for g, keys in _META_GROUPS]
-    groups.append(("other", [k for k in meta if k not in listed]))
+    groups.append(("other", [k for k in meta if k not in listed and not k.endswith("_seconds")]))
     parts = []
     for group, keys in groups:
+        if group == "timings":
+            parts.append(_timings_html(meta))
+            continue
         if not keys:
             continue
         rows = []
         for k in keys:
             v = meta[k]
             text = format_value(v)
-            if k.endswith("seconds") and isinstance(v, (int, float)) and math.isfinite(v):
-                text = f"{v:.3g} s"
             rows.append(f"<dt>{_esc(k)}</dt><dd>{_esc(text)}</dd>")
         parts.append(f"<section><h3>{_esc(group)}</h3><dl>{''.join(rows)}</dl></section>")
     return f'<div class="meta">{"".join(parts)}</div>'
@@ -234,6 +300,33 @@ def _table(
     )
 
 
+def _with_shape(record: dict[str, Any]) -> dict[str, Any]:
+    """A weight record with ``shape`` = (rows, cols) for the headline table."""
+    rows, cols = record.get("rows"), record.get("cols")
+    if _missing(rows) or _missing(cols):
+        return {**record, "shape": None}
+    return {**record, "shape": (int(rows), int(cols))}
+
+
+def _tables(
+    records: list[dict[str, Any]],
+    headline: list[str],
+    columns: list[str],
+    docs: dict[str, str],
+    text_columns: set[str],
+    noun: str,
+) -> str:
+    """The headline columns as a table that fits the page, every column behind a toggle."""
+    shown = _table(records, headline, docs, text_columns=text_columns)
+    rest = [c for c in columns if c not in headline]
+    full = _table(records, columns, docs, text_columns=text_columns)
+    return (
+        f'<div class="headline">{shown}</div>'
+        f'<details class="all"><summary>All {len(columns)} columns of the {noun} table '
+        f"({len(rest)} more: {_esc(', '.join(rest))})</summary>{full}</details>"
+    )
+
+
 def _warnings(records: list[dict[str, Any]]) -> str:
     """The rows with a warning, listed under their table (the column is far to the right)."""
     rows = [r for r in records if r.get("warning")]
@@ -269,7 +362,12 @@ _ESD_CAPTION = (
     "log-log axes), with the power-law fit of its tail (red, exponent α from x<sub>min</sub>, "
     "scaled to the tail's share of eigenvalues), the Marchenko–Pastur density fitted to the "
     "bulk (green) and the bulk's upper edge (dashed). Eigenvalues right of the edge are "
-    "spikes: structure that random weights would not have."
+    "spikes: structure that random weights would not have. All three are densities in λ "
+    "normalised to their share of the eigenvalues, so a good fit lies on the histogram. "
+    "The Marchenko–Pastur curve is left out, with the reason in the panel, where it would "
+    "not describe the histogram: a KS distance above 0.25 (the bulk is not "
+    "Marchenko–Pastur), half the eigenvalues above the edge (no noise bulk), or a bulk "
+    "narrower than two histogram bins (a tiny aspect ratio q)."
 )
 
 
@@ -327,7 +425,7 @@ def render_html(report, *, title: str | None = None, max_esd_panels: int | None 
 
     weight_cols = _columns(report.weights, WEIGHT_ID_COLUMNS, WEIGHT_COLUMNS)
     act_cols = _columns(report.activations, ACTIVATION_ID_COLUMNS, ACTIVATION_COLUMNS)
-    text_cols = {"name", "tensor", "kind", "dtype", "status", "module", "shape", "reason"}
+    text_cols = {"name", "tensor", "kind", "dtype", "status", "module", "reason"}
 
     nav = [("read", "how to read"), ("overview", "overview"), ("weights", "weights")]
     if report.activations:
@@ -392,7 +490,9 @@ def render_html(report, *, title: str | None = None, max_esd_panels: int | None 
     docs = {**_ID_DOCS, **WEIGHT_COLUMNS}
     out.append(f'<h2 id="weights">Weights ({len(report.weights)} rows)</h2>')
     if report.weights:
-        out.append(_table(report.weights, weight_cols, docs, text_columns=text_cols))
+        rows = [_with_shape(r) for r in report.weights]
+        headline = [c for c in WEIGHT_HEADLINE if c in weight_cols or c == "shape"]
+        out.append(_tables(rows, headline, weight_cols, docs, text_cols, "weight"))
         out.append(_warnings(report.weights))
     else:
         out.append("<p>No weight matrix was analysed.</p>")
@@ -400,7 +500,8 @@ def render_html(report, *, title: str | None = None, max_esd_panels: int | None 
     if report.activations:
         docs = {**_ID_DOCS, **ACTIVATION_COLUMNS}
         out.append(f'<h2 id="activations">Activations ({len(report.activations)} layers)</h2>')
-        out.append(_table(report.activations, act_cols, docs, text_columns=text_cols))
+        headline = [c for c in ACTIVATION_HEADLINE if c in act_cols]
+        out.append(_tables(report.activations, headline, act_cols, docs, text_cols, "activation"))
         out.append(_warnings(report.activations))
 
     out.append('<h2 id="esd">Spectral densities of the weights</h2>')
@@ -419,10 +520,12 @@ def render_html(report, *, title: str | None = None, max_esd_panels: int | None 
 
     out.append(f'<h2 id="skipped">Skipped tensors ({len(report.skipped)})</h2>')
     if report.skipped:
-        reasons = Counter(str(r.get("reason", "")) for r in report.skipped)
         out.append(
             '<ul class="reasons">'
-            + "".join(f"<li>{n} × {_esc(reason)}</li>" for reason, n in reasons.most_common())
+            + "".join(
+                f"<li>{len(recs)} × {_esc(reason)}</li>"
+                for reason, recs in skipped_by_reason(report.skipped)
+            )
             + "</ul>"
         )
         table = _table(

@@ -28,6 +28,25 @@ rank-deficient matrix, counted in the panel but not drawn):
   :math:`g = (n_+ - \texttt{mp\_num\_spikes}) / n_+`, the bulk's share;
 * the vertical line: the bulk edge :math:`N\,\lambda_+` in :math:`\lambda` units.
 
+The histogram and both curves are densities in the same variable :math:`\lambda`, each
+normalised to its share of the :math:`n_+` eigenvalues drawn: the histogram's area is 1,
+the power law's is the tail's share and the MP curve's the bulk's share, so where a fit is
+good its curve lies on the histogram. The MP curve is left out, with the reason in the
+panel, where it would not describe the histogram:
+
+* the record's scale is not the panel's: counted with :math:`N = \max(\text{rows},
+  \text{cols})`, the eigenvalues above the edge are not ``mp_num_spikes`` (a fit made on
+  another normalisation, such as eigenvalues pooled over kernel positions);
+* ``mp_num_spikes`` is half the eigenvalues or more: there is no noise bulk;
+* ``mp_ks`` > :data:`MP_MAX_KS`: the bulk is not Marchenko–Pastur (a trained conv kernel,
+  an embedding);
+* the bulk :math:`[\lambda_-, \lambda_+]` spans fewer than :data:`MP_MIN_BINS` histogram
+  bins: with a tiny :math:`q` (a conv kernel ``out x (in k)`` with few outputs) the law
+  is a narrow spike that no histogram of a spread-out spectrum can be compared with.
+
+The bulk edge is drawn in every case where the fit was made, since ``mp_num_spikes`` counts
+the eigenvalues right of it.
+
 Every figure is a :class:`matplotlib.figure.Figure` created directly, never through
 :mod:`matplotlib.pyplot`: nothing is shown, no global figure is left open, and figures can
 be drawn from several threads. Save one with ``fig.savefig(path)``.
@@ -64,6 +83,12 @@ ACTIVATION_CURVES = (
     ("entropy_bits_per_dim", "entropy, bits / dim"),
     ("coding_rate_bits", "coding rate, bits"),
 )
+
+#: The MP curve is not drawn above this KS distance between the bulk and the fitted law
+#: (pure noise gives a few hundredths; see the module docstring).
+MP_MAX_KS = 0.25
+#: ... nor when the MP bulk spans fewer histogram bins than this.
+MP_MIN_BINS = 2.0
 
 #: WeightWatcher's range of alpha for well-trained layers, shaded on the alpha panel.
 _ALPHA_BAND = (2.0, 6.0)
@@ -509,7 +534,12 @@ def _esd_panel(ax, record: dict[str, Any], lam: np.ndarray, zeros: int) -> None:
         bulk = (n - spikes) / n if math.isfinite(spikes) and spikes < n else 1.0
         lower, upper = sigma2 * (1 - math.sqrt(q)) ** 2, sigma2 * (1 + math.sqrt(q)) ** 2
         start = max(lower, lo / big / 2)
-        if upper > start:
+        why_not = _mp_not_drawn(record, lam, big, lower, upper, bins)
+        if why_not == "scale":
+            notes.append("no MP curve: fit scale ≠ rows × cols")
+        elif why_not:
+            notes.append(f"no MP curve: {why_not}")
+        if why_not is None and upper > start:
             xs = np.geomspace(start, upper, 300)
             dens = marchenko_pastur_pdf(xs, q, sigma2).numpy() * bulk / big
             keep = dens > 0
@@ -521,15 +551,16 @@ def _esd_panel(ax, record: dict[str, Any], lam: np.ndarray, zeros: int) -> None:
                 label="Marchenko–Pastur fit",
                 gid="mp",
             )
-        right = max(right, upper * big)  # the edge is drawn even when no eigenvalue is near
-        ax.axvline(
-            upper * big,
-            color=_COLORS["mp_edge"],
-            lw=1.0,
-            ls="--",
-            label="MP bulk edge",
-            gid="mp_edge",
-        )
+        if why_not != "scale":
+            right = max(right, upper * big)  # drawn even when no eigenvalue is near
+            ax.axvline(
+                upper * big,
+                color=_COLORS["mp_edge"],
+                lw=1.0,
+                ls="--",
+                label="MP bulk edge",
+                gid="mp_edge",
+            )
     else:
         notes.append("no MP fit")
     if _finite(record, "alpha", "alpha_xmin", "alpha_num_tail") and _value(record, "alpha") > 1:
@@ -566,6 +597,37 @@ def _esd_panel(ax, record: dict[str, Any], lam: np.ndarray, zeros: int) -> None:
     )
     _sparse_log_ticks(ax)
     ax.tick_params(labelsize=7)
+
+
+def _mp_not_drawn(
+    record: dict[str, Any],
+    lam: np.ndarray,
+    big: float,
+    lower: float,
+    upper: float,
+    bins: np.ndarray,
+) -> str | None:
+    """Why the MP curve would not describe this panel's histogram, or None to draw it.
+
+    ``"scale"`` when the fit was made on another normalisation than ``lambda / N``;
+    otherwise a short reason for the panel (see the module docstring for the rules).
+    """
+    spikes = _value(record, "mp_num_spikes")
+    n = lam.size
+    if math.isfinite(spikes):
+        above = int(np.count_nonzero(lam / big > upper))
+        if abs(above - spikes) > max(1.0, 0.01 * n):
+            return "scale"
+        if spikes >= n / 2:
+            return f"{int(spikes)} of {n} above the edge"
+    ks = _value(record, "mp_ks")
+    if math.isfinite(ks) and ks > MP_MAX_KS:
+        return f"KS {ks:.2f} > {MP_MAX_KS:g}"
+    bin_width = math.log(bins[1] / bins[0])  # bins are log-spaced
+    low = max(lower, float(bins[0]) / big)
+    if math.log(upper / low) < MP_MIN_BINS * bin_width:
+        return f"bulk < {MP_MIN_BINS:g} bins (q = {_value(record, 'mp_q'):.2g})"
+    return None
 
 
 def _sparse_log_ticks(ax) -> None:

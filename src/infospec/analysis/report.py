@@ -13,11 +13,12 @@ import pandas as pd
 
 from .._errors import InputError
 from .._io import atomic_write
+from .._skips import skip_reason_class, skipped_by_reason
 from .._validation import check_choice
 from .activations import ACTIVATION_COLUMNS
 from .weights import WEIGHT_COLUMNS
 
-__all__ = ["Report"]
+__all__ = ["Report", "skip_reason_class", "skipped_by_reason"]
 
 _TABLES = ("weights", "activations", "skipped")
 
@@ -26,20 +27,22 @@ WEIGHT_ID_COLUMNS = ("name", "tensor", "kind", "dtype", "status")
 ACTIVATION_ID_COLUMNS = ("name", "module", "status")
 SKIPPED_COLUMNS = ("name", "shape", "dtype", "kind", "reason")
 
-#: Columns shown by :meth:`Report.summary`.
-_SUMMARY_WEIGHTS = (
+#: The headline columns of each table, in order: the terminal summary shows them (``shape``
+#: as ``rows``, ``cols``; without ``tensor``) and the HTML page shows them first, the other
+#: columns behind a toggle. ``shape`` is ``rows x cols`` of the matrix.
+WEIGHT_HEADLINE = (
     "name",
-    "rows",
-    "cols",
+    "tensor",
+    "shape",
+    "alpha",
     "flatness",
     "effective_rank",
     "stable_rank",
-    "alpha",
-    "mp_num_spikes",
     "bits_per_param",
+    "mp_num_spikes",
     "status",
 )
-_SUMMARY_ACTIVATIONS = (
+ACTIVATION_HEADLINE = (
     "name",
     "dim",
     "samples",
@@ -48,8 +51,20 @@ _SUMMARY_ACTIVATIONS = (
     "entropy_bits_per_dim",
     "coding_rate_bits",
     "capacity_bits",
+    "mp_num_spikes",
     "status",
 )
+_SUMMARY_WEIGHTS = tuple(
+    c
+    for h in WEIGHT_HEADLINE
+    if h != "tensor"
+    for c in (("rows", "cols") if h == "shape" else (h,))
+)
+_SUMMARY_ACTIVATIONS = ACTIVATION_HEADLINE
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.2f} s" if isinstance(value, (int, float)) and math.isfinite(value) else "?"
 
 
 def _clean(value: Any) -> Any:
@@ -113,8 +128,26 @@ class Report:
         df = pd.DataFrame.from_records(records, columns=cols)
         return df
 
-    def summary(self, *, max_rows: int | None = 60) -> str:
-        """A plain-text overview: counts, medians and the main columns of each table."""
+    def summary(self, *, max_rows: int | None = 60, verbose: bool = False) -> str:
+        """A plain-text overview: counts, time, medians and the main columns of each table.
+
+        Parameters
+        ----------
+        max_rows : int, optional
+            The most rows printed per table (60 by default, ``None`` for all).
+        verbose : bool, default False
+            List every skipped tensor under its reason; by default the skipped tensors
+            are only counted per reason class (see :func:`skip_reason_class`).
+
+        Returns
+        -------
+        str
+            Lines: the source; the counts; the time (``seconds``, the wall time of
+            :func:`~infospec.analyze`, then the weights' wall time with the spectra and
+            fits summed over tensors, which exceeds it when several threads ran, and the
+            activations' when measured);
+            per table the medians and the main columns; the skipped tensors by reason.
+        """
         lines = [f"infospec report: {self.meta.get('source', '?')}"]
         ok = [r for r in self.weights if r.get("status") == "ok"]
         lines.append(
@@ -123,14 +156,7 @@ class Report:
             f"{len(self.skipped)} tensors skipped"
         )
         if "seconds" in self.meta:
-            line = f"time: {self.meta['seconds']:.2f} s"
-            if "spectrum_seconds" in self.meta:
-                line += (
-                    f" (weights {self.meta['weight_seconds']:.2f} s; summed over tensors: "
-                    f"spectra {self.meta['spectrum_seconds']:.2f} s, "
-                    f"fits {self.meta['fit_seconds']:.2f} s)"
-                )
-            lines.append(line)
+            lines.append(self._time_line())
         for table, cols in (("weights", _SUMMARY_WEIGHTS), ("activations", _SUMMARY_ACTIVATIONS)):
             records = getattr(self, table)
             if not records:
@@ -161,10 +187,58 @@ class Report:
                     lines.append(f"... {len(df) - len(shown)} more rows (to_dataframe() has all)")
         if self.skipped:
             lines.append("")
-            lines.append("[skipped]")
-            for r in self.skipped[: max_rows or len(self.skipped)]:
-                lines.append(f"  {r['name']} {tuple(r['shape'])}: {r['reason']}")
+            groups = skipped_by_reason(self.skipped)
+            lines.append(
+                f"[skipped] {len(self.skipped)} tensors: "
+                + ", ".join(f"{reason} x {len(recs)}" for reason, recs in groups)
+            )
+            if verbose:
+                for reason, recs in groups:
+                    lines.append(f"  {reason} ({len(recs)}):")
+                    lines.extend(
+                        f"    {r['name']} {tuple(r['shape'])}: {r['reason']}" for r in recs
+                    )
         return "\n".join(lines)
+
+    def _time_line(self) -> str:
+        """``time: ...`` of :meth:`summary`: total wall time, then each stage's."""
+        meta = self.meta
+        line = f"time: {_seconds(meta['seconds'])} wall in analyze"
+        parts = []
+        if "weight_seconds" in meta:
+            part = f"weights {_seconds(meta['weight_seconds'])}"
+            if "spectrum_seconds" in meta:
+                threads = meta.get("workers")
+                part += (
+                    f" (summed over tensors: spectra {_seconds(meta['spectrum_seconds'])}, "
+                    f"fits {_seconds(meta.get('fit_seconds'))}"
+                    + (
+                        f", on {threads} threads"
+                        if isinstance(threads, int) and threads > 1
+                        else ""
+                    )
+                    + ")"
+                )
+            parts.append(part)
+        if "activation_seconds" in meta:
+            part = f"activations {_seconds(meta['activation_seconds'])}"
+            stages = [
+                f"{label} {_seconds(meta[key])}"
+                for key, label in (
+                    ("forward_seconds", "forward passes"),
+                    ("accumulate_seconds", "covariance updates"),
+                )
+                if key in meta
+            ]
+            if stages:
+                part += f" ({', '.join(stages)})"
+            parts.append(part)
+        if "load_seconds" in meta:
+            parts.append(f"loading {_seconds(meta['load_seconds'])}")
+        line += (": " + "; ".join(parts)) if parts else ""
+        if "model_load_seconds" in meta:  # set by the CLI: before analyze, not in its total
+            line += f"; before it, loading the model {_seconds(meta['model_load_seconds'])}"
+        return line
 
     def __str__(self) -> str:
         return self.summary()

@@ -44,11 +44,12 @@ WW_COLUMNS = (
     "stable_rank",
 )
 
-#: (name, layer): Conv2d with an odd and an even number of positions, one with out < in
-#: and an even number (WeightWatcher's N/M swap), a Conv1d long enough for WeightWatcher
-#: to read (k >= 8), a first conv of 16 x 1 position matrices (WeightWatcher analyses
-#: it, infospec skips it), a Linear, and recurrent layers (WeightWatcher skips them).
+
 def _layers() -> list[tuple[str, nn.Module]]:
+    """Conv2d with an odd and an even number of positions, one with out < in and an even
+    number (WeightWatcher's N/M swap), a Conv1d long enough for WeightWatcher to read
+    (k >= 8), a first conv of 16 x 1 position matrices (WeightWatcher analyses it,
+    infospec skips it), a Linear, and recurrent layers (WeightWatcher skips them)."""
     return [
         ("c1", nn.Conv2d(12, 16, 3)),
         ("c2", nn.Conv2d(16, 24, 2)),
@@ -98,9 +99,7 @@ def weightwatcher_rows(net: nn.Module) -> dict[str, dict]:
     for rec in details.to_dict(orient="records"):
         row = {c: rec[c] for c in WW_COLUMNS}
         row["layer_type"] = str(row["layer_type"])
-        rows[rec["longname"]] = {
-            k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()
-        }
+        rows[rec["longname"]] = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
     return rows
 
 
@@ -178,7 +177,7 @@ def test_where_weightwatcher_differs(stored, report):
     assert rows["c3.weight"]["mp_q"] == pytest.approx(0.5)
     # Conv1d: the largest min(out, in, k) singular values of the out matrices in x k
     w = conv_net().c4.weight.detach().double().numpy()
-    sv = np.sort(np.linalg.svd(w, compute_uv=False).ravel())[-min(w.shape):]
+    sv = np.sort(np.linalg.svd(w, compute_uv=False).ravel())[-min(w.shape) :]
     assert ww["c4"]["layer_type"] == "conv1d" and ww["c4"]["num_evals"] == 9
     assert ww["c4"]["log_norm"] == pytest.approx(math.log10((sv**2).sum()), rel=1e-10)
     # infospec pools all 9 x 12 eigenvalues: the whole kernel's energy (WW keeps 9)

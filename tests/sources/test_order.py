@@ -162,7 +162,8 @@ def test_sharded_files_in_model_order(tmp_path):
     save_file({"layers.2.weight": torch.ones(12, 12)}, tmp_path / "a.safetensors")
     import json
 
-    index = {"weight_map": {"layers.10.weight": "b.safetensors", "layers.2.weight": "a.safetensors"}}
+    weight_map = {"layers.10.weight": "b.safetensors", "layers.2.weight": "a.safetensors"}
+    index = {"weight_map": weight_map}
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     names = [e.name for e in open_source(tmp_path).entries()]
     assert names == ["layers.2.weight", "layers.10.weight"]

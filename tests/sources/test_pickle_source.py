@@ -10,8 +10,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from infospec import SourceError, analyze
-from infospec.sources import PickleSource, SafetensorsSource, open_source
-from infospec.sources import pickle_source
+from infospec.sources import PickleSource, SafetensorsSource, open_source, pickle_source
 
 
 class Net(nn.Module):
@@ -105,7 +104,10 @@ def test_nested_and_compiled_prefixes(tmp_path, net):
 
 def test_checkpoints_without_weights_are_refused(tmp_path):
     torch.save({"epoch": 1, "config": {"lr": 0.1}}, tmp_path / "n.pt")
-    with pytest.raises(SourceError, match=r"'.*n\.pt' holds no tensors at checkpoint .*keys found: 'epoch', 'config'"):
+    with pytest.raises(
+        SourceError,
+        match=r"'.*n\.pt' holds no tensors at checkpoint .*keys found: 'epoch', 'config'",
+    ):
         open_source(tmp_path / "n.pt")
     torch.save([torch.zeros(3)], tmp_path / "l.pt")
     with pytest.raises(SourceError, match="holds a list at checkpoint, not a mapping"):
@@ -132,7 +134,7 @@ def test_a_pickle_that_needs_weights_only_false_is_refused_with_the_command(tmp_
 
 def test_a_whole_pickled_module_is_refused(tmp_path, net):
     torch.save(net, tmp_path / "whole.pt")
-    with pytest.raises(SourceError, match="cannot be read with weights_only=True: it pickles the global"):
+    with pytest.raises(SourceError, match="weights_only=True: it pickles the global"):
         open_source(tmp_path / "whole.pt")
 
 
@@ -152,7 +154,8 @@ def _write_sharded(folder, sd, zip_format=True, n_shards=2):
     for i in range(n_shards):
         shard = f"pytorch_model-{i + 1:05d}-of-{n_shards:05d}.bin"
         keys = names[i * size : (i + 1) * size]
-        torch.save({k: sd[k] for k in keys}, folder / shard, _use_new_zipfile_serialization=zip_format)
+        part = {k: sd[k] for k in keys}
+        torch.save(part, folder / shard, _use_new_zipfile_serialization=zip_format)
         weight_map.update(dict.fromkeys(keys, shard))
     # transformers writes the weight map sorted by name
     index = {"metadata": {"total_size": 0}, "weight_map": dict(sorted(weight_map.items()))}
@@ -166,7 +169,8 @@ def test_sharded_bin_index_loads_one_shard_at_a_time(tmp_path, net, zip_format, 
     index = _write_sharded(tmp_path, sd, zip_format)
     src = open_source(index)
     assert isinstance(src, PickleSource) and src.index == index and len(src.files) == 2
-    assert src.description.startswith(f"sharded PyTorch checkpoint '{index}' (2 shard(s), 7 tensors")
+    expected = f"sharded PyTorch checkpoint '{index}' (2 shard(s), 7 tensors"
+    assert src.description.startswith(expected)
     loads = []
     real = pickle_source.load_checkpoint
     monkeypatch.setattr(pickle_source, "load_checkpoint", lambda p: loads.append(p.name) or real(p))
@@ -184,7 +188,7 @@ def test_sharded_bin_index_loads_one_shard_at_a_time(tmp_path, net, zip_format, 
 def test_sharded_index_errors(tmp_path, net):
     index = _write_sharded(tmp_path, net.state_dict())
     (tmp_path / "pytorch_model-00002-of-00002.bin").unlink()
-    with pytest.raises(SourceError, match="shard 'pytorch_model-00002-of-00002.bin' listed in"):
+    with pytest.raises(SourceError, match=r"shard 'pytorch_model-00002-of-00002\.bin' listed in"):
         open_source(index)
     torch.save({"other.weight": torch.ones(3)}, tmp_path / "pytorch_model-00002-of-00002.bin")
     with pytest.raises(SourceError, match="whose header has no such tensor"):

@@ -8,7 +8,9 @@ with the global it refused and a command that converts it in a trusted environme
 Since PyTorch 1.6 ``torch.save`` writes a zip archive, which is memory-mapped: tensor
 data is read from disk when a tensor is used. The older format
 (``_use_new_zipfile_serialization=False``) cannot be mapped: it is read whole, so memory
-then holds the file (one shard of a sharded checkpoint at a time).
+then holds the file (one shard of a sharded checkpoint at a time); so does a
+``torch.save`` file named ``*.safetensors``, which ``torch.load`` would take for
+safetensors if given its path.
 
 The weights are found by one rule (:func:`unwrap_checkpoint`): a mapping that holds
 tensors is the state dict; otherwise the first of :data:`NESTED_KEYS` that holds a
@@ -161,6 +163,11 @@ def load_checkpoint(path: Path) -> Any:
             )
         raise refusal(path, fmt)
     try:
+        if str(path).endswith(".safetensors"):
+            # torch.load hands a path of that name to safetensors: give it the open file
+            # (which cannot be memory-mapped)
+            with open(path, "rb") as fh:
+                return torch.load(fh, weights_only=True, map_location="cpu")
         return torch.load(path, weights_only=True, mmap=fmt == "torch-zip", map_location="cpu")
     except pickle.UnpicklingError as exc:
         text = str(exc)

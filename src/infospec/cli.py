@@ -3,13 +3,18 @@
 ``infospec analyze [SOURCE]`` prints or writes a per-layer report; with no SOURCE it
 analyses the built-in MiniLM-L6 example, weights and activations. ``infospec describe
 SOURCE`` lists what would be analysed, instantly. Errors print one line naming the file,
-layer or argument and exit with status 2; Ctrl-C exits with 130 and leaves no partial file.
+layer or option in the command line's words (``--min-dim``, not ``min_dim``) and exit with
+status 2; numeric options are checked before anything is read. Ctrl-C exits with 130 and
+leaves no partial file. Skipped tensors are counted per reason (``--verbose`` names them);
+``--progress`` shows progress even when stderr is not a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +116,32 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         help="CPU threads (default one per core, at most 4): on the CPU each analyses one "
         "tensor at a time; with --device cuda they make the fits while the GPU computes spectra",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="list every skipped tensor by name (default: counted per reason)",
+    )
+    _add_progress(p)
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--no-progress``: progress=True, False, or None (bars on a terminal)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const=True,
+        default=None,
+        help="show progress even without a terminal (plain lines on stderr)",
+    )
+    group.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        help="no progress (default: bars on a terminal only)",
+    )
 
 
 def _add_describe(sub: argparse._SubParsersAction) -> None:
@@ -123,8 +153,18 @@ def _add_describe(sub: argparse._SubParsersAction) -> None:
         "tensor data.",
     )
     p.add_argument("source", nargs="?", help="file, index or folder; default the MiniLM example")
-    p.add_argument("--layers", action="append", metavar="REGEX")
-    p.add_argument("--min-dim", type=int, default=None)
+    p.add_argument(
+        "--layers",
+        action="append",
+        metavar="REGEX",
+        help="list tensors whose full dotted name matches (repeatable)",
+    )
+    p.add_argument(
+        "--min-dim",
+        type=int,
+        default=None,
+        help="skip matrices whose smaller side is below this (default 10)",
+    )
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -140,7 +180,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="fewer epochs, seeds and tasks (< 1 min)")
     p.add_argument("--out", default="infospec-demo", help="output folder (default ./infospec-demo)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (full 8, quick 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,9 +204,80 @@ def _example_source() -> Path:
     return minilm_path()
 
 
+#: Numeric options checked before anything is loaded: (attribute, flag, kind, rule).
+_NUMERIC = (
+    ("max_texts", "--max-texts", "an int >= 1", lambda v: v >= 1),
+    ("batch_size", "--batch-size", "an int >= 1", lambda v: v >= 1),
+    ("max_tokens", "--max-tokens", "an int >= 1", lambda v: v >= 1),
+    ("workers", "--workers", "an int >= 1", lambda v: v >= 1),
+    ("min_dim", "--min-dim", "an int >= 1", lambda v: v >= 1),
+    ("rel_distortion", "--rel-distortion", "a number in (0, 1]", lambda v: 0 < v <= 1),
+    ("seeds", "--seeds", "an int >= 1", lambda v: v >= 1),
+)
+
+#: Python parameter names of the library -> the flags that set them, for error messages.
+_FLAGS = {
+    "layers": "--layers",
+    "activation_layers": "--activation-layers",
+    "device": "--device",
+    "conv": "--conv",
+    "rel_distortion": "--rel-distortion",
+    "min_dim": "--min-dim",
+    "workers": "--workers",
+    "max_tokens": "--max-tokens",
+    "batch_size": "--batch-size",
+    "max_texts": "--max-texts",
+}
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option in range, or an error in the words of the command line.
+
+    Raises
+    ------
+    InputError
+        Naming the first option out of range, its rule and the value given.
+    """
+    for attr, flag, kind, rule in _NUMERIC:
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        if not (value == value and rule(value)):  # value != value: NaN
+            raise InputError(f"{flag} must be {kind}; got {value}.")
+
+
+def _cli_words(message: str) -> str:
+    """A library error message with its Python parameter names replaced by the CLI's flags.
+
+    ``The 'min_dim' parameter of SafetensorsSource must be an int > 0. Got 0 instead.``
+    becomes ``--min-dim must be an int > 0; got 0.``, and ``Use device='cpu'.`` becomes
+    ``Use --device cpu.``; names that no flag sets are left as they are.
+
+    Examples
+    --------
+    >>> _cli_words("The 'device' parameter of analyze is 'cuda' but no CUDA device is "
+    ...            "available here. Use device='cpu'.")
+    "--device is 'cuda' but no CUDA device is available here. Use --device cpu."
+    """
+
+    def parameter(m: re.Match) -> str:
+        flag = _FLAGS.get(m[1])
+        if flag is None:
+            return m[0]
+        return f"The {flag} pattern" if m[2] == "pattern" else flag
+
+    text = re.sub(r"The '(\w+)' (parameter|argument|pattern)(?: of \w+)?", parameter, message)
+    text = re.sub(
+        r"\b(\w+)=(?:'([^']*)'|(\S+?))(?=[\s.,;)]|$)",
+        lambda m: (
+            f"{_FLAGS[m[1]]} {m[2] if m[2] is not None else m[3]}" if m[1] in _FLAGS else m[0]
+        ),
+        text,
+    )
+    return re.sub(r"\. Got (.+?) instead\.", r"; got \1.", text)
+
+
 def _read_texts(data: str, max_texts: int) -> list[str]:
-    if max_texts < 1:
-        raise InputError(f"--max-texts must be an int > 0. Got {max_texts} instead.")
     if data == "example":
         from .example import example_corpus
 
@@ -206,20 +317,26 @@ def _load_hf_model(folder: Path, device: str | None):
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze
-
     fmt = args.format
     if fmt is None:
         suffix = Path(args.out).suffix.lower().lstrip(".") if args.out else ""
         fmt = {"csv": "csv", "json": "json", "html": "html", "htm": "html"}.get(suffix, "table")
     out = args.out or ("infospec-report.html" if fmt == "html" else None)
-    folder = Path(args.source) if args.source else _example_source()
     data_arg = args.data
     if args.source is None and data_arg is None and not args.no_activations:
         data_arg = "example"
     if args.no_activations:
         data_arg = None
-    progress = False if args.no_progress else None
+    if fmt == "csv" and args.table == "activations" and data_arg is None:
+        raise InputError(
+            "--table activations needs activations, and this run measures none: pass "
+            "--data FILE (one text per line, or 'example') with a model folder, or use "
+            "--table weights."
+        )
+    from .analysis import analyze
+
+    folder = Path(args.source) if args.source else _example_source()
+    progress = args.progress
     options: dict[str, Any] = {
         "layers": args.layers,
         "device": args.device,
@@ -231,8 +348,10 @@ def _run_analyze(args: argparse.Namespace) -> int:
         "workers": args.workers,
     }
     if data_arg is not None:
+        start = time.perf_counter()
         texts = _read_texts(data_arg, args.max_texts)
         model, tokenizer = _load_hf_model(folder, args.device)
+        load_seconds = time.perf_counter() - start
         from .example import example_batches
 
         batches = example_batches(tokenizer, texts, batch_size=args.batch_size)
@@ -244,28 +363,71 @@ def _run_analyze(args: argparse.Namespace) -> int:
             **options,
         )
         report.meta["source"] = f"{folder} (+ {len(texts)} texts from {data_arg})"
+        report.meta["model_load_seconds"] = load_seconds
+        _add_file_only_tensors(report, folder, args.layers, args.min_dim)
     else:
         report = analyze(folder, **options)
 
+    start = time.perf_counter()
     if fmt == "table":
-        text = report.summary(max_rows=None)
+        text = report.summary(max_rows=None, verbose=args.verbose)
+        if report.skipped and not args.verbose:
+            text += "\n(--verbose lists the skipped tensors by name)"
     elif fmt == "json":
         text = report.to_json()
     elif fmt == "csv":
         text = report.to_dataframe(args.table).to_csv(index=False)
     else:
         report.to_html(out)
-        print(f"wrote {out}", file=sys.stderr)
+        print(f"wrote {out} in {time.perf_counter() - start:.2f} s", file=sys.stderr)
         return 0
     if out:
         from ._io import atomic_write
 
         with atomic_write(out) as fh:
             fh.write(text if text.endswith("\n") else text + "\n")
-        print(f"wrote {out}", file=sys.stderr)
+        print(f"wrote {out} in {time.perf_counter() - start:.2f} s", file=sys.stderr)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _add_file_only_tensors(
+    report: Any, folder: Path, layers: list[str] | None, min_dim: int | None
+) -> None:
+    """Add the folder's tensors that the loaded model does not list to ``report.skipped``.
+
+    With ``--data`` the weights come from the loaded model, whose parameters leave out
+    the buffers stored in the files (``position_ids``...). Listing those as skipped, with
+    the reason ``describe`` gives, makes ``analyze`` and ``describe`` count the same
+    tensors. Nothing is added when the model's names are not the files' names (a class
+    that drops a prefix), since the two lists cannot then be matched.
+    """
+    from .sources import open_source
+
+    try:
+        src = open_source(folder) if min_dim is None else open_source(folder, min_dim=min_dim)
+        entries = src.select(layers)
+    except InfospecError:
+        return
+    in_files = {e.name for e in entries}
+    analysed = {r.get("tensor") or r.get("name") for r in report.weights}
+    if not analysed <= in_files:
+        return
+    listed = (
+        analysed | {r.get("name") for r in report.weights} | {r.get("name") for r in report.skipped}
+    )
+    for e in entries:
+        if e.name not in listed:
+            report.skipped.append(
+                {
+                    "name": e.name,
+                    "shape": tuple(e.shape),
+                    "dtype": e.dtype,
+                    "kind": e.kind,
+                    "reason": e.skip_reason or "a buffer of the loaded model, not a parameter",
+                }
+            )
 
 
 def _run_describe(args: argparse.Namespace) -> int:
@@ -274,7 +436,12 @@ def _run_describe(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else _example_source()
     src = open_source(source) if args.min_dim is None else open_source(source, min_dim=args.min_dim)
     entries = src.select(args.layers)
-    print(f"{src.description if hasattr(src, 'description') else src}: {len(entries)} tensors")
+    header = str(getattr(src, "description", None) or src)
+    if args.layers:
+        header += f": {len(entries)} tensors match --layers"
+    elif not re.search(r"\b\d+ tensors?\b", header):
+        header += f": {len(entries)} tensors"
+    print(header)
     width = max((len(e.name) for e in entries), default=10)
     analysed = 0
     for e in entries:
@@ -286,7 +453,13 @@ def _run_describe(args: argparse.Namespace) -> int:
             ms = e.matrix_shape
             status = f"{ms[0]}x{ms[1]}" if ms else "analysed"
         print(f"  {e.name:<{width}}  {shape:>14}  {e.dtype:<8}  {e.kind:<17}  {status}")
-    print(f"{analysed} analysed, {len(entries) - analysed} skipped")
+    from ._skips import skipped_by_reason
+
+    skipped = [{"reason": e.skip_reason} for e in entries if e.skipped]
+    line = f"{analysed} analysed, {len(skipped)} skipped"
+    if skipped:
+        line += ": " + ", ".join(f"{r} x {len(g)}" for r, g in skipped_by_reason(skipped))
+    print(line)
     return 0
 
 
@@ -297,7 +470,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         args.out,
         quick=args.quick,
         seeds=args.seeds,
-        progress=False if args.no_progress else None,
+        progress=args.progress,
     )
     for paragraph in result.summary["reading"]["duality"] + result.summary["reading"]["continual"]:
         print(paragraph + "\n")
@@ -315,17 +488,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_numbers(args)
         if args.command == "analyze":
             return _run_analyze(args)
         if args.command == "demo":
             return _run_demo(args)
         return _run_describe(args)
     except InfospecError as exc:
-        print(f"infospec: error: {exc}", file=sys.stderr)
+        print(f"infospec: error: {_cli_words(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infospec: interrupted; no output file was written.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`infospec describe | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

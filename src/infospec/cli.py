@@ -36,8 +36,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "source",
         nargs="?",
-        help="a .safetensors file, a *.safetensors.index.json, "
-        "or a model folder (config.json + safetensors); default: the MiniLM example",
+        help="a checkpoint (safetensors, torch.save .bin/.pt/.pth/.ckpt, TorchScript; told "
+        "by content), a sharded index, or a model folder; default: the MiniLM example",
     )
     p.add_argument(
         "--data",

@@ -80,6 +80,7 @@ def test_lightning_checkpoint_and_ddp_prefix_are_unwrapped(tmp_path, net):
     _check_equal(src, sd)
     assert "unwrapped checkpoint['state_dict']" in src.description
     assert "prefix 'module.' stripped" in src.description
+    assert "3 non-tensor entries ignored (epoch, global_step, optimizer_states)" in src.description
 
 
 def test_nested_and_compiled_prefixes(tmp_path, net):

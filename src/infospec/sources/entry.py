@@ -123,7 +123,8 @@ class WeightEntry:
         """Read the tensor now, with its stored dtype (detached from any graph).
 
         A tensor from a file is read alone, through a memory map, so that a checkpoint
-        larger than memory can be analysed one tensor at a time.
+        larger than memory can be analysed one tensor at a time. An FP8 weight comes back
+        dequantized to float32, its scale applied (:mod:`infospec.sources.fp8`).
 
         Parameters
         ----------

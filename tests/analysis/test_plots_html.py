@@ -507,7 +507,7 @@ def test_timing_card_labels_every_stage_in_order():
         ("weights: opening the source, spectra and fits (wall)", "4.24 s"),
         ("spectra, summed over tensors and threads", "6.51 s"),
         ("power-law and MP fits, summed over tensors and threads", "1.25 s"),
-        ("activations: forward passes and covariances (wall)", "286 s"),
+        ("activations: forward passes, covariances, spectra (wall)", "286 s"),
         ("forward passes", "120 s"),
         ("covariance updates", "160 s"),
         ("total of the analysis (wall)", "290 s"),
@@ -521,6 +521,13 @@ def test_timing_card_labels_every_stage_in_order():
     # a report timed only in part shows only those stages
     card = _card(render_html(Report(meta={"seconds": 2.0, "weight_seconds": 2.0})), "timings")
     assert card.count("<dt") == 2 and "activations" not in card
+    # the keys analyze writes for the activation pass
+    meta = {"activation_forward_seconds": 3.0, "activation_accumulate_seconds": 4.5}
+    labels = re.findall(r"<dt[^>]*>([^<]*)</dt>", _card(render_html(Report(meta=meta)), "timings"))
+    assert labels == [
+        "forward passes, without the covariance updates",
+        "covariance updates (in the forward hooks)",
+    ]
 
 
 def _section(page: str, anchor: str) -> str:

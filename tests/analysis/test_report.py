@@ -120,6 +120,15 @@ def test_summary_time_names_each_stage():
     )
     only = Report(meta={"seconds": 2.0, "activation_seconds": 1.5}).summary().splitlines()[2]
     assert only == "time: 2.00 s wall in analyze: activations 1.50 s"
+    # the names analyze gives them
+    meta = {
+        "seconds": 9.0,
+        "activation_seconds": 8.0,
+        "activation_forward_seconds": 3.0,
+        "activation_accumulate_seconds": 4.5,
+    }
+    line = Report(meta=meta).summary().splitlines()[2]
+    assert line.endswith("activations 8.00 s (forward passes 3.00 s, covariance updates 4.50 s)")
 
 
 def test_html_counts_skipped_by_reason_class(skipped):

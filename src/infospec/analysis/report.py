@@ -225,7 +225,9 @@ class Report:
             stages = [
                 f"{label} {_seconds(meta[key])}"
                 for key, label in (
+                    ("activation_forward_seconds", "forward passes"),
                     ("forward_seconds", "forward passes"),
+                    ("activation_accumulate_seconds", "covariance updates"),
                     ("accumulate_seconds", "covariance updates"),
                 )
                 if key in meta

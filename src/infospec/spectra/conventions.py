@@ -99,10 +99,14 @@ Examples
 
 References
 ----------
-C. H. Martin and M. W. Mahoney, "Implicit self-regularization in deep neural networks",
-JMLR 22(165), 2021 (section on Conv2D layers); WeightWatcher 0.7.7,
-``WWLayer.conv2D_Wmats``, ``WeightWatcher.apply_normalize_Wmats`` and
-``WWLayerIterator.layer_supported``.
+C. H. Martin, T. S. Peng and M. W. Mahoney, "Predicting trends in the quality of
+state-of-the-art neural networks without access to training or testing data", Nature
+Communications 12, 4122 (2021); C. H. Martin and M. W. Mahoney, "Implicit
+self-regularization in deep neural networks", JMLR 22(165), 2021. The behaviour listed
+above is read from WeightWatcher 0.7.7's source (``WWLayer.conv2D_Wmats``,
+``WeightWatcher.apply_normalize_Wmats``, ``WWLayerIterator.layer_supported``) and checked
+against its output (``tests/analysis/test_weightwatcher_conv.py``,
+``benchmarks/compare_conv.py``).
 """
 
 from __future__ import annotations

@@ -30,11 +30,24 @@ _HOME: dict[str, str] = {
     "covariance_eigenvalues": "spectra",
     "ledoit_wolf_shrinkage": "spectra",
     "singular_values": "spectra",
+    "TransformCoder": "transforms",
+    "rate_distortion_curve": "transforms",
+    "truncation_curve": "transforms",
 }
 
 #: Subpackages reachable as attributes (``infospec.sources.open_source``).
 _SUBPACKAGES = frozenset(
-    {"analysis", "demo", "example", "measures", "sources", "spectra", "training", "cli"}
+    {
+        "analysis",
+        "cli",
+        "demo",
+        "example",
+        "measures",
+        "sources",
+        "spectra",
+        "training",
+        "transforms",
+    }
 )
 
 _EAGER = ["InfospecError", "InfospecWarning", "InputError", "SourceError", "__version__"]

@@ -635,3 +635,17 @@ def test_a_bad_conv_mode_names_the_choices():
         r"'per_position'\. Got 'ww' instead",
     ):
         analyze(_conv_net(), conv="ww", progress=False)
+
+
+def test_a_nan_in_a_pooled_kernel_is_one_error_row():
+    g = torch.Generator().manual_seed(1)
+    bad = torch.randn(16, 12, 3, 3, generator=g)
+    bad[3, 2, 1, 0] = float("nan")
+    report = analyze({"bad.weight": bad, "good.weight": bad.nan_to_num()}, progress=False)
+    assert [(r["name"], r["status"]) for r in report.weights] == [
+        ("bad.weight", "error"),
+        ("good.weight", "ok"),
+    ]
+    assert report.weights[0]["warning"] == (
+        "tensor contains 1 NaN and 0 infinite value(s); not analysed"
+    )

@@ -128,7 +128,10 @@ def test_summary_time_names_each_stage():
         "activation_accumulate_seconds": 4.5,
     }
     line = Report(meta=meta).summary().splitlines()[2]
-    assert line.endswith("activations 8.00 s (forward passes 3.00 s, covariance updates 4.50 s)")
+    assert line.endswith(
+        "activations 8.00 s (forward passes 3.00 s, covariance updates 4.50 s, "
+        "spectra, measures and set-up 0.50 s)"
+    )
 
 
 def test_html_counts_skipped_by_reason_class(skipped):

@@ -202,6 +202,18 @@ def _timing_text(value: Any) -> str:
     return format_value(value)
 
 
+def _activation_rest(meta: dict[str, Any]) -> float | None:
+    """``activation_seconds`` less its forward passes and covariance updates, if known."""
+    try:
+        return float(
+            meta["activation_seconds"]
+            - meta["activation_forward_seconds"]
+            - meta["activation_accumulate_seconds"]
+        )
+    except (KeyError, TypeError):
+        return None
+
+
 def _timings_html(meta: dict[str, Any]) -> str:
     """The timing card: every stage that the report timed, labelled, with a note on sums."""
     known = {k for k, _, _ in _TIMINGS}
@@ -216,6 +228,13 @@ def _timings_html(meta: dict[str, Any]) -> str:
             f'<dt{cls} title="report.meta[{_esc(repr(key))}]">{_esc(label)}</dt>'
             f"<dd>{_esc(text)}</dd>"
         )
+        if key == "activation_accumulate_seconds" and "activation_forward_seconds" in meta:
+            rest = _activation_rest(meta)
+            if rest is not None:
+                label = "the rest: set-up, then the covariances' spectra and measures"
+                rows.append(
+                    f'<dt class="sub">{_esc(label)}</dt><dd>{_esc(_timing_text(rest))}</dd>'
+                )
     for key in meta:  # stages timed by newer code: shown under their own name
         if key.endswith("_seconds") and key not in known:
             rows.append(f"<dt>{_esc(key)}</dt><dd>{_esc(_timing_text(meta[key]))}</dd>")

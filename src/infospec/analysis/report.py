@@ -232,6 +232,13 @@ class Report:
                 )
                 if key in meta
             ]
+            if "activation_forward_seconds" in meta and "activation_accumulate_seconds" in meta:
+                rest = (
+                    meta["activation_seconds"]
+                    - meta["activation_forward_seconds"]
+                    - meta["activation_accumulate_seconds"]
+                )
+                stages.append(f"spectra, measures and set-up {_seconds(rest)}")
             if stages:
                 part += f" ({', '.join(stages)})"
             parts.append(part)

@@ -105,29 +105,34 @@ _MIDDLE_GROUP = 6
 # ranks inside the middle group: unknown components and numbers get rank 1
 _MIDDLE = {"encoder": 0, "weight": 0, "bias": 1, "decoder": 2}
 
-_COMPILED = tuple(tuple(re.compile(p, re.IGNORECASE) for p in patterns) for patterns in _GROUPS)
+# one alternation, tried in order: the name of the group that matched gives the rank
+_RANKED = re.compile(
+    "|".join(
+        f"(?P<g{group}_{rank}>{pattern})"
+        for group, patterns in enumerate(_GROUPS)
+        for rank, pattern in enumerate(patterns)
+    ),
+    re.IGNORECASE,
+)
 _TRAILING_DIGITS = re.compile(r"^(.*?)(\d+)$")
 
 
-def _rank(component: str) -> tuple[int, int]:
-    """(group, rank in the group) of one name component."""
+def _component(component: str) -> tuple[int, str, int]:
+    """(rank code, stem, trailing number or -1) of one name component."""
     if component.isdigit():
-        return (_MIDDLE_GROUP, 1)
-    for group, patterns in enumerate(_COMPILED):
-        for rank, pattern in enumerate(patterns):
-            if pattern.fullmatch(component):
-                return (group, rank)
-    return (_MIDDLE_GROUP, _MIDDLE.get(component.lower(), 1))
-
-
-def _stem(component: str) -> tuple[str, int]:
-    """The component without its trailing number, and that number (-1 if none)."""
+        return (_MIDDLE_GROUP * 16 + 1, "", int(component[:18]))
+    m = _RANKED.fullmatch(component) if len(component) <= 64 else None
+    if m is not None:
+        group, rank = m.lastgroup[1:].split("_")
+        code = int(group) * 16 + int(rank)
+    else:
+        code = _MIDDLE_GROUP * 16 + _MIDDLE.get(component.lower(), 1)
     if len(component) > 40:  # not a layer name; do not run the regex on long strings
-        return component, -1
-    m = _TRAILING_DIGITS.match(component)
-    if m is None:
-        return component, -1
-    return m.group(1), int(m.group(2)[:18])
+        return (code, component, -1)
+    d = _TRAILING_DIGITS.match(component)
+    if d is None:
+        return (code, component, -1)
+    return (code, d.group(1), int(d.group(2)[:18]))
 
 
 def sort_model_order(names: Iterable[str]) -> list[str]:
@@ -145,27 +150,55 @@ def sort_model_order(names: Iterable[str]) -> list[str]:
         The same names, each once per occurrence, in model order.
     """
     names = list(names)
-    ranks: dict[str, tuple[int, int]] = {}
-    stems: dict[str, tuple[str, int]] = {}
-    # node id of (parent node, component), and first position of (parent, group, stem)
+    components: dict[str, tuple[int, str, int]] = {}
+    # node id of (parent node, component); first position of (parent node, stem)
     nodes: dict[tuple[int, str], int] = {}
     first_seen: dict[tuple[int, str], int] = {}
+    # node id and key of each parent prefix met so far
+    prefixes: dict[str, tuple[int, tuple[int, ...]]] = {}
+
+    def step(node: int, component: str, position: int) -> tuple[int, int, int]:
+        info = components.get(component)
+        if info is None:
+            info = components[component] = _component(component)
+        code, stem, number = info
+        return (code, first_seen.setdefault((node, stem), position), number)
+
+    def walk(node: int, key: tuple[int, ...], component: str, position: int):
+        key = key + step(node, component, position)
+        child = nodes.get((node, component))
+        if child is None:
+            child = nodes[(node, component)] = len(nodes) + 1
+        return child, key
+
+    def prefix(parent: str, position: int) -> tuple[int, tuple[int, ...]]:
+        """Node and key of a parent prefix, from its longest known ancestor."""
+        tails: list[str] = []
+        head = parent
+        while head not in prefixes and len(tails) < 64:
+            head, dot, tail = head.rpartition(".")
+            tails.append(tail)
+            if not dot:
+                break
+        if head in prefixes:
+            node, key = prefixes[head]
+        else:  # no known ancestor within 64 levels: walk from the root
+            node, key = 0, ()
+            rest = head.split(".") if head else []
+            for component in rest:
+                node, key = walk(node, key, component, position)
+            if rest:
+                prefixes[head] = (node, key)
+        for tail in reversed(tails):
+            node, key = walk(node, key, tail, position)
+            head = f"{head}.{tail}" if head else tail
+            prefixes[head] = (node, key)
+        return node, key
+
     keys = []
     for position, name in enumerate(names):
-        parent = 0
-        key = []
-        for component in name.split("."):
-            rank = ranks.get(component)
-            if rank is None:
-                rank = ranks[component] = _rank(component)
-                stems[component] = _stem(component)
-            stem, number = stems[component]
-            seen = first_seen.setdefault((parent, stem), position)
-            key.append((rank[0], rank[1], seen, number, component))
-            node = nodes.get((parent, component))
-            if node is None:
-                node = nodes[(parent, component)] = len(nodes) + 1
-            parent = node
-        keys.append(key)
+        parent, dot, leaf = name.rpartition(".")
+        node, key = (prefixes.get(parent) or prefix(parent, position)) if dot else (0, ())
+        keys.append(key + step(node, leaf, position))
     order = sorted(range(len(names)), key=keys.__getitem__)
     return [names[i] for i in order]

@@ -14,6 +14,7 @@ from .losses import (
     info_spec_loss,
     rate_reduction_loss,
 )
+from .matryoshka import MatryoshkaLoss
 from .monitor import DEFAULT_ALERTS, MONITOR_COLUMNS, Monitor, MonitorAlert
 from .regularizers import SpectralRegularizer
 
@@ -26,6 +27,7 @@ __all__ = [
     "InfoSpecLoss",
     "InfospecLightningCallback",
     "InfospecTrainerCallback",
+    "MatryoshkaLoss",
     "Monitor",
     "MonitorAlert",
     "SpectralRegularizer",

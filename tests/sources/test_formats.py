@@ -34,6 +34,21 @@ def test_content_wins_over_the_name(tmp_path, net):
     assert [e.name for e in open_source(tmp_path / "no_suffix").entries()] == list(sd)
 
 
+def test_an_index_is_read_by_its_shards_content(tmp_path, net):
+    import json
+
+    sd = net.state_dict()
+    torch.save(sd, tmp_path / "shard.bin")
+    index = {"weight_map": dict.fromkeys(sd, "shard.bin")}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert isinstance(open_source(tmp_path / "model.safetensors.index.json"), PickleSource)
+    save_file(sd, tmp_path / "shard.safetensors")
+    index = {"weight_map": dict.fromkeys(sd, "shard.safetensors")}
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    src = open_source(tmp_path / "pytorch_model.bin.index.json")
+    assert isinstance(src, SafetensorsSource) and [e.name for e in src.entries()] == list(sd)
+
+
 def test_sniffing_reads_only_the_first_bytes(tmp_path, monkeypatch):
     path = tmp_path / "w.safetensors"
     save_file({"w": torch.zeros(100, 100)}, path)

@@ -34,6 +34,17 @@ def test_scripted_module_has_the_live_module_kinds():
     assert _kinds(open_source(torch.jit.trace(net, torch.randn(1, 16, 8, 8)))) == live
 
 
+def test_analyze_of_a_scripted_conv_net_reads_its_kernels():
+    net = ConvNet()
+    live = analyze(net, progress=False, conv="flatten")
+    scripted = analyze(torch.jit.script(net), progress=False, conv="flatten")
+    assert not any("no known matrix layout" in r["reason"] for r in scripted.skipped)
+    assert [r["name"] for r in scripted.weights] == [r["name"] for r in live.weights]
+    assert "conv.weight" in {r["tensor"] for r in scripted.weights}
+    for a, b in zip(live.weights, scripted.weights, strict=True):
+        assert a["stable_rank"] == pytest.approx(b["stable_rank"], rel=1e-12)
+
+
 def test_torchscript_archive_lists_parameters_and_buffers(tmp_path):
     net = ConvNet()
     path = tmp_path / "net.pt"

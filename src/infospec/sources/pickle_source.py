@@ -186,7 +186,8 @@ def load_checkpoint(path: Path) -> Any:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise SourceError(
             f"The PyTorch checkpoint '{path}' cannot be read by torch.load: {first}. It may "
-            f"be truncated or corrupt; copy or download it again."
+            f"be truncated or corrupt (copy or download it again), or hold what this "
+            f"PyTorch cannot load (then convert it to safetensors where it loads)."
         ) from None
 
 

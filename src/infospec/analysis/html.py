@@ -133,6 +133,7 @@ details.all > summary { margin-bottom: .3rem; }
 table { border-collapse: collapse; font-size: .8rem; }
 th, td { padding: .2rem .5rem; border-bottom: 1px solid #eee; white-space: nowrap; }
 th { position: sticky; top: 0; background: #eef1f5; text-align: right; z-index: 1;
+     white-space: normal; vertical-align: bottom;
      cursor: help; }
 th.text, td.text { text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums;
@@ -288,7 +289,8 @@ def _table(
         cls = ["text"] if c in text_columns else []
         if i == 0:
             cls.append("first")
-        head.append(f'<th class="{" ".join(cls)}" title="{_esc(docs.get(c, c))}">{_esc(c)}</th>')
+        label = _esc(c).replace("_", "_<wbr>")  # long names wrap after an underscore
+        head.append(f'<th class="{" ".join(cls)}" title="{_esc(docs.get(c, c))}">{label}</th>')
     body = []
     for r in records:
         warning = str(r.get("warning") or "")

@@ -29,6 +29,11 @@ def test_content_wins_over_the_name(tmp_path, net):
     assert isinstance(open_source(tmp_path / "model.safetensors"), PickleSource)
     torch.jit.save(torch.jit.script(net), tmp_path / "weights.safetensors.bin")
     assert isinstance(open_source(tmp_path / "weights.safetensors.bin"), TorchScriptSource)
+    # torch.save names the archive's root folder after the file: "code" is not TorchScript
+    torch.save(sd, tmp_path / "code.pt")
+    assert isinstance(open_source(tmp_path / "code.pt"), PickleSource)
+    torch.jit.save(torch.jit.script(net), tmp_path / "constants.pt")
+    assert isinstance(open_source(tmp_path / "constants.pt"), TorchScriptSource)
     torch.save(sd, tmp_path / "no_suffix", _use_new_zipfile_serialization=False)
     assert sniff(tmp_path / "no_suffix") == "torch-legacy"
     assert [e.name for e in open_source(tmp_path / "no_suffix").entries()] == list(sd)

@@ -243,6 +243,17 @@ def test_folder_prefers_safetensors_and_reads_pickles_alone(tmp_path, net):
         open_source(other)
 
 
+def test_trainer_checkpoint_folder_reads_the_model_file(tmp_path, net):
+    """A Trainer's checkpoint-N folder: the optimizer and arguments are not the model."""
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    torch.save({"state": {}, "param_groups": []}, tmp_path / "optimizer.pt")
+    torch.save({"last_epoch": 3}, tmp_path / "scheduler.pt")
+    (tmp_path / "training_args.bin").write_bytes(b"\x80\x04N.")
+    (tmp_path / "rng_state_0.pth").write_bytes(b"\x80\x04N.")
+    src = open_source(tmp_path)
+    assert src.files == [tmp_path / "model.pt"]
+
+
 def test_gpt2_folder_of_pickles_marks_conv1d(tmp_path):
     torch.save({"h.0.attn.c_attn.weight": torch.randn(16, 48)}, tmp_path / "pytorch_model.bin")
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')

@@ -93,10 +93,12 @@ def _zip_format(path: Path) -> str:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return "zip"
+    # members sit under one root folder, named after the file (torch.save of code.pt
+    # writes code/data.pkl): TorchScript adds <root>/code/ and <root>/constants.pkl
     parts = [n.split("/") for n in names]
-    if any("code" in p[:-1] or p[-1] == "constants.pkl" for p in parts):
+    if any((len(p) > 2 and p[1] == "code") or p[1:] == ["constants.pkl"] for p in parts):
         return "torchscript"
-    if any(p[-1] == "data.pkl" for p in parts):
+    if any(p[1:] == ["data.pkl"] for p in parts):
         return "torch-zip"
     if names and all(n.endswith(".npy") for n in names):
         return "npz"

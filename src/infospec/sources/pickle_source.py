@@ -61,6 +61,10 @@ STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 #: File names of pickle checkpoints in a model folder, in the order they are preferred.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _MAX_DEPTH = 4
+#: Files of a Hugging Face Trainer checkpoint folder that hold no model weights.
+_NOT_WEIGHTS = re.compile(
+    r"training_args\.bin|optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth"
+)
 
 
 def _is_tensor(value: Any) -> bool:
@@ -219,7 +223,11 @@ def _resolve_folder(folder: Path) -> Path:
     if len(indexes) == 1:
         return indexes[0]
     files = sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file()
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in PICKLE_SUFFIXES
+        and p.is_file()
+        and not _NOT_WEIGHTS.fullmatch(p.name)
     )
     if len(indexes) + len(files) == 1:
         return (indexes or files)[0]
@@ -242,7 +250,9 @@ class PickleSource(WeightSource):
     ``.pth``, a Lightning ``.ckpt``); a sharded index (``pytorch_model.bin.index.json``),
     whose ``weight_map`` names each tensor's shard; or a model folder without
     safetensors files (``pytorch_model.bin.index.json`` or ``pytorch_model.bin``, else
-    its only index or checkpoint). See the module docstring for how files are read and
+    its only index or checkpoint, not counting a Trainer's ``training_args.bin``,
+    ``optimizer.pt``, ``scheduler.pt``, ``scaler.pt`` and ``rng_state*.pth``). See the
+    module docstring for how files are read and
     how nested checkpoints are unwrapped.
 
     Opening reads each file's pickle (names, shapes, dtypes; the zip format maps tensor

@@ -18,7 +18,8 @@ class WeightSource(abc.ABC):
     A source lists its tensors instantly, from the module's structure or a file's
     header, reading no tensor data; each :class:`WeightEntry` loads its tensor when
     asked. Implementations: :class:`ModuleSource`, :class:`StateDictSource`,
-    :class:`SafetensorsSource`; :func:`open_source` picks one.
+    :class:`SafetensorsSource`, :class:`PickleSource`, :class:`TorchScriptSource`;
+    :func:`open_source` picks one.
 
     Attributes
     ----------

@@ -152,7 +152,7 @@ class ModuleSource(WeightSource):
             raise SourceError(f"ModuleSource needs a torch.nn.Module; got {type(module).__name__}.")
         self.module = module
         self.min_dim = check_positive(min_dim, "min_dim", "ModuleSource", integer=True)
-        self.name = type(module).__name__
+        self.name = _script_name(module) or type(module).__name__
         n_params = sum(1 for _ in module.parameters())
         if n_params == 0:
             raise SourceError(

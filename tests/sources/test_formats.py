@@ -1,6 +1,7 @@
 """Formats told by content: each refused format names a command, files are never misread."""
 
 import os
+import shlex
 import struct
 import subprocess
 
@@ -11,7 +12,13 @@ from safetensors.torch import save_file
 
 from infospec import SourceError
 from infospec.cli import main
-from infospec.sources import PickleSource, SafetensorsSource, TorchScriptSource, open_source
+from infospec.sources import (
+    PickleSource,
+    SafetensorsSource,
+    TorchScriptSource,
+    open_source,
+    read_safetensors_header,
+)
 from infospec.sources.formats import SNIFF_BYTES, sniff
 
 
@@ -88,6 +95,9 @@ def _refused(path, *matches):
     assert "\n" not in message and str(path) in message
     for m in matches:
         assert m in message, message
+    if "python -c " in message:  # the command is valid shell and its code valid Python
+        words = shlex.split(message.split("python -c ", 1)[1])
+        compile(words[0], "<command>", "exec")
     return message
 
 
@@ -129,6 +139,8 @@ def test_a_fifo_is_refused_at_once(tmp_path):
             open_source(tmp_path / name)
     with pytest.raises(SourceError, match="not a regular file"):
         open_source("/dev/null")
+    with pytest.raises(SourceError, match="is a FIFO"):
+        read_safetensors_header(tmp_path / "x.safetensors")
 
 
 def test_cli_describe_and_analyze_a_checkpoint(tmp_path, net, capsys):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, optimize
 
-import infospec.measures.rmt as rmt
+import infospec.measures.power_law as power_law
 from infospec import InputError
 from infospec.measures.rmt import (
     fit_marchenko_pastur,
@@ -526,12 +526,12 @@ def test_power_law_truncated_matches_powerlaw_package(alpha, xmax):
 def test_power_law_block_size_does_not_change_result(monkeypatch):
     x = _spectra()["heavy_matrix"]
     ref = fit_power_law(x)
-    monkeypatch.setattr(rmt, "_KS_BLOCK_ELEMENTS", 100)
+    monkeypatch.setattr(power_law, "_KS_BLOCK_ELEMENTS", 100)
     fit = fit_power_law(x)
     assert float(fit.alpha) == float(ref.alpha) and float(fit.xmin) == float(ref.xmin)
     assert float(fit.ks_distance) == float(ref.ks_distance)
     truncated = fit_power_law(x, xmax="max")
-    monkeypatch.setattr(rmt, "_KS_BLOCK_ELEMENTS", 1 << 20)
+    monkeypatch.setattr(power_law, "_KS_BLOCK_ELEMENTS", 1 << 20)
     assert float(fit_power_law(x, xmax="max").alpha) == float(truncated.alpha)
 
 

@@ -46,8 +46,8 @@ import torch
 from .._errors import InfospecError
 from ..measures.flatness import spectral_flatness
 from ..measures.information import gaussian_capacity, gaussian_entropy, rate_distortion
+from ..measures.marchenko_pastur import fit_marchenko_pastur
 from ..measures.rank import effective_rank, participation_ratio
-from ..measures.rmt import fit_marchenko_pastur
 
 __all__ = ["ACTIVATION_COLUMNS", "activation_record"]
 

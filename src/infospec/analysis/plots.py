@@ -64,7 +64,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._validation import check_choice, check_positive
-from ..measures.rmt import marchenko_pastur_pdf
+from ..measures.marchenko_pastur import marchenko_pastur_pdf
 
 __all__ = ["figure_to_png_bytes", "plot_report"]
 

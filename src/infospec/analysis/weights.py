@@ -55,8 +55,9 @@ import torch
 from .._errors import InfospecError
 from ..measures.flatness import log_spectrum_variance, spectral_flatness
 from ..measures.information import rate_distortion
+from ..measures.marchenko_pastur import fit_marchenko_pastur
+from ..measures.power_law import fit_power_law
 from ..measures.rank import effective_rank
-from ..measures.rmt import fit_marchenko_pastur, fit_power_law
 
 __all__ = ["WEIGHT_COLUMNS", "weight_record"]
 

@@ -13,17 +13,16 @@ from .information import (
     rate_reduction,
     water_filling_capacity,
 )
-from .rank import effective_rank, participation_ratio, stable_rank
-from .rmt import (
+from .marchenko_pastur import (
     MarchenkoPasturEdges,
     MarchenkoPasturFit,
-    PowerLawFit,
     fit_marchenko_pastur,
-    fit_power_law,
     marchenko_pastur_cdf,
     marchenko_pastur_edges,
     marchenko_pastur_pdf,
 )
+from .power_law import PowerLawFit, fit_power_law
+from .rank import effective_rank, participation_ratio, stable_rank
 
 __all__ = [
     "DistortionRate",

@@ -114,6 +114,10 @@ def test_each_refusal_names_the_format_and_a_command(tmp_path):
     _refused(tmp_path / "plain.pkl", "plain Python pickle", "never unpickles code", "python -c")
     import zipfile
 
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as z:
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n")
+    _refused(tmp_path / "m.keras", "Keras archive", "unzip", "model.weights.h5")
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
         z.writestr("readme.txt", "hi")
     _refused(tmp_path / "other.zip", "zip archive that is neither")

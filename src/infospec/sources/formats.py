@@ -213,7 +213,8 @@ def refusal(path: Path, fmt: str) -> SourceError:
             f"Dense kernel as in x out, which has the same spectrum, and a conv kernel as "
             f"(*k, in, out))"
             if fmt == "hdf5"
-            else "unzip it and export its model.weights.h5 the same way as a .h5 file"
+            else f"run: unzip {shlex.quote(str(path))} model.weights.h5 ; then infospec "
+            f"analyze model.weights.h5 prints the command that exports its weights"
         )
         return SourceError(f"The file '{path}' is {word}, which infospec does not read: {hint}.")
     if fmt == "npy":

@@ -22,7 +22,9 @@ Skip rules, checked in this order (the first that applies is the reason):
    a ``(1024, 1, 512, 1)`` kernel (512 matrices ``1024 x 1``) that infospec skips.
 
 Tied weights (one tensor under two names) are listed under both names; the second is
-skipped with the reason ``same tensor as '<first name>' (tied weights)``.
+skipped with the reason ``same tensor as '<first name>' (tied weights)``. Before these
+rules, the scale tensor of an FP8 weight, a lone ``float8_e8m0fnu`` tensor and an FP8
+weight whose scale has no known layout are skipped as such (:mod:`infospec.sources.fp8`).
 """
 
 from __future__ import annotations

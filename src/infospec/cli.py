@@ -175,10 +175,24 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "coding rate, info-spec, spectral regulariser), measure every layer's spectra over "
         "training, test 'flatten the spectrum and you compress the signal' both ways with "
         "intervals over seeds, run a continual-learning check, and write results.csv, "
-        "summary.json, figures and report.html. A few minutes on 2 CPU cores.",
+        "summary.json, figures and report.html. A few minutes on 2 CPU cores. "
+        "'infospec demo matryoshka' instead trains an encoder with and without the "
+        "Matryoshka loss and measures how close its prefixes come to the KLT truncation "
+        "(the water-filling optimum).",
+    )
+    p.add_argument(
+        "experiment",
+        nargs="?",
+        choices=("duality", "matryoshka"),
+        default="duality",
+        help="which experiment (default duality)",
     )
     p.add_argument("--quick", action="store_true", help="fewer epochs, seeds and tasks (< 1 min)")
-    p.add_argument("--out", default="infospec-demo", help="output folder (default ./infospec-demo)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default ./infospec-demo, or ./infospec-demo-matryoshka)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (full 8, quick 2)")
     _add_progress(p)
 
@@ -464,10 +478,19 @@ def _run_describe(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    if args.experiment == "matryoshka":
+        from .demo.matryoshka import run_matryoshka_demo
+
+        out = args.out or "infospec-demo-matryoshka"
+        summary = run_matryoshka_demo(out, quick=args.quick, seeds=args.seeds)
+        for paragraph in summary["reading"]:
+            print(paragraph + "\n")
+        print(f"wrote results.csv, summary.json and matryoshka.png in {out}", file=sys.stderr)
+        return 0
     from .demo import run_demo
 
     result = run_demo(
-        args.out,
+        args.out or "infospec-demo",
         quick=args.quick,
         seeds=args.seeds,
         progress=args.progress,

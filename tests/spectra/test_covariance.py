@@ -143,3 +143,142 @@ def test_activation_covariances_training_only_skips_eval_passes():
         layer(torch.randn(7, 4))
     assert acts.accumulators["l"].count == 7
     assert not layer._forward_hooks
+
+
+# -- Gram precision ---------------------------------------------------------------------
+
+U32 = 2.0**-24  # unit round-off of float32
+
+
+def _large_mean(gen, n=4000, d=48):
+    """Unit-variance correlated rows around a mean of 1e3: naive float32 moments fail here."""
+    mix = torch.randn(d, d, generator=gen, dtype=torch.float64) / d**0.5
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64) @ mix
+    return (x + 1e3).to(torch.float32)
+
+
+def _fed(x, batch, **kwargs):
+    acc = StreamingCovariance(x.shape[1], **kwargs)
+    for chunk in x.split(batch):
+        acc.update(chunk)
+    return acc
+
+
+@pytest.mark.parametrize("batch", [500, 4000])
+def test_float32_gram_within_its_bound_at_a_large_mean(gen, batch):
+    x = _large_mean(gen)
+    fast = _fed(x, batch, precision="float32")
+    exact = _fed(x, batch, precision="float64")
+    assert fast.scatter.dtype == torch.float64 and fast.count == exact.count == 4000
+    c64, c32 = exact.covariance(), fast.covariance()
+    # entrywise: |dC_ij| <= gamma_b sqrt(C_ii C_jj), gamma_b = b u / (1 - b u) (Higham 3.5)
+    gamma = batch * U32 / (1 - batch * U32)
+    scale = torch.sqrt(torch.outer(c64.diagonal(), c64.diagonal()))
+    ratio = float(((c32 - c64).abs() / scale).max())
+    assert ratio <= gamma
+    assert ratio <= 2 * batch**0.5 * U32  # the typical size of random rounding errors
+    # eigenvalues: |d lambda_i| <= gamma_b d mean(lambda) (Weyl), typically 2 sqrt(d) u
+    lam64, lam32 = exact.eigenvalues(), fast.eigenvalues()
+    err = float((lam32 - lam64).abs().max()) / float(lam64.mean())
+    assert err <= gamma * 48
+    assert err <= 2 * 48**0.5 * U32
+    torch.testing.assert_close(fast.mean, exact.mean, rtol=1e-12, atol=0)
+
+
+def test_naive_float32_moments_fail_where_the_centred_gram_does_not(gen):
+    """The case the shift is for: raw float32 second moments lose the spread to the mean."""
+    x = _large_mean(gen)
+    exact = _fed(x, 4000, precision="float64").covariance()
+    n = x.shape[0]
+    m = x.mean(dim=0)
+    naive = ((x.mT @ x - n * torch.outer(m, m)) / (n - 1)).to(torch.float64)
+    fast = _fed(x, 4000, precision="float32").covariance()
+    rel = lambda c: float((c - exact).abs().max() / exact.diagonal().max())  # noqa: E731
+    assert rel(naive) > 1e-2  # the spread is lost
+    assert rel(fast) < 1e-5
+
+
+def test_precision_auto_follows_the_input_dtype():
+    from infospec.spectra.covariance import gram_dtype
+
+    assert gram_dtype("auto", torch.float64) == torch.float64
+    assert gram_dtype("auto", torch.float32) == torch.float64  # float32 inputs stay exact
+    assert gram_dtype("auto", torch.bfloat16) == torch.float32
+    assert gram_dtype("auto", torch.float16) == torch.float32
+    assert gram_dtype("float32", torch.float64) == torch.float32
+    assert gram_dtype("float64", torch.bfloat16) == torch.float64
+
+
+def test_auto_precision_of_float32_inputs_is_the_float64_path(gen):
+    x = _large_mean(gen, n=600)
+    auto, exact = _fed(x, 200), _fed(x, 200, precision="float64")
+    assert torch.equal(auto.scatter, exact.scatter)
+
+
+def test_bfloat16_rows_take_the_float32_gram(gen):
+    x = (torch.randn(900, 20, generator=gen) * 3 + 50).to(torch.bfloat16)
+    fast = _fed(x, 300)  # auto: float32 Gram
+    exact = _fed(x.to(torch.float64), 300, precision="float64")  # the same bf16 values
+    torch.testing.assert_close(fast.covariance(), exact.covariance(), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(fast.scatter, exact.scatter)  # a different route, not a copy
+
+
+def test_float32_precision_merge_and_batching(gen):
+    x = _large_mean(gen, n=1000, d=12)
+    a = _fed(x[:400], 150, precision="float32")
+    b = _fed(x[400:], 600, precision="float32")
+    whole = _fed(x, 1000, precision="float32")
+    exact = _fed(x, 1000, precision="float64")
+    a.merge(b)
+    assert a.count == 1000
+    torch.testing.assert_close(a.mean, whole.mean, rtol=1e-12, atol=0)
+    scale = float(exact.scatter.diagonal().max())
+    assert float((a.scatter - whole.scatter).abs().max()) <= 1000 * U32 * scale
+    # a fast accumulator merges into an exact one (the state is float64 either way)
+    mixed = _fed(x[:400], 400, precision="float64").merge(b)
+    assert float((mixed.scatter - exact.scatter).abs().max()) <= 1000 * U32 * scale
+
+
+def test_merge_moments_equals_update(gen):
+    from infospec.spectra.covariance import batch_moments
+
+    x = torch.randn(300, 9, generator=gen, dtype=torch.float64) + 7
+    a, b = StreamingCovariance(9), StreamingCovariance(9)
+    a.update(x[:100])
+    b.update(x[:100])
+    a.update(x[100:])
+    b.merge_moments(*batch_moments(x[100:]))
+    torch.testing.assert_close(a.scatter, b.scatter, rtol=0, atol=0)
+    assert b.count == 300
+
+
+@pytest.mark.parametrize("d", [300, 1100])
+def test_block_triangular_gram_equals_the_product(gen, d):
+    from infospec.spectra.covariance import gram
+
+    y = torch.randn(200, d, generator=gen, dtype=torch.float64)
+    g = gram(y)
+    torch.testing.assert_close(g, y.mT @ y, rtol=1e-13, atol=1e-10)
+    assert torch.equal(g, g.mT)  # mirrored exactly
+
+
+def test_precision_errors():
+    from infospec.spectra.activations import ActivationCovariances
+
+    with pytest.raises(InputError, match="'precision' parameter of StreamingCovariance must be"):
+        StreamingCovariance(3, precision="half")
+    with pytest.raises(InputError, match=r"one of 'auto', 'float64', 'float32'\. Got None"):
+        StreamingCovariance(3, precision=None)
+    with pytest.raises(InputError, match="'precision' parameter of ActivationCovariances"):
+        ActivationCovariances({}, precision=torch.float32)
+
+
+def test_non_finite_and_overflowing_batches_add_nothing():
+    acc = StreamingCovariance(2, precision="float32")
+    acc.update(torch.tensor([[1.0, 2.0], [3.0, 5.0]]))
+    before = acc.scatter.clone()
+    with pytest.raises(InputError, match="got 0 NaN and 1 infinite"):
+        acc.update(torch.tensor([[1.0, float("inf")], [0.0, 1.0]], dtype=torch.bfloat16))
+    with pytest.raises(InputError, match="sums beyond the float64 range"):
+        acc.update(torch.tensor([[1e308, 0.0], [1e308, 1.0]], dtype=torch.float64))
+    assert acc.count == 2 and torch.equal(acc.scatter, before)

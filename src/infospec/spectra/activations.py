@@ -14,11 +14,15 @@ Features of an output tensor:
 
 Padding tokens can be excluded: call :meth:`ActivationCovariances.set_token_mask` with a
 ``(batch, seq)`` mask before the forward pass (the analysis does it with a batch's
-``attention_mask``); rows of outputs whose leading shape matches the mask are filtered.
+``attention_mask``); rows of outputs whose leading shape matches the mask are filtered, and
+an output of leading shape ``(1, seq)``, shared by every sequence of the batch (BERT's
+position embeddings), is broadcast to the mask first: one row per real token, as for the
+other layers, so that no layer's covariance depends on how the data is batched.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +30,8 @@ import torch
 from torch import nn
 
 from .._errors import InfospecError, InputError
-from .._validation import check_positive
-from .covariance import StreamingCovariance
+from .._validation import check_choice, check_positive
+from .covariance import StreamingCovariance, _check_precision, batch_moments
 
 __all__ = ["ActivationCovariances", "first_tensor", "output_features"]
 
@@ -64,8 +68,15 @@ def output_features(module: nn.Module, out: torch.Tensor) -> tuple[torch.Tensor,
     return out.reshape(-1, out.shape[-1]), True
 
 
+#: Linear modules whose forward is exactly ``F.linear(x, weight, bias)``.
+_LINEAR = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
+
+#: Input tensors whose batch moments are kept for the other layers of the same pass.
+_SHARED_INPUTS = 4
+
+
 class ActivationCovariances:
-    """Streaming covariances of the outputs of named modules, fed by forward hooks.
+    r"""Streaming covariances of the outputs of named modules, fed by forward hooks.
 
     Parameters
     ----------
@@ -82,9 +93,45 @@ class ActivationCovariances:
     training_only : bool, default False
         Ignore forward passes of modules in evaluation mode (a validation loop inside a
         training run), as the training monitor needs.
+    precision : {"auto", "float64", "float32"}, default "auto"
+        Precision of the per-batch Gram products (:class:`StreamingCovariance`): ``"auto"``
+        is float64 for float32 and float64 outputs, float32 for 16-bit ones.
+    linear_inputs : bool, default False
+        For a plain ``nn.Linear`` no wider at its input than at its output, accumulate the
+        covariance of its *input* and map it at the end (see Notes). Only valid while the
+        weights stay fixed (an evaluation pass, as :func:`infospec.analyze` makes); a
+        weight changed in place or replaced between forward passes makes that layer an
+        error. Off for training (the monitor).
+    observe : {"outputs", "inputs"}, default "outputs"
+        What each module's accumulator streams: its output (forward hooks), or its first
+        input tensor (forward *pre*-hooks, called before the module runs), the covariance
+        that activation-aware compression (:func:`infospec.compress`) whitens with. With
+        ``"inputs"``, ``linear_inputs`` has no effect and :attr:`dtypes` holds the inputs'
+        dtypes.
 
     Notes
     -----
+    **Linear layers through their inputs.** For :math:`y = Wx + b` applied row by row, the
+    mean and centred scatter of the outputs are exactly
+
+    .. math::
+
+        \bar y = W\bar x + b,\qquad M_y = W M_x W^\top ,
+
+    so a layer ``d_in -> d_out`` can be accumulated at the cost of a :math:`d_\text{in}`-wide
+    Gram product per row instead of a :math:`d_\text{out}`-wide one (an up-projection
+    384 -> 1536 costs 16x less), and layers fed the *same* input tensor in one forward pass
+    (the query, key and value projections of an attention block) share one Gram product:
+    the batch moments of an input are computed once per pass and merged into each
+    layer's accumulator. :math:`M_y` is formed in float64 when :attr:`accumulators` is
+    read. It is the covariance of the exact outputs of the layer's weights: the rounding of
+    the forward pass's own float32 product (a noise of about
+    :math:`\epsilon_{32}^2\bar\lambda`, under the rounding floor of
+    :func:`~infospec.analysis.activation_record`) is not in it. Used only for modules of
+    exactly that type, without other forward hooks or pre-hooks and with their class's
+    ``forward`` (wrappers such as accelerate's offloading replace it), so the output is
+    the affine map of the input.
+
     A layer whose output is not a floating tensor, changes width between batches, or
     contains NaN/Inf stops accumulating; its reason is kept in :attr:`errors` and the other
     layers go on. Use as a context manager (or call :meth:`remove`) so the hooks are removed
@@ -99,6 +146,9 @@ class ActivationCovariances:
         device: torch.device | str | None = None,
         seed: int = 0,
         training_only: bool = False,
+        precision: str = "auto",
+        linear_inputs: bool = False,
+        observe: str = "outputs",
     ) -> None:
         if max_tokens is not None:
             max_tokens = check_positive(
@@ -107,69 +157,190 @@ class ActivationCovariances:
         self.max_tokens = max_tokens
         self.device = device
         self.training_only = training_only
-        self.accumulators: dict[str, StreamingCovariance] = {}
+        self.precision = _check_precision(precision, "ActivationCovariances")
+        self.linear_inputs = bool(linear_inputs)
+        self.observe = check_choice(
+            observe, "observe", "ActivationCovariances", ("outputs", "inputs")
+        )
+        self._accs: dict[str, StreamingCovariance] = {}
         self.errors: dict[str, str] = {}
         #: dtype of each layer's outputs (sets the rounding floor of its covariance spectrum)
         self.dtypes: dict[str, torch.dtype] = {}
+        #: seconds spent in the hooks (row selection and accumulation; host time)
+        self.seconds = 0.0
+        #: layers accumulated through their inputs: name -> (module, weight, bias, versions)
+        self._through_input: dict[str, tuple] = {}
+        self._mapped: dict[str, tuple[int, StreamingCovariance]] = {}
+        self._shared: dict[tuple, tuple[torch.Tensor, Any]] = {}
         self._mask: torch.Tensor | None = None
         self._gen = torch.Generator().manual_seed(seed)
         self._handles = [
-            module.register_forward_hook(self._make_hook(name, module))
+            module.register_forward_pre_hook(self._make_hook(name, module))
+            if self.observe == "inputs"
+            else module.register_forward_hook(self._make_hook(name, module))
             for name, module in modules.items()
         ]
 
     # -- hooks ---------------------------------------------------------------------------
     def _make_hook(self, name: str, module: nn.Module):
-        def hook(_mod: nn.Module, _inp: Any, output: Any) -> None:
+        def hook(_mod: nn.Module, inputs: Any, output: Any = None) -> None:
             if name in self.errors or (self.training_only and not module.training):
                 return
+            start = time.perf_counter()
             try:
-                self._observe(name, module, output)
+                self._observe(name, module, inputs, output)
             except InfospecError as exc:
                 self.errors[name] = str(exc)
+            finally:
+                self.seconds += time.perf_counter() - start
 
         return hook
 
-    def _observe(self, name: str, module: nn.Module, output: Any) -> None:
-        out = first_tensor(output)
+    def _use_input(self, name: str, module: nn.Module, inputs: Any) -> bool:
+        """Whether layer ``name`` is accumulated through its input (decided at its first pass)."""
+        if name in self._through_input:
+            return True
+        if not self.linear_inputs or name in self._accs or type(module) not in _LINEAR:
+            return False
+        x = inputs[0] if isinstance(inputs, tuple) and len(inputs) == 1 else None
+        weight, bias = module.weight, module.bias
+        if (
+            not isinstance(x, torch.Tensor)
+            or not x.is_floating_point()
+            or x.ndim < 1
+            or x.shape[-1] != module.in_features
+            or module.in_features > module.out_features
+            or len(module._forward_hooks) != 1  # only ours: nothing rewrites the output
+            or module._forward_pre_hooks
+            or "forward" in vars(module)
+            or weight.device.type == "meta"
+            or not weight.is_floating_point()
+        ):
+            return False
+        self._through_input[name] = (module, weight, bias, self._versions(weight, bias))
+        return True
+
+    @staticmethod
+    def _versions(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[int, int]:
+        return weight._version, -1 if bias is None else bias._version
+
+    def _observe(self, name: str, module: nn.Module, inputs: Any, output: Any) -> None:
+        observe_inputs = self.observe == "inputs"
+        out = first_tensor(inputs if observe_inputs else output)
         if out is None or not out.is_floating_point():
             what = "no tensor" if out is None else f"a {out.dtype} tensor"
             raise InputError(
-                f"layer '{name}' returned {what}; only floating outputs have a covariance spectrum"
+                f"layer '{name}' {'received' if observe_inputs else 'returned'} {what}; "
+                f"only floating {self.observe} have a covariance spectrum"
             )
-        out = out.detach()
-        rows, seq_ordered = output_features(module, out)
-        if (
-            self._mask is not None
-            and seq_ordered
-            and out.ndim >= 3
-            and tuple(out.shape[:2]) == tuple(self._mask.shape)
-        ):
-            rows = rows.reshape(*self._mask.shape, -1)[self._mask.to(out.device)]
-        if self.max_tokens is not None and rows.shape[0] > self.max_tokens:
-            idx = torch.randperm(rows.shape[0], generator=self._gen)[: self.max_tokens]
-            rows = rows[idx.to(rows.device)]
-        acc = self.accumulators.get(name)
-        if acc is None:
-            acc = StreamingCovariance(rows.shape[-1], device=self.device or rows.device)
-            self.accumulators[name] = acc
-            self.dtypes[name] = out.dtype
-        if rows.shape[-1] != acc.dim:
+        through_input = not observe_inputs and self._use_input(name, module, inputs)
+        if through_input:
+            mod, weight, bias, versions = self._through_input[name]
+            if (
+                mod.weight is not weight
+                or mod.bias is not bias
+                or self._versions(weight, bias) != versions
+            ):
+                raise InputError(
+                    f"the weights of layer '{name}' changed between forward passes; "
+                    f"ActivationCovariances(linear_inputs=True) needs fixed weights "
+                    f"(use linear_inputs=False while training)"
+                )
+            source = inputs[0]
+        else:
+            source = out
+        moments = self._moments(module, source)
+        if moments is None:
             raise InputError(
-                f"layer '{name}' produced features of width {rows.shape[-1]} after "
+                f"layer '{name}' produced NaN/Inf activations; its statistics stop here"
+                + (" (seen in its input)" if through_input else "")
+            )
+        if moments[0] == 0:  # every row masked out
+            return
+        width = moments[1].shape[0]
+        acc = self._accs.get(name)
+        if acc is not None and width != acc.dim:
+            raise InputError(
+                f"layer '{name}' produced features of width {width} after "
                 f"earlier batches of width {acc.dim}; batches must have a "
                 f"consistent width"
             )
-        try:
-            acc.update(rows)  # checks finiteness once, on the rows as they are
-        except InputError as exc:
-            raise InputError(
-                f"layer '{name}' produced NaN/Inf activations; its statistics stop here ({exc})"
-            ) from exc
+        if acc is None:
+            acc = StreamingCovariance(width, device=moments[1].device, precision=self.precision)
+            self._accs[name] = acc
+            self.dtypes[name] = out.dtype
+        acc.merge_moments(*moments)
+
+    def _moments(self, module: nn.Module, t: torch.Tensor):
+        """Batch moments of the rows of ``t``; shared by the layers fed the same tensor.
+
+        ``t`` is the tensor the module received or returned, not a detached view: a
+        detached tensor is a new object at every call, and the object is the key.
+        """
+        mask = self._mask
+        conv = isinstance(module, _CONV)  # channels as features: other rows of one tensor
+        key = (id(t), t.data_ptr(), t._version, tuple(t.shape), t.stride(), conv, id(mask))
+        hit = self._shared.get(key)
+        if hit is not None and hit[0] is t:
+            return hit[1]
+        rows, seq_ordered = output_features(module, t.detach())
+        if (
+            mask is not None
+            and seq_ordered
+            and t.ndim >= 3
+            and t.shape[1] == mask.shape[1]
+            and t.shape[0] in (1, mask.shape[0])
+        ):
+            if mask.device != t.device:
+                mask = self._mask = mask.to(t.device)
+                key = (*key[:-1], id(mask))
+            # an output shared by the batch (leading shape (1, seq), as position
+            # embeddings) is broadcast: one row per real token, like the others
+            rows = rows.reshape(t.shape[0], t.shape[1], -1).expand(*mask.shape, -1)[mask]
+        if self.max_tokens is not None and rows.shape[0] > self.max_tokens:
+            idx = torch.randperm(rows.shape[0], generator=self._gen)[: self.max_tokens]
+            rows = rows[idx.to(rows.device)]
+        moments = (
+            batch_moments(rows, precision=self.precision, device=self.device or rows.device)
+            if rows.shape[0]
+            else (0, None, None)
+        )
+        if len(self._shared) >= _SHARED_INPUTS:
+            self._shared.pop(next(iter(self._shared)))
+        self._shared[key] = (t, moments)  # holding t keeps its id from being reused
+        return moments
+
+    @property
+    def accumulators(self) -> dict[str, StreamingCovariance]:
+        """Each layer's covariance of its outputs (layers through their inputs mapped here)."""
+        out: dict[str, StreamingCovariance] = {}
+        for name, acc in self._accs.items():
+            if name not in self._through_input:
+                out[name] = acc
+                continue
+            cached = self._mapped.get(name)
+            if cached is None or cached[0] != acc.count:
+                cached = (acc.count, self._map_linear(name, acc))
+                self._mapped[name] = cached
+            out[name] = cached[1]
+        return out
+
+    def _map_linear(self, name: str, acc: StreamingCovariance) -> StreamingCovariance:
+        _mod, weight, bias, _versions = self._through_input[name]
+        w = weight.detach().to(acc.scatter)
+        mapped = StreamingCovariance(w.shape[0], device=acc.mean.device, precision=self.precision)
+        mapped.count = acc.count
+        mapped.mean = w @ acc.mean
+        if bias is not None:
+            mapped.mean += bias.detach().to(acc.mean)
+        scatter = w @ acc.scatter @ w.mT
+        mapped.scatter = (scatter + scatter.mT) / 2
+        return mapped
 
     def set_token_mask(self, mask: torch.Tensor | None) -> None:
         """Rows to keep in (batch, seq)-shaped outputs of the next forward pass (or None)."""
         self._mask = None if mask is None else mask.detach().to(torch.bool)
+        self._shared.clear()
 
     # -- lifecycle -----------------------------------------------------------------------
     def remove(self) -> None:
@@ -177,12 +348,17 @@ class ActivationCovariances:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._shared.clear()
 
     def reset(self) -> None:
         """Forget the accumulated statistics and errors (hooks stay attached)."""
-        self.accumulators.clear()
+        self._accs.clear()
+        self._mapped.clear()
+        self._through_input.clear()
+        self._shared.clear()
         self.errors.clear()
         self.dtypes.clear()
+        self.seconds = 0.0
 
     def __enter__(self) -> ActivationCovariances:
         return self

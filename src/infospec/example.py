@@ -234,13 +234,45 @@ def load_model_folder(
 
 
 def example_batches(
-    tokenizer: Any, texts: list[str], *, batch_size: int = 32
+    tokenizer: Any, texts: list[str], *, batch_size: int = 32, by_length: bool = True
 ) -> list[dict[str, torch.Tensor]]:
-    """Tokenised batches of ``texts`` as dicts of model inputs (with ``attention_mask``)."""
+    """Tokenised batches of ``texts`` as dicts of model inputs (with ``attention_mask``).
+
+    Parameters
+    ----------
+    tokenizer : tokenizers.Tokenizer
+        With padding enabled (as :func:`load_model_folder` returns it): each batch is
+        padded to its longest text.
+    texts : list of str
+    batch_size : int > 0, default 32
+    by_length : bool, default True
+        Batch the texts in order of token count, longest first (a stable sort), so that a
+        batch pads to little more than its own texts: on the 256 texts of
+        :func:`example_corpus` at batch 32, 79 % of the forward pass's positions are real
+        tokens instead of 35 %, and the pass takes about half the time. The activation
+        covariances of :func:`infospec.analyze` are sums over the real tokens, so they do
+        not depend on the order or the batching (up to round-off), unless ``max_tokens``
+        subsamples within batches. ``False`` keeps the texts' order.
+
+    Returns
+    -------
+    list of dict
+        ``input_ids``, ``attention_mask`` and ``token_type_ids``, int64 tensors of shape
+        (batch, longest text of the batch).
+
+    Notes
+    -----
+    Batch your own texts the same way: padding positions cost a full forward pass each and
+    are then thrown away (the ``attention_mask`` excludes them from the statistics).
+    """
     batch_size = check_positive(batch_size, "batch_size", "example_batches", integer=True)
+    order = list(range(len(texts)))
+    if by_length and len(texts) > batch_size:
+        lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]
+        order.sort(key=lambda i: -lengths[i])
     batches = []
     for start in range(0, len(texts), batch_size):
-        enc = tokenizer.encode_batch(texts[start : start + batch_size])
+        enc = tokenizer.encode_batch([texts[i] for i in order[start : start + batch_size]])
         batches.append(
             {
                 "input_ids": torch.tensor([e.ids for e in enc], dtype=torch.long),

@@ -22,6 +22,7 @@ from ..sources import open_source
 from ..sources.entry import size_skip_reason
 from ..spectra.activations import ActivationCovariances
 from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES, as_matrices
+from ..spectra.covariance import PRECISIONS
 from ..spectra.matrices import singular_values
 from .activations import activation_record
 from .report import Report
@@ -254,6 +255,8 @@ def analyze(
     eps: float = 0.5,
     rel_noise: float = 0.1,
     max_tokens: int | None = None,
+    activation_precision: str = "auto",
+    linear_inputs: bool = True,
     progress: bool | None = None,
     workers: int | None = None,
 ) -> Report:
@@ -300,6 +303,16 @@ def analyze(
         Noise variance of the activation capacity, relative to the mean eigenvalue.
     max_tokens : int, optional
         Cap on rows per layer per batch (random subset); default all rows.
+    activation_precision : {"auto", "float64", "float32"}, default "auto"
+        Precision of the per-batch Gram products of the activation covariances
+        (:class:`~infospec.StreamingCovariance`, whose Notes bound the error): ``"auto"``
+        is float64 for float32 and float64 activations, float32 for 16-bit ones.
+    linear_inputs : bool, default True
+        Accumulate a plain ``nn.Linear`` no wider at its input than at its output through
+        its input (:class:`~infospec.spectra.activations.ActivationCovariances`): the
+        same covariance :math:`W M_x W^\top` at the cost of its input width, one Gram
+        product shared by the layers fed the same tensor (query, key, value). False
+        accumulates every output as it is.
     progress : bool, optional
         Show progress bars; default when stderr is a terminal.
     workers : int > 0, optional
@@ -343,6 +356,7 @@ def analyze(
     rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
     eps = check_positive(eps, "eps", func)
     rel_noise = check_positive(rel_noise, "rel_noise", func)
+    check_choice(activation_precision, "activation_precision", func, PRECISIONS)
     dev = check_device(device, "device", func)
     if data is not None and (
         isinstance(data, (str, bytes, Mapping, torch.Tensor)) or not isinstance(data, Iterable)
@@ -371,6 +385,8 @@ def analyze(
             "eps": eps,
             "rel_noise": rel_noise,
             "max_tokens": max_tokens,
+            "activation_precision": activation_precision,
+            "linear_inputs": linear_inputs,
             "infospec": _version(),
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -442,6 +458,8 @@ def analyze(
             activation_layers=activation_layers,
             device=dev,
             max_tokens=max_tokens,
+            precision=activation_precision,
+            linear_inputs=linear_inputs,
             eps=eps,
             rel_distortion=rel_distortion,
             rel_noise=rel_noise,
@@ -460,11 +478,14 @@ def _activations(
     activation_layers,
     device,
     max_tokens,
+    precision,
+    linear_inputs,
     eps,
     rel_distortion,
     rel_noise,
     progress,
 ) -> None:
+    start = time.perf_counter()
     modules = _observed_modules(model, weight_names, activation_layers)
     if not modules:
         raise InputError(
@@ -477,21 +498,31 @@ def _activations(
     batches = 0
     try:
         with (
-            ActivationCovariances(modules, max_tokens=max_tokens, device=device) as acts,
+            ActivationCovariances(
+                modules,
+                max_tokens=max_tokens,
+                device=device,
+                precision=precision,
+                linear_inputs=linear_inputs,
+            ) as acts,
             torch.no_grad(),
         ):
-            bar = _progress(data, total=total, desc="activations", enabled=progress)
+            bar = progress_bar(
+                data, total=total, desc="activations", unit="batch", enabled=progress
+            )
             for i, batch in enumerate(bar):
                 _forward(model, batch, device, acts, i)
                 batches += 1
+            passes = time.perf_counter() - start
             if batches == 0:
                 raise InputError(
                     "The 'data' argument of analyze yielded no batch; give at "
                     "least one batch or data=None."
                 )
+            accumulators = acts.accumulators  # linear layers through inputs mapped here
             for name in modules:
                 row: dict[str, Any] = {"name": name, "module": type(modules[name]).__name__}
-                acc = acts.accumulators.get(name)
+                acc = accumulators.get(name)
                 if name in acts.errors:
                     report.activations.append(
                         {**row, "status": "error", "warning": acts.errors[name]}
@@ -520,6 +551,10 @@ def _activations(
     finally:
         model.train(was_training)
     report.meta["batches"] = batches
+    # host time: on a GPU the forward passes and the hooks overlap the device's work
+    report.meta["activation_seconds"] = time.perf_counter() - start
+    report.meta["activation_forward_seconds"] = passes - acts.seconds
+    report.meta["activation_accumulate_seconds"] = acts.seconds
 
 
 def _version() -> str:

@@ -63,3 +63,62 @@ def test_unknown_attribute_raises_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'not_a_measure'"):
         _ = infospec.not_a_measure
+
+
+def test_describe_of_a_safetensors_file_imports_neither_torch_nor_numpy(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"conv.weight": torch.zeros(16, 8, 3, 3), "fc.weight": torch.zeros(12, 20)}, path)
+    code = (
+        "import contextlib, io\n"
+        "from infospec.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['describe', {str(path)!r}]) == 0\n"
+    )
+    loaded = _modules_after(code)
+    assert "torch" not in loaded
+    assert "numpy" not in loaded
+
+
+def test_describe_applies_the_analysis_conv_rule(tmp_path, capsys):
+    """describe and analyze agree on a conv whose per-position matrices are too small."""
+    import torch
+    from safetensors.torch import save_file
+
+    from infospec import analyze
+    from infospec.cli import main
+
+    path = tmp_path / "m.safetensors"
+    save_file(
+        {
+            "conv1.weight": torch.randn(1024, 1, 512, 1),  # 512 positions of 1024 x 1
+            "conv2.weight": torch.randn(64, 32, 3, 3),
+            "fc.weight": torch.randn(20, 30),
+        },
+        path,
+    )
+    assert main(["describe", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "9 x 64x32 pooled" in out
+    assert "2 analysed, 1 skipped" in out
+    report = analyze(path, progress=False)
+    assert [w["name"] for w in report.weights] == ["conv2.weight", "fc.weight"]
+    assert len(report.skipped) == 1
+    assert main(["describe", str(path), "--conv", "flatten"]) == 0
+    assert "3 analysed, 0 skipped" in capsys.readouterr().out
+
+
+def test_static_dtype_names_cover_every_torch_dtype():
+    """Listing a file decides 'cannot be read' without torch: the table must match torch's."""
+    import torch
+
+    from infospec.sources.entry import _OTHER_TORCH_DTYPES, _READABLE_FLOATS
+
+    names = {
+        str(v).replace("torch.", "") for v in vars(torch).values() if isinstance(v, torch.dtype)
+    }
+    assert names <= _OTHER_TORCH_DTYPES | _READABLE_FLOATS
+    for name in _OTHER_TORCH_DTYPES | _READABLE_FLOATS:
+        assert isinstance(getattr(torch, name), torch.dtype)

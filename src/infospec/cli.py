@@ -25,6 +25,16 @@ __all__ = ["main"]
 _FORMATS = ("table", "csv", "json", "html")
 
 
+def _add_conv(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--conv",
+        choices=("pooled", "flatten", "per_position"),
+        default="pooled",
+        help="conv kernel: one row pooling the spectra of its positions' out x in matrices "
+        "(default, WeightWatcher's), one out x (in*k) matrix, or one row per position",
+    )
+
+
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
@@ -70,13 +80,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         help="observe modules whose name matches (default: the analysed layers)",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
-    p.add_argument(
-        "--conv",
-        choices=("pooled", "flatten", "per_position"),
-        default="pooled",
-        help="conv kernel: one row pooling the spectra of its positions' out x in matrices "
-        "(default, WeightWatcher's), one out x (in*k) matrix, or one row per position",
-    )
+    _add_conv(p)
     p.add_argument(
         "--rel-distortion",
         type=float,
@@ -159,6 +163,7 @@ def _add_describe(sub: argparse._SubParsersAction) -> None:
         metavar="REGEX",
         help="list tensors whose full dotted name matches (repeatable)",
     )
+    _add_conv(p)
     p.add_argument(
         "--min-dim",
         type=int,
@@ -456,20 +461,27 @@ def _run_describe(args: argparse.Namespace) -> int:
     elif not re.search(r"\b\d+ tensors?\b", header):
         header += f": {len(entries)} tensors"
     print(header)
+    from .sources.entry import skip_reason_under
+    from .spectra.conventions import matrix_layout
+
     width = max((len(e.name) for e in entries), default=10)
     analysed = 0
+    skipped = []
     for e in entries:
         shape = "x".join(str(s) for s in e.shape) or "scalar"
-        if e.skipped:
-            status = f"skip: {e.skip_reason}"
+        reason = skip_reason_under(e, min_dim=src.min_dim, conv=args.conv)
+        if reason is not None:
+            status = f"skip: {reason}"
+            skipped.append({"reason": reason})
         else:
             analysed += 1
-            ms = e.matrix_shape
-            status = f"{ms[0]}x{ms[1]}" if ms else "analysed"
+            count, rows, cols = matrix_layout(e.kind, e.shape, conv=args.conv)
+            status = f"{rows}x{cols}" if count == 1 else f"{count} x {rows}x{cols}"
+            if args.conv == "pooled" and count > 1 and e.kind.startswith("conv"):
+                status += " pooled"
         print(f"  {e.name:<{width}}  {shape:>14}  {e.dtype:<8}  {e.kind:<17}  {status}")
     from ._skips import skipped_by_reason
 
-    skipped = [{"reason": e.skip_reason} for e in entries if e.skipped]
     line = f"{analysed} analysed, {len(skipped)} skipped"
     if skipped:
         line += ": " + ", ".join(f"{r} x {len(g)}" for r, g in skipped_by_reason(skipped))

@@ -19,7 +19,7 @@ from .._names import match_names
 from .._progress import progress_bar
 from .._validation import check_choice, check_device, check_positive, check_probability
 from ..sources import open_source
-from ..sources.entry import size_skip_reason
+from ..sources.entry import skip_reason_under
 from ..spectra.activations import ActivationCovariances
 from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES, as_matrices
 from ..spectra.covariance import PRECISIONS
@@ -394,13 +394,7 @@ def analyze(
     )
     todo = []
     for e in entries:
-        reason = e.skip_reason
-        if conv != "flatten" and e.kind != "other":
-            # a source applies min_dim to a flattened kernel; read per position, each
-            # position's out x in matrix must pass it (a stricter rule, whose reason
-            # replaces the flattened one)
-            if reason is None or reason == size_skip_reason(e.kind, e.shape, min_dim=src.min_dim):
-                reason = size_skip_reason(e.kind, e.shape, min_dim=src.min_dim, conv=conv)
+        reason = skip_reason_under(e, min_dim=src.min_dim, conv=conv)
         if reason is not None:
             report.skipped.append(
                 {

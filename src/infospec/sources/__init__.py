@@ -25,6 +25,9 @@ out_proj.bias (16,) other 1-D tensor (bias or norm scale)
 [('in_proj_weight[q]', (16, 16)), ('in_proj_weight[k]', (16, 16)), ('in_proj_weight[v]', (16, 16))]
 """
 
+import importlib
+from typing import Any
+
 from .base import WeightSource, select
 from .dispatch import open_source
 from .entry import DEFAULT_MIN_DIM, ENTRY_KINDS, WeightEntry, infer_kind
@@ -36,8 +39,14 @@ from .safetensors_source import (
     TensorInfo,
     read_safetensors_header,
 )
-from .torch_sources import ModuleSource, StateDictSource
-from .torchscript_source import TorchScriptSource
+
+#: Sources that need torch to be listed: imported on first use, so that listing a file's
+#: header (``infospec describe``) does not pay for importing torch.
+_LAZY = {
+    "ModuleSource": "torch_sources",
+    "StateDictSource": "torch_sources",
+    "TorchScriptSource": "torchscript_source",
+}
 
 __all__ = [
     "DEFAULT_MIN_DIM",
@@ -57,3 +66,11 @@ __all__ = [
     "read_safetensors_header",
     "select",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'infospec.sources' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from torch import nn
 
 from .._errors import SourceError
 from .base import WeightSource
@@ -15,8 +14,6 @@ from .entry import DEFAULT_MIN_DIM
 from .formats import refusal, regular_file, sniff
 from .pickle_source import PickleSource
 from .safetensors_source import SafetensorsSource, shards_of
-from .torch_sources import ModuleSource, StateDictSource
-from .torchscript_source import TorchScriptSource
 
 __all__ = ["open_source"]
 
@@ -69,6 +66,8 @@ def _open_path(path: Path, min_dim: int) -> WeightSource:
     if fmt in ("torch-zip", "torch-legacy"):
         return PickleSource(path, min_dim=min_dim)
     if fmt == "torchscript":
+        from .torchscript_source import TorchScriptSource
+
         return TorchScriptSource(path, min_dim=min_dim)
     if fmt == "unknown" and path.suffix.lower() == ".safetensors":
         return SafetensorsSource(path, min_dim=min_dim)  # says what is wrong with it
@@ -144,9 +143,14 @@ def open_source(obj: Any, *, min_dim: int = DEFAULT_MIN_DIM) -> WeightSource:
     """
     if isinstance(obj, WeightSource):
         return obj
-    if isinstance(obj, nn.Module):
+    torch = sys.modules.get("torch")  # an nn.Module exists only once torch is imported
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        from .torch_sources import ModuleSource
+
         return ModuleSource(obj, min_dim=min_dim)
     if isinstance(obj, Mapping):
+        from .torch_sources import StateDictSource
+
         return StateDictSource(obj, min_dim=min_dim)
     if isinstance(obj, str | os.PathLike):
         return _open_path(Path(obj).expanduser(), min_dim)

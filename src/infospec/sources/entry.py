@@ -32,9 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .._errors import SourceError
 from ..spectra.conventions import KINDS, matrix_layout
@@ -60,7 +58,39 @@ _READABLE_FLOATS = {
     "float8_e8m0fnu",
 }
 
-Loader = Callable[[Any], torch.Tensor]
+if TYPE_CHECKING:  # listing entries needs no torch; loading them does
+    import torch
+
+#: Other dtypes torch has (read, but skipped as not floating): integers, bool, complex,
+#: quantized. A file's dtype outside these and :data:`_READABLE_FLOATS` cannot be read.
+_OTHER_TORCH_DTYPES = {
+    "bool",
+    "uint8",
+    "int8",
+    "uint16",
+    "int16",
+    "uint32",
+    "int32",
+    "uint64",
+    "int64",
+    "complex32",
+    "complex64",
+    "complex128",
+    "quint8",
+    "qint8",
+    "qint32",
+    "quint4x2",
+    "quint2x4",
+    "float4_e2m1fn_x2",
+    "bits1x8",
+    "bits2x4",
+    "bits4x2",
+    "bits8",
+    "bits16",
+    *(f"{sign}int{b}" for sign in ("", "u") for b in range(1, 8)),
+}
+
+Loader = Callable[[Any], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -160,7 +190,7 @@ def skip_reason_for(
     if math.prod(shape) == 0:
         return f"empty tensor (shape {shape})"
     if dtype not in _READABLE_FLOATS:
-        if not hasattr(torch, dtype):
+        if dtype not in _OTHER_TORCH_DTYPES:
             return f"dtype {dtype} cannot be read as a torch tensor"
         return f"non-floating dtype {dtype} (an index, mask or quantized buffer, not a weight)"
     if kind == "other":
@@ -196,6 +226,28 @@ def size_skip_reason(
     if count > 1 and kind.startswith("conv") and kind != "conv1d_transposed":
         what = f"{count} kernel-position matrices {rows} x {cols}"
     return f"smaller side {min(rows, cols)} < min_dim={min_dim} ({what})"
+
+
+def skip_reason_under(entry: WeightEntry, *, min_dim: int, conv: str) -> str | None:
+    """Why an analysis reading convolutions as ``conv`` skips ``entry``, or ``None``.
+
+    A source applies ``min_dim`` to a flattened kernel (:attr:`WeightEntry.skip_reason`);
+    read per position or pooled, each position's ``out x in`` matrix must pass it, a
+    stricter rule whose reason replaces the flattened one. Other reasons stand.
+    :func:`infospec.analyze` and ``infospec describe`` both decide through this function.
+
+    Examples
+    --------
+    >>> e = WeightEntry("conv.weight", (1024, 1, 512, 1), "float32", "conv2d")
+    >>> e.skip_reason is None, skip_reason_under(e, min_dim=10, conv="pooled")
+    (True, 'smaller side 1 < min_dim=10 (512 kernel-position matrices 1024 x 1)')
+    """
+    reason = entry.skip_reason
+    if conv != "flatten" and entry.kind != "other":
+        flat = size_skip_reason(entry.kind, entry.shape, min_dim=min_dim)
+        if reason is None or reason == flat:
+            reason = size_skip_reason(entry.kind, entry.shape, min_dim=min_dim, conv=conv)
+    return reason
 
 
 def generic_kind(shape: tuple[int, ...]) -> str:

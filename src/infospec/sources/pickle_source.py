@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._checks import check_positive
 from .._errors import SourceError
-from .._validation import check_positive
 from .base import WeightSource
 from .entry import DEFAULT_MIN_DIM, WeightEntry, natural_key
 from .formats import convert_pickle_command, refusal, regular_file, sniff, then_analyze

@@ -20,17 +20,18 @@ import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
-
+from .._checks import check_positive
 from .._errors import SourceError
-from .._validation import check_positive
 from .base import WeightSource
 from .entry import DEFAULT_MIN_DIM, WeightEntry, natural_key
 from .formats import regular_file
 from .fp8 import block_size
 from .listing import TensorMeta, build_entries
+
+if TYPE_CHECKING:  # reading headers needs no torch; loading tensors does
+    import torch
 
 __all__ = ["SafetensorsHeader", "SafetensorsSource", "TensorInfo", "read_safetensors_header"]
 
@@ -278,6 +279,8 @@ def _device_arg(device: Any) -> tuple[str, torch.device | None]:
     """safetensors' device string, and a device to move to afterwards (or None)."""
     if device is None:
         return "cpu", None
+    import torch
+
     d = torch.device(device)
     if d.type == "cpu":
         return "cpu", None

@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._checks import check_positive
 from .._errors import SourceError
-from .._validation import check_positive
 from .entry import DEFAULT_MIN_DIM
 from .formats import regular_file, sniff
 from .torch_sources import ModuleSource

@@ -113,13 +113,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-import torch
-
+from .._checks import check_choice
 from .._errors import InputError
-from .._validation import check_choice, describe
+
+if TYPE_CHECKING:  # torch and NumPy load on first use: matrix_layout needs neither
+    import numpy as np
+    import torch
 
 __all__ = ["ANALYSIS_CONV", "CONV_MODES", "KINDS", "MatrixLayout", "as_matrices", "matrix_layout"]
 
@@ -350,6 +351,11 @@ def as_matrices(
     >>> [label for label, _ in as_matrices("in_proj", torch.zeros(12, 4), name="attn")]
     ['attn[q]', 'attn[k]', 'attn[v]']
     """
+    import numpy as np
+    import torch
+
+    from .._validation import describe
+
     func = "as_matrices"
     if isinstance(entry_or_kind, str):
         kind = entry_or_kind

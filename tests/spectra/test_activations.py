@@ -6,7 +6,7 @@ from torch import nn
 
 from infospec import InputError
 from infospec.spectra import covariance
-from infospec.spectra.activations import ActivationCovariances
+from infospec.spectra.activations import ActivationCovariances, MappedCovariance
 
 
 class _Block(nn.Module):
@@ -59,9 +59,15 @@ def test_linear_inputs_equal_the_outputs_covariance(gen):
         assert other.count == acc.count == real
         torch.testing.assert_close(other.mean, acc.mean, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(other.scatter, acc.scatter, rtol=1e-10, atol=1e-9)
-    # the up-projection (16 -> 48) keeps its exact rank 16 through the mapping
-    eig = mapped.accumulators["up"].eigenvalues()
-    assert float(eig[16] / eig[0]) < 1e-14 < float(eig[15] / eig[0])
+    # the up-projection (16 -> 48): eigenvalues through the 16-wide input side, the other
+    # 32 exact zeros, equal to those of the 48 x 48 covariance
+    up = mapped.accumulators["up"]
+    assert isinstance(up, MappedCovariance)
+    eig = up.eigenvalues()
+    full = torch.linalg.eigvalsh(direct.accumulators["up"].covariance()).flip(0)
+    torch.testing.assert_close(eig, full.clamp_min(0), rtol=1e-10, atol=1e-13 * float(full[0]))
+    assert bool((eig[16:] == 0).all()) and float(eig[15] / eig[0]) > 1e-6
+    torch.testing.assert_close(up.eigenvalues(ddof=0), eig * (real - 1) / real)
 
 
 def test_layers_fed_one_tensor_share_one_gram_product(gen, monkeypatch):

@@ -546,9 +546,11 @@ def _activations(
         model.train(was_training)
     report.meta["batches"] = batches
     # host time: on a GPU the forward passes and the hooks overlap the device's work
-    report.meta["activation_seconds"] = time.perf_counter() - start
+    report.meta["activation_seconds"] = total_seconds = time.perf_counter() - start
     report.meta["activation_forward_seconds"] = passes - acts.seconds
     report.meta["activation_accumulate_seconds"] = acts.seconds
+    # the covariances' eigenvalues and the measures
+    report.meta["activation_measure_seconds"] = total_seconds - passes
 
 
 def _version() -> str:

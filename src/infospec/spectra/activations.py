@@ -33,7 +33,7 @@ from .._errors import InfospecError, InputError
 from .._validation import check_choice, check_positive
 from .covariance import StreamingCovariance, _check_precision, batch_moments
 
-__all__ = ["ActivationCovariances", "first_tensor", "output_features"]
+__all__ = ["ActivationCovariances", "MappedCovariance", "first_tensor", "output_features"]
 
 _CONV = (
     nn.Conv1d,
@@ -73,6 +73,47 @@ _LINEAR = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
 
 #: Input tensors whose batch moments are kept for the other layers of the same pass.
 _SHARED_INPUTS = 4
+
+
+class MappedCovariance(StreamingCovariance):
+    r"""The covariance of :math:`y = Wx + b` made from a :class:`StreamingCovariance` of ``x``.
+
+    A snapshot (the input accumulator may go on): :math:`n`, :math:`\bar y = W\bar x + b`
+    and :math:`M_y = W M_x W^\top` in float64, so it merges and reduces like any
+    accumulator. For an up-projection (:math:`d_\text{out} > d_\text{in}`)
+    :meth:`eigenvalues` works on the input side: with :math:`M_x = V\Lambda V^\top` and
+    :math:`B = W V \Lambda^{1/2}`, the nonzero eigenvalues of :math:`BB^\top = M_y` are
+    those of the :math:`d_\text{in} \times d_\text{in}` matrix :math:`B^\top B`, and the
+    other :math:`d_\text{out} - d_\text{in}` are exact zeros (the output spans at most
+    :math:`d_\text{in}` directions): two :math:`d_\text{in}`-sized eigendecompositions
+    instead of one of :math:`d_\text{out}` (MiniLM's 1536-wide layers: 64x fewer
+    operations), with the same absolute error, :math:`O(\epsilon_{64}\lambda_{\max})`.
+    """
+
+    def __init__(
+        self, source: StreamingCovariance, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> None:
+        w = weight.to(source.scatter)
+        super().__init__(w.shape[0], device=source.mean.device, precision=source.precision)
+        self._w = w
+        self._input_scatter = source.scatter.clone()
+        self.count = source.count
+        self.mean = w @ source.mean
+        if bias is not None:
+            self.mean += bias.to(self.mean)
+        scatter = w @ source.scatter @ w.mT
+        self.scatter = (scatter + scatter.mT) / 2
+
+    def eigenvalues(self, *, ddof: int = 1) -> torch.Tensor:
+        """Covariance eigenvalues, descending, non-negative; through the input when narrower."""
+        d_out, d_in = self._w.shape
+        cov = self.covariance(ddof=ddof)  # validates ddof and the count
+        if d_in >= d_out:
+            return torch.linalg.eigvalsh(cov).flip(-1).clamp_min(0)
+        lam, vecs = torch.linalg.eigh(self._input_scatter / (self.count - ddof))
+        b = (self._w @ vecs) * lam.clamp_min(0).sqrt()
+        small = torch.linalg.eigvalsh(b.mT @ b).flip(-1).clamp_min(0)
+        return torch.cat([small, small.new_zeros(d_out - d_in)])
 
 
 class ActivationCovariances:
@@ -327,15 +368,7 @@ class ActivationCovariances:
 
     def _map_linear(self, name: str, acc: StreamingCovariance) -> StreamingCovariance:
         _mod, weight, bias, _versions = self._through_input[name]
-        w = weight.detach().to(acc.scatter)
-        mapped = StreamingCovariance(w.shape[0], device=acc.mean.device, precision=self.precision)
-        mapped.count = acc.count
-        mapped.mean = w @ acc.mean
-        if bias is not None:
-            mapped.mean += bias.detach().to(acc.mean)
-        scatter = w @ acc.scatter @ w.mT
-        mapped.scatter = (scatter + scatter.mT) / 2
-        return mapped
+        return MappedCovariance(acc, weight.detach(), None if bias is None else bias.detach())
 
     def set_token_mask(self, mask: torch.Tensor | None) -> None:
         """Rows to keep in (batch, seq)-shaped outputs of the next forward pass (or None)."""

@@ -33,6 +33,11 @@ _HOME: dict[str, str] = {
     "TransformCoder": "transforms",
     "rate_distortion_curve": "transforms",
     "truncation_curve": "transforms",
+    "compress": "transforms",
+    "load_compressed": "transforms",
+    "svd_smooth": "transforms",
+    "svd_sharpen": "transforms",
+    "rmt_project": "transforms",
 }
 
 #: Subpackages reachable as attributes (``infospec.sources.open_source``).

@@ -1,0 +1,564 @@
+r"""Low-rank compression of a model's linear layers at a parameter budget.
+
+:func:`compress` replaces chosen ``nn.Linear`` layers :math:`y = Wx + b` (:math:`W` of
+shape :math:`m \times n`, out by in) by two thinner ones, :math:`y = A(Bx) + b` with
+:math:`A` of shape :math:`m \times k` and :math:`B` of shape :math:`k \times n`, and
+chooses the ranks :math:`k` across layers at a budget (:mod:`.allocation`).
+
+Activation-aware truncation (SVD-LLM's whitening)
+-------------------------------------------------
+With :math:`C = \mathbb E[x x^\top]` the *uncentred* second moment of the layer's inputs
+(the layer acts on raw inputs, and the bias is kept, so the output error of a change
+:math:`\Delta` of :math:`W` is :math:`\Delta x`, not :math:`\Delta (x - \bar x)`), and its
+Cholesky factor :math:`C = L L^\top`, take the SVD :math:`W L = U S V^\top` and keep the
+top :math:`k` triplets:
+
+.. math::
+
+    A = U_k S_k^{1/2},\qquad B = S_k^{1/2} V_k^\top L^{-1},\qquad
+    \mathbb E\,\|(W - A B)\,x\|^2 = \operatorname{tr}\big((W - AB)\,C\,(W - AB)^\top\big)
+    = \sum_{i > k} \sigma_i^2 ,
+
+because :math:`(W - AB) L = U S V^\top - U_k S_k V_k^\top` has the dropped singular values.
+On the calibration rows :math:`X` (:math:`N` rows) this reads
+:math:`\|(W - AB)X^\top\|_F^2 = N \sum_{i>k}\sigma_i^2` exactly, and by Eckart-Young no
+rank-:math:`k` matrix has a smaller output error on them. The ``predicted_loss`` of the
+plan is :math:`\sum_{i>k}\sigma_i^2` (mean squared output error per input row, in squared
+output units). When :math:`C` is singular (fewer rows than features, dead inputs),
+:math:`C + \rho\,\overline{\operatorname{diag} C}\, I` is factorised instead (``ridge``
+:math:`\rho`; the identity then holds for the regularised :math:`C`, which adds
+:math:`\rho\,\overline{\operatorname{diag}C}\,\|W-AB\|_F^2` to the loss).
+
+``method="weights"`` is the plain truncated SVD of :math:`W` (``L = I``): it minimises
+:math:`\|W - AB\|_F` instead, the output error for white inputs only.
+
+References
+----------
+X. Wang, Y. Zheng, Z. Wan and M. Zhang, "SVD-LLM: Truncation-aware singular value
+decomposition for large language model compression", arXiv:2403.07378, 2024.
+Z. Yuan, Y. Shang, Y. Song, Q. Wu, Y. Yan and G. Sun, "ASVD: Activation-aware singular
+value decomposition for compressing large language models", arXiv:2312.05821, 2023.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import InputError
+from .._names import match_names
+from .._validation import check_choice
+from ..spectra.activations import ActivationCovariances
+from .allocation import DENSE, allocate_ranks, uniform_ranks
+
+__all__ = [
+    "CompressionResult",
+    "compress",
+    "input_second_moments",
+    "load_compressed",
+    "whitened_factors",
+]
+
+FACTORS_FILE = "factors.safetensors"
+PLAN_FILE = "plan.json"
+_FORMAT = "infospec-lowrank-1"
+
+
+# -- statistics ------------------------------------------------------------------------------
+def _feed(model: nn.Module, data: Iterable[Any], acts: ActivationCovariances, func: str) -> int:
+    from ..analysis.analyze import _data_device, _forward
+
+    device = _data_device(model)
+    n = 0
+    with torch.no_grad():
+        for i, batch in enumerate(data):
+            _forward(model, batch, device, acts, i)
+            n += 1
+    if n == 0:
+        raise InputError(f"The 'data' argument of {func} yielded no batch; give at least one.")
+    return n
+
+
+def input_second_moments(
+    model: nn.Module, modules: dict[str, nn.Module], data: Iterable[Any], *, func: str = "compress"
+) -> dict[str, tuple[torch.Tensor, int]]:
+    r"""The uncentred second moment :math:`\mathbb E[xx^\top]` of each module's inputs.
+
+    Streams the inputs with forward pre-hooks (:class:`ActivationCovariances` with
+    ``observe="inputs"``), padding tokens excluded through a batch's ``attention_mask``.
+
+    Returns
+    -------
+    dict
+        name -> (C, rows): ``C`` float64 of shape (in, in), on the model's device, and the
+        number of input rows it averages.
+
+    Raises
+    ------
+    InputError
+        If a batch does not fit the model, or a module saw no rows or non-finite inputs.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with ActivationCovariances(modules, observe="inputs") as acts:
+            _feed(model, data, acts, func)
+            accs = acts.accumulators
+    finally:
+        model.train(was_training)
+    out = {}
+    for name in modules:
+        if name in acts.errors:
+            raise InputError(f"{func}: layer '{name}': {acts.errors[name]}")
+        acc = accs.get(name)
+        if acc is None or acc.count < 1:
+            raise InputError(
+                f"{func}: layer '{name}' received no input rows from 'data' (is it used in "
+                f"the forward pass?); leave it out with layers=REGEX."
+            )
+        mean = acc.mean.to(torch.float64)
+        c = acc.scatter.to(torch.float64) / acc.count + torch.outer(mean, mean)
+        out[name] = ((c + c.mT) / 2, int(acc.count))
+    return out
+
+
+# -- one matrix ----------------------------------------------------------------------------
+def _cholesky(c: torch.Tensor, ridge: float, name: str) -> torch.Tensor:
+    if not bool(torch.isfinite(c).all()):
+        raise InputError(f"compress: the input covariance of layer '{name}' is not finite.")
+    scale = float(torch.diagonal(c).mean())
+    if not scale > 0:
+        raise InputError(
+            f"compress: the inputs of layer '{name}' are all zero; its covariance cannot "
+            f"whiten (leave the layer out with layers=REGEX or use method='weights')."
+        )
+    creg = c + ridge * scale * torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
+    factor, info = torch.linalg.cholesky_ex(creg)
+    if int(info) != 0:
+        raise InputError(
+            f"compress: the input covariance of layer '{name}' is singular (Cholesky failed "
+            f"at ridge={ridge:g}); pass a ridge > 0 (e.g. ridge=1e-6) or more data."
+        )
+    return factor
+
+
+def whitened_factors(
+    weight: torch.Tensor, factor: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""SVD of :math:`W L` (or of :math:`W` when ``factor`` is None), in float64.
+
+    Returns
+    -------
+    (U, S, Vh_Linv)
+        :math:`W L = U\,\mathrm{diag}(S)\,V^\top` and ``Vh_Linv`` :math:`= V^\top L^{-1}`,
+        so that for any ``k``, ``A = U[:, :k] * S[:k].sqrt()`` and
+        ``B = S[:k].sqrt()[:, None] * Vh_Linv[:k]`` give :math:`W \approx AB` with output
+        error :math:`\sum_{i>k}\sigma_i^2` under the moment :math:`C = LL^\top`.
+    """
+    w = weight.detach().to(torch.float64)
+    if factor is None:
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        return u, s, vh
+    u, s, vh = torch.linalg.svd(w @ factor, full_matrices=False)
+    # V^T L^{-1}: solve X L = V^T for X (L lower triangular)
+    vh_linv = torch.linalg.solve_triangular(factor, vh, upper=False, left=False)
+    return u, s, vh_linv
+
+
+def _split(u, s, vh_linv, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    root = s[:k].sqrt()
+    a = (u[:, :k] * root).to(dtype)
+    b = (root[:, None] * vh_linv[:k]).to(dtype)
+    return a.contiguous(), b.contiguous()
+
+
+def _factorised(linear: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> nn.Sequential:
+    k = a.shape[1]
+    dev, dt = linear.weight.device, linear.weight.dtype
+    first = nn.Linear(linear.in_features, k, bias=False, device=dev, dtype=dt)
+    second = nn.Linear(k, linear.out_features, bias=linear.bias is not None, device=dev, dtype=dt)
+    with torch.no_grad():
+        first.weight.copy_(b)
+        second.weight.copy_(a)
+        if linear.bias is not None:
+            second.bias.copy_(linear.bias)
+    return nn.Sequential(first, second)
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+# -- the result --------------------------------------------------------------------------------
+class CompressionResult:
+    """What :func:`compress` returns: the compressed copy, its plan and its timings.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The compressed deep copy (the input model is untouched).
+    plan : list of dict
+        One record per chosen matrix: ``name``, ``shape`` [out, in], ``rank`` (``None`` when
+        kept dense), ``params_before``, ``params_after``, ``predicted_loss`` (discarded
+        energy: the mean squared output error per input row on the calibration data for
+        ``method="activations"``; :math:`\\|W - AB\\|_F^2` for ``"weights"``),
+        ``predicted_relative`` (over :math:`\\mathbb E\\|Wx\\|^2`, resp.
+        :math:`\\|W\\|_F^2`), ``status`` (``"factorised"``, ``"dense"``, ``"skipped"``) and
+        ``reason``; after :meth:`evaluate`, ``measured_loss`` and ``measured_relative``.
+    seconds : dict
+        ``covariance``, ``svd`` and (after :meth:`save`) ``write``, host seconds.
+    """
+
+    def __init__(self, model, plan, factors, source, settings, seconds):
+        self.model = model
+        self.plan = plan
+        self.factors = factors  # name -> (A, B), on the model's device
+        self._source = source
+        self.settings = settings
+        self.seconds = seconds
+
+    def frame(self):
+        """The plan as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.plan)
+
+    @property
+    def params_before(self) -> int:
+        return sum(r["params_before"] for r in self.plan if r["status"] != "skipped")
+
+    @property
+    def params_after(self) -> int:
+        return sum(r["params_after"] for r in self.plan if r["status"] != "skipped")
+
+    def evaluate(self, data: Iterable[Any]) -> list[dict]:
+        r"""Measure each factorised layer's output error on ``data`` (held out, ideally).
+
+        The error is :math:`\mathbb E\,\|(W - AB)x\|^2` over the rows :math:`x` that reach
+        the layer in the *original* model, computed exactly from their second moment
+        :math:`C'` as :math:`\operatorname{tr}(\Delta C' \Delta^\top)`; on the calibration
+        data it equals ``predicted_loss`` (activations, ridge 0). Fills ``measured_loss``
+        and ``measured_relative`` (over :math:`\mathbb E\|Wx\|^2`) in :attr:`plan`.
+        """
+        named = dict(self._source.named_modules())
+        names = [r["name"] for r in self.plan if r["status"] == "factorised"]
+        moments = input_second_moments(
+            self._source, {n: named[n] for n in names}, data, func="evaluate"
+        )
+        by_name = {r["name"]: r for r in self.plan}
+        for name in names:
+            c, _rows = moments[name]
+            w = named[name].weight.detach().to(torch.float64)
+            a, b = (t.to(torch.float64) for t in self.factors[name])
+            delta = w - a @ b
+            err = float(torch.einsum("ij,jk,ik->", delta, c, delta))
+            ref = float(torch.einsum("ij,jk,ik->", w, c, w))
+            by_name[name]["measured_loss"] = err
+            by_name[name]["measured_relative"] = err / ref if ref > 0 else math.nan
+        return self.plan
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``factors.safetensors`` and ``plan.json`` into a new folder ``directory``.
+
+        The folder holds only the factors, ``<module>.A`` (out x k) and ``<module>.B``
+        (k x in) of each factorised layer; every other tensor (biases included) is taken
+        from the original model by :func:`load_compressed`. The folder is written beside
+        its final place under a temporary name and renamed when complete, so an error or
+        Ctrl-C leaves no partial folder. An existing non-empty ``directory`` is an error.
+        """
+        start = time.perf_counter()
+        target = Path(directory)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise InputError(
+                f"The output folder '{target}' exists and is not empty; give a new folder."
+            )
+        parent = target.parent if str(target.parent) else Path(".")
+        if not parent.is_dir():
+            raise InputError(f"Cannot write '{target}': the directory '{parent}' does not exist.")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+        try:
+            _write_folder(tmp, self)
+            if target.exists():
+                target.rmdir()
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.seconds["write"] = time.perf_counter() - start
+        return target
+
+
+def _write_folder(folder: Path, result: CompressionResult) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, (a, b) in result.factors.items():
+        tensors[f"{name}.A"] = a.detach().cpu().contiguous()
+        tensors[f"{name}.B"] = b.detach().cpu().contiguous()
+    save_file(tensors, str(folder / FACTORS_FILE), metadata={"format": _FORMAT})
+    plan = {"format": _FORMAT, "settings": result.settings, "layers": result.plan}
+    (folder / PLAN_FILE).write_text(json.dumps(plan, indent=1, allow_nan=True) + "\n")
+
+
+# -- compress ------------------------------------------------------------------------------------
+def _chosen_linears(model: nn.Module, layers) -> tuple[dict[str, nn.Module], list[dict]]:
+    named = [(n, m) for n, m in model.named_modules() if n]
+    if layers is None:
+        picked = [n for n, m in named if isinstance(m, nn.Linear)]
+        if not picked:
+            raise InputError("compress: the model has no nn.Linear layer to compress.")
+    else:
+        picked = match_names(
+            [n for n, _ in named], layers, param="layers", func="compress", what="module"
+        )
+    modules = dict(named)
+    chosen, skipped = {}, []
+    for n in picked:
+        m = modules[n]
+        if type(m) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
+            if m.weight.device.type == "meta":
+                raise InputError(f"compress: layer '{n}' has its weights on the meta device.")
+            chosen[n] = m
+        elif isinstance(m, nn.modules.conv._ConvNd):  # other modules matched: not weights
+            reason = "convolutions are not compressed (linear layers only)"
+            skipped.append({"name": n, "status": "skipped", "reason": reason})
+    if not chosen:
+        raise InputError(
+            f"compress: layers={layers!r} chose no nn.Linear layer "
+            f"({len(skipped)} other modules matched)."
+        )
+    return chosen, skipped
+
+
+def _check_ratio(ratio: Any) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (0 < ratio <= 1):
+        raise InputError(
+            f"compress: ratio must be a number in (0, 1] (kept parameters over the "
+            f"original parameters of the chosen matrices); got {ratio!r}."
+        )
+    return float(ratio)
+
+
+def _mp_cap(s: torch.Tensor, shape: tuple[int, int]) -> int:
+    from ..measures.marchenko_pastur import fit_marchenko_pastur
+
+    big, small = max(shape), min(shape)
+    eig = (s.detach().to(torch.float64) ** 2 / big).cpu()
+    fit = fit_marchenko_pastur(eig, small / big)
+    return max(1, int(fit.num_spikes))
+
+
+def compress(
+    model: nn.Module,
+    data: Iterable[Any] | None,
+    *,
+    ratio: float,
+    method: str = "activations",
+    allocation: str = "allocated",
+    layers: str | Sequence[str] | None = None,
+    ridge: float = 1e-6,
+    mp_edge: bool = False,
+    eval_data: Iterable[Any] | None = None,
+    progress: bool | None = None,
+) -> CompressionResult:
+    r"""Replace linear layers by rank-:math:`k` products at a parameter budget.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Not modified: a deep copy is compressed.
+    data : iterable of batches, or None
+        Calibration batches for the input second moments :math:`C = \mathbb E[xx^\top]`:
+        tensors (``model(x)``), tuples (``model(*b)``) or dicts (``model(**b)``, the
+        ``attention_mask`` excluding padding). Only ``method="weights"`` may pass None.
+    ratio : float in (0, 1]
+        Kept parameters over the original parameters of the chosen matrices (biases are
+        not counted and are kept).
+    method : {"activations", "weights"}
+        ``"activations"``: truncate the SVD of :math:`WL` (module docstring);
+        ``"weights"``: plain SVD of :math:`W`.
+    allocation : {"allocated", "uniform"}
+        ``"allocated"``: ranks by equal slope across matrices at the total budget
+        (:func:`~infospec.transforms.allocation.allocate_ranks`); ``"uniform"``: the same
+        ratio for every matrix.
+    layers : str or sequence of str, optional
+        Regular expressions over module names (``match_names``); default every
+        ``nn.Linear``. Only the ``nn.Linear`` modules matched are compressed; matched
+        convolutions are listed in the plan as skipped (linear layers only: a convolution
+        would need the covariance of its unfolded patches), other modules are ignored.
+    ridge : float >= 0, default 1e-6
+        :math:`\rho` in :math:`C + \rho\,\overline{\operatorname{diag}C}\,I`, the Cholesky
+        regulariser for singular :math:`C`.
+    mp_edge : bool, default False
+        Cap each matrix's rank at its number of singular values above the fitted
+        Marchenko-Pastur bulk edge (:func:`~infospec.measures.fit_marchenko_pastur` on
+        :math:`\sigma_i^2/\max(m,n)` with :math:`q = \min(m,n)/\max(m,n)`), at least 1.
+    eval_data : iterable of batches, optional
+        If given, :meth:`CompressionResult.evaluate` is run on it.
+    progress : bool, optional
+        Accepted for the CLI's sake; the passes are short and show no bar.
+
+    Returns
+    -------
+    CompressionResult
+
+    Raises
+    ------
+    InputError
+        Ratio outside (0, 1], unknown method/allocation, ``layers`` matching no module or
+        no ``nn.Linear``, data that does not fit the model, a singular covariance at the
+        given ridge, or a ratio below one rank per matrix.
+
+    Examples
+    --------
+    >>> import torch, infospec
+    >>> torch.manual_seed(0) and None
+    >>> mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    >>> data = [torch.randn(64, 16) for _ in range(4)]
+    >>> res = infospec.compress(mlp, data, ratio=0.5)
+    >>> res.params_after <= 0.5 * res.params_before
+    True
+    """
+    del progress
+    ratio = _check_ratio(ratio)
+    method = check_choice(method, "method", "compress", ("activations", "weights"))
+    allocation = check_choice(allocation, "allocation", "compress", ("allocated", "uniform"))
+    if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
+        raise InputError(f"compress: ridge must be a finite number >= 0; got {ridge!r}.")
+    if data is None and method == "activations":
+        raise InputError("compress: method='activations' needs data (calibration batches).")
+    chosen, skipped = _chosen_linears(model, layers)
+    seconds = {"covariance": 0.0, "svd": 0.0}
+    start = time.perf_counter()
+    moments = input_second_moments(model, chosen, data) if data is not None else {}
+    seconds["covariance"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    svds, shapes, energies, caps, refs = {}, [], [], [], []
+    for name, lin in chosen.items():
+        factor = _cholesky(moments[name][0], ridge, name) if method == "activations" else None
+        if factor is not None:
+            factor = factor.to(lin.weight.device)
+        u, s, vh = whitened_factors(lin.weight, factor)
+        svds[name] = (u, s, vh)
+        shapes.append(tuple(lin.weight.shape))
+        energies.append((s**2).cpu().numpy())
+        refs.append(float((s**2).sum()))
+        caps.append(_mp_cap(s, tuple(lin.weight.shape)) if mp_edge else None)
+    total = sum(m * n for m, n in shapes)
+    budget = math.floor(ratio * total + 1e-9)
+    if allocation == "allocated":
+        alloc = allocate_ranks(energies, shapes, budget, max_ranks=caps if mp_edge else None)
+    else:
+        alloc = uniform_ranks(energies, shapes, ratio, max_ranks=caps if mp_edge else None)
+
+    out = copy.deepcopy(model)
+    factors, plan = {}, []
+    for (name, lin), (m, n), k, e, ref in zip(
+        chosen.items(), shapes, alloc.ranks, energies, refs, strict=True
+    ):
+        rec = {"name": name, "shape": [m, n], "params_before": m * n}
+        if k == DENSE:
+            rec.update(rank=None, params_after=m * n, predicted_loss=0.0, predicted_relative=0.0)
+            rec.update(status="dense", reason="a factorisation at its rank would not save")
+        else:
+            a, b = _split(*svds[name], k, lin.weight.dtype)
+            factors[name] = (a, b)
+            loss = float(e[k:].sum())
+            rec.update(rank=k, params_after=k * (m + n), predicted_loss=loss)
+            rec.update(predicted_relative=loss / ref if ref > 0 else math.nan)
+            rec.update(status="factorised", reason="")
+            _set_module(out, name, _factorised(out.get_submodule(name), a, b))
+        plan.append(rec)
+    seconds["svd"] = time.perf_counter() - start
+    settings = {
+        "ratio": ratio,
+        "method": method,
+        "allocation": allocation,
+        "ridge": ridge,
+        "mp_edge": bool(mp_edge),
+        "budget": budget,
+        "params_before": total,
+        "params_after": alloc.params,
+        "predicted_loss": alloc.loss,
+        "lagrangian_params": alloc.lagrangian_params,
+        "gap_bound": alloc.gap_bound,
+    }
+    result = CompressionResult(out, plan + skipped, factors, model, settings, seconds)
+    if eval_data is not None:
+        result.evaluate(eval_data)
+    return result
+
+
+# -- load ------------------------------------------------------------------------------------
+def load_compressed(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    """Swap each layer listed in a :meth:`CompressionResult.save` folder for its factors.
+
+    Each factorised ``nn.Linear`` named in ``plan.json`` becomes
+    ``nn.Sequential(nn.Linear(in, k, bias=False), nn.Linear(k, out, bias=...))`` holding
+    ``B`` and ``A`` from ``factors.safetensors`` and the layer's own bias. ``model`` is
+    modified in place (pass the original, uncompressed architecture) and returned.
+
+    Raises
+    ------
+    InputError
+        If the folder's files are missing or not of this format, a listed layer is not an
+        ``nn.Linear`` of ``model``, or a factor's shape does not fit the layer.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(directory)
+    try:
+        plan = json.loads((folder / PLAN_FILE).read_text())
+        tensors = load_file(str(folder / FACTORS_FILE))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise InputError(
+            f"load_compressed: '{folder}' is not a compressed-model folder "
+            f"({PLAN_FILE} and {FACTORS_FILE}): {exc}"
+        ) from exc
+    if not isinstance(plan, dict) or plan.get("format") != _FORMAT:
+        raise InputError(f"load_compressed: '{folder / PLAN_FILE}' is not an infospec plan.")
+    named = dict(model.named_modules())
+    swaps = []
+    for rec in plan["layers"]:
+        if rec.get("status") != "factorised":
+            continue
+        name, (m, n), k = rec["name"], rec["shape"], rec["rank"]
+        lin = named.get(name)
+        if type(lin) not in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
+            what = "missing" if lin is None else f"a {type(lin).__name__}"
+            raise InputError(
+                f"load_compressed: layer '{name}' of the plan is {what} in the model; "
+                f"pass the original (uncompressed) model."
+            )
+        a, b = tensors.get(f"{name}.A"), tensors.get(f"{name}.B")
+        if a is None or b is None:
+            raise InputError(f"load_compressed: {FACTORS_FILE} lacks the factors of '{name}'.")
+        if (
+            tuple(lin.weight.shape) != (m, n)
+            or tuple(a.shape) != (m, k)
+            or tuple(b.shape) != (k, n)
+        ):
+            raise InputError(
+                f"load_compressed: layer '{name}' is {tuple(lin.weight.shape)} in the model; "
+                f"the plan has {(m, n)} at rank {k} with factors {tuple(a.shape)} and "
+                f"{tuple(b.shape)}."
+            )
+        swaps.append((name, lin, a, b))
+    for name, lin, a, b in swaps:  # checked first: a bad folder leaves the model as it was
+        _set_module(model, name, _factorised(lin, a.to(lin.weight), b.to(lin.weight)))
+    return model

@@ -282,14 +282,20 @@ def batch_moments(
     """
     dev = x.device if device is None else torch.device(device)
     b = x.shape[0]
+    g_dtype = gram_dtype(precision, x.dtype)
+    if g_dtype == torch.float64:
+        # one float64 copy, summed, centred in place and multiplied: three passes and the Gram
+        y = x.to(device=dev, dtype=torch.float64, copy=True)
+        total = y.sum(dim=0)
+        if not bool(torch.isfinite(total).all()):
+            return None
+        mean = total / b
+        y -= mean
+        return b, mean, gram(y)
     total = x.sum(dim=0, dtype=torch.float64)
     if not bool(torch.isfinite(total).all()):
         return None
     mean = (total / b).to(dev)
-    g_dtype = gram_dtype(precision, x.dtype)
-    if g_dtype == torch.float64:
-        y = torch.sub(x.to(dev), mean)  # promoted to float64: upcast and centring in one pass
-        return b, mean, gram(y)
     # shift by the mean rounded to the Gram dtype; the residual r = mean - shift is exact
     # in float64 and is taken out of the float64 result: M = Y^T Y - b r r^T
     shift = mean.to(g_dtype)

@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 _HOME: dict[str, str] = {
     "Report": "analysis",
     "analyze": "analysis",
+    "compare": "analysis",
     "StreamingCovariance": "spectra",
     "covariance_eigenvalues": "spectra",
     "ledoit_wolf_shrinkage": "spectra",

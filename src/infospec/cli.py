@@ -35,6 +35,27 @@ def _add_conv(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_spectrum_options(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``--conv``, ``--rel-distortion``, ``--min-dim``, ``--no-fits``."""
+    p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
+    _add_conv(p)
+    p.add_argument(
+        "--rel-distortion",
+        type=float,
+        default=0.01,
+        help="relative squared error of the bits columns (default 0.01)",
+    )
+    p.add_argument(
+        "--min-dim",
+        type=int,
+        default=None,
+        help="skip matrices whose smaller side is below this (default 10)",
+    )
+    p.add_argument(
+        "--no-fits", action="store_true", help="skip the power-law and Marchenko-Pastur fits"
+    )
+
+
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
@@ -79,23 +100,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         metavar="REGEX",
         help="observe modules whose name matches (default: the analysed layers)",
     )
-    p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
-    _add_conv(p)
-    p.add_argument(
-        "--rel-distortion",
-        type=float,
-        default=0.01,
-        help="relative squared error of the bits columns (default 0.01)",
-    )
-    p.add_argument(
-        "--min-dim",
-        type=int,
-        default=None,
-        help="skip matrices whose smaller side is below this (default 10)",
-    )
-    p.add_argument(
-        "--no-fits", action="store_true", help="skip the power-law and Marchenko-Pastur fits"
-    )
+    _add_spectrum_options(p)
     p.add_argument(
         "--format",
         choices=_FORMATS,
@@ -126,6 +131,112 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         help="list every skipped tensor by name (default: counted per reason)",
     )
     _add_progress(p)
+
+
+def _add_output(p: argparse.ArgumentParser, default_html: str) -> None:
+    """``--format``, ``--table``, ``--out`` and ``--verbose`` of a verb that prints a report."""
+    p.add_argument(
+        "--format",
+        choices=_FORMATS,
+        default=None,
+        help="table (default), csv, json or html (default from --out's suffix)",
+    )
+    p.add_argument(
+        "--table",
+        choices=("weights", "skipped"),
+        default="weights",
+        help="which table --format csv writes (default weights)",
+    )
+    p.add_argument(
+        "--out",
+        help=f"output file (written atomically); default stdout, or {default_html} for "
+        "--format html",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="list every skipped tensor by name (default: counted per reason)",
+    )
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="what fine-tuning changed: the spectrum of every weight delta",
+        description="Match the tensors of two checkpoints by name and report, per weight "
+        "matrix, the measures of the delta W_tuned - W_base (ranks, alpha, flatness, bits), "
+        "its size relative to W_base, the change of every single-model measure, and the "
+        "overlap of the top-k singular subspaces. Both checkpoints stream one pair of "
+        "tensors at a time.",
+    )
+    p.add_argument("base", help="the base checkpoint (file, sharded index or model folder)")
+    p.add_argument("tuned", help="the fine-tuned checkpoint")
+    p.add_argument(
+        "--rename",
+        action="append",
+        metavar="PATTERN=REPL",
+        help="regular-expression rename applied to both sides' names before matching "
+        "(repeatable, in order), e.g. '^base_model\\.model\\.='",
+    )
+    p.add_argument(
+        "--k",
+        type=int,
+        default=10,
+        help="dimension of the compared top singular subspaces (default 10; 0: none)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on a tensor present on one side only or with different shapes",
+    )
+    p.add_argument(
+        "--layers",
+        action="append",
+        metavar="REGEX",
+        help="compare tensors whose (renamed) name matches (repeatable)",
+    )
+    _add_spectrum_options(p)
+    p.add_argument("--workers", type=int, default=None, help="CPU threads (as for analyze)")
+    _add_output(p, "infospec-compare.html")
+    _add_progress(p)
+
+
+def _parse_rename(items: list[str] | None) -> list[tuple[str, str]] | None:
+    """``--rename PATTERN=REPL`` items as (pattern, replacement) pairs."""
+    if not items:
+        return None
+    rules = []
+    for item in items:
+        if "=" not in item:
+            raise InputError(
+                f"--rename must be PATTERN=REPLACEMENT (an empty replacement deletes); got "
+                f"{item!r}. Example: --rename '^base_model\\.model\\.='."
+            )
+        pattern, repl = item.split("=", 1)
+        rules.append((pattern, repl))
+    return rules
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from .analysis.compare import compare
+
+    fmt, out = _output_format(args, "infospec-compare.html")
+    report = compare(
+        args.base,
+        args.tuned,
+        layers=args.layers,
+        rename=_parse_rename(args.rename),
+        k=args.k,
+        strict=args.strict,
+        device=args.device,
+        conv=args.conv,
+        rel_distortion=args.rel_distortion,
+        min_dim=args.min_dim,
+        fits=not args.no_fits,
+        progress=args.progress,
+        workers=args.workers,
+    )
+    return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -213,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_analyze(sub)
     _add_describe(sub)
+    _add_compare(sub)
     _add_demo(sub)
     return parser
 
@@ -232,6 +344,7 @@ _NUMERIC = (
     ("min_dim", "--min-dim", "an int >= 1", lambda v: v >= 1),
     ("rel_distortion", "--rel-distortion", "a number in (0, 1]", lambda v: 0 < v <= 1),
     ("seeds", "--seeds", "an int >= 1", lambda v: v >= 1),
+    ("k", "--k", "an int >= 0", lambda v: v >= 0),
 )
 
 #: Python parameter names of the library -> the flags that set them, for error messages.
@@ -246,6 +359,9 @@ _FLAGS = {
     "max_tokens": "--max-tokens",
     "batch_size": "--batch-size",
     "max_texts": "--max-texts",
+    "rename": "--rename",
+    "k": "--k",
+    "strict": "--strict",
 }
 
 
@@ -386,16 +502,29 @@ def _run_analyze(args: argparse.Namespace) -> int:
         _add_file_only_tensors(report, folder, args.layers, args.min_dim)
     else:
         report = analyze(folder, **options)
+    return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
 
+
+def _output_format(args: argparse.Namespace, default_html: str) -> tuple[str, str | None]:
+    """``--format`` (default from ``--out``'s suffix, else table) and the output path."""
+    fmt = args.format
+    if fmt is None:
+        suffix = Path(args.out).suffix.lower().lstrip(".") if args.out else ""
+        fmt = {"csv": "csv", "json": "json", "html": "html", "htm": "html"}.get(suffix, "table")
+    return fmt, args.out or (default_html if fmt == "html" else None)
+
+
+def _emit(report: Any, fmt: str, out: str | None, *, table: str, verbose: bool) -> int:
+    """Print or write (atomically) a report as a table, CSV, JSON or an HTML page."""
     start = time.perf_counter()
     if fmt == "table":
-        text = report.summary(max_rows=None, verbose=args.verbose)
-        if report.skipped and not args.verbose:
+        text = report.summary(max_rows=None, verbose=verbose)
+        if report.skipped and not verbose:
             text += "\n(--verbose lists the skipped tensors by name)"
     elif fmt == "json":
         text = report.to_json()
     elif fmt == "csv":
-        text = report.to_dataframe(args.table).to_csv(index=False)
+        text = report.to_dataframe(table).to_csv(index=False)
     else:
         report.to_html(out)
         print(f"wrote {out} in {time.perf_counter() - start:.2f} s", file=sys.stderr)
@@ -528,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_analyze(args)
         if args.command == "demo":
             return _run_demo(args)
+        if args.command == "compare":
+            return _run_compare(args)
         return _run_describe(args)
     except InfospecError as exc:
         print(f"infospec: error: {_cli_words(str(exc))}", file=sys.stderr)

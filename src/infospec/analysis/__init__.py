@@ -2,6 +2,7 @@
 
 from .activations import ACTIVATION_COLUMNS, activation_record
 from .analyze import analyze
+from .compare import compare
 from .report import Report
 from .weights import WEIGHT_COLUMNS, weight_record
 
@@ -11,5 +12,6 @@ __all__ = [
     "Report",
     "activation_record",
     "analyze",
+    "compare",
     "weight_record",
 ]

@@ -51,33 +51,71 @@ def _spectra(entry, *, conv: str, split_in_proj: bool, method: str, device) -> l
     converge) ends the tensor with one item named after it, after the matrices already
     done. Only the message is kept: an exception's traceback would hold the loaded tensor
     (on a GPU, device memory) until a fit worker reached it. :class:`SourceError`
-    propagates: an unreadable file ends the run.
+    propagates: an unreadable file ends the run. An entry with a ``factor_spectra``
+    method (a low-rank delta, :class:`~infospec.sources.peft_source.LoraEntry`) gives
+    its spectra from its factors, without materialising the matrix.
     """
     out: list[Spectrum] = []
     try:
+        factor_spectra = getattr(entry, "factor_spectra", None)
+        if factor_spectra is not None:
+            return factor_spectra(device=device)
         tensor = entry.load(device=device)
-        for label, matrix in as_matrices(entry, tensor, conv=conv, split_in_proj=split_in_proj):
-            rows, cols = matrix.shape[-2:]  # a pooled convolution: a stack of P matrices
-            try:
-                # singular_values checks finiteness on the small Gram matrix (no extra pass)
-                sigma = singular_values(matrix, method=method, device=device)
-            except InputError:
-                finite = torch.isfinite(matrix)
-                if bool(finite.all()):
-                    raise
-                n_nan = int(torch.isnan(matrix).sum())
-                n_inf = int((~finite).sum()) - n_nan
-                error = f"tensor contains {n_nan} NaN and {n_inf} infinite value(s); not analysed"
-                out.append((label, rows, cols, None, error))
-                continue
-            # a few thousand numbers: the fits run on the CPU, where they do not wait on
-            # kernel launches and device syncs, and (on a GPU) overlap the next spectrum
-            out.append((label, rows, cols, sigma.cpu(), ""))
+        tensor_spectra(
+            entry, tensor, out, conv=conv, split_in_proj=split_in_proj, method=method, device=device
+        )
     except SourceError:
         raise
     except (InfospecError, torch.linalg.LinAlgError) as exc:
         out.append((entry.name, None, None, None, str(exc)))
     return out
+
+
+def tensor_spectra(
+    entry,
+    tensor: torch.Tensor,
+    out: list[Spectrum],
+    *,
+    conv: str,
+    split_in_proj: bool,
+    method: str,
+    device,
+    name: str | None = None,
+) -> list[Spectrum]:
+    """The spectra of one loaded tensor's matrices, appended to ``out`` (and returned).
+
+    ``entry`` gives the kind (and, unless ``name`` is given, the labels) of
+    :func:`~infospec.spectra.conventions.as_matrices`; a matrix with NaN or Inf gives an
+    item with its counts as the error. Other errors propagate (:func:`_spectra` keeps
+    their message).
+    """
+    for label, matrix in as_matrices(
+        entry, tensor, conv=conv, split_in_proj=split_in_proj, name=name
+    ):
+        rows, cols = matrix.shape[-2:]  # a pooled convolution: a stack of P matrices
+        try:
+            # singular_values checks finiteness on the small Gram matrix (no extra pass)
+            sigma = singular_values(matrix, method=method, device=device)
+        except InputError:
+            error = nonfinite_error(matrix)
+            if error is None:
+                raise
+            out.append((label, rows, cols, None, error))
+            continue
+        # a few thousand numbers: the fits run on the CPU, where they do not wait on
+        # kernel launches and device syncs, and (on a GPU) overlap the next spectrum
+        out.append((label, rows, cols, sigma.cpu(), ""))
+    return out
+
+
+def nonfinite_error(matrix: torch.Tensor) -> str | None:
+    """``"tensor contains n NaN and m infinite value(s); not analysed"``, or None if finite."""
+    finite = torch.isfinite(matrix)
+    if bool(finite.all()):
+        return None
+    n_nan = int(torch.isnan(matrix).sum())
+    n_inf = int((~finite).sum()) - n_nan
+    return f"tensor contains {n_nan} NaN and {n_inf} infinite value(s); not analysed"
 
 
 def _records(
@@ -177,6 +215,86 @@ def _map_in_order(first, second, items: Sequence[Any], *, workers: int, pipeline
             for fut in pending:
                 fut.cancel()
             raise
+
+
+def skipped_record(entry, reason: str) -> dict[str, Any]:
+    """One row of ``Report.skipped``: the entry's name, shape, dtype and kind, and why."""
+    return {
+        "name": entry.name,
+        "shape": tuple(entry.shape),
+        "dtype": entry.dtype,
+        "kind": entry.kind,
+        "reason": reason,
+    }
+
+
+def plan_entries(
+    entries: Iterable[Any], skipped: list[dict[str, Any]], *, min_dim: int, conv: str
+) -> list[Any]:
+    """The entries an analysis reads; the others appended to ``skipped`` with their reason.
+
+    The rule is :func:`~infospec.sources.entry.skip_reason_under` (the one ``infospec
+    describe`` applies).
+    """
+    todo = []
+    for e in entries:
+        reason = skip_reason_under(e, min_dim=min_dim, conv=conv)
+        if reason is not None:
+            skipped.append(skipped_record(e, reason))
+        else:
+            todo.append(e)
+    return todo
+
+
+def run_stages(
+    first,
+    second,
+    items: Sequence[Any],
+    meta: dict[str, Any],
+    *,
+    workers: int | None,
+    pipeline: bool,
+    progress: bool | None,
+    desc: str = "weights",
+):
+    """``second(item, first(item))`` for every item, in order, with workers and a bar.
+
+    The driver of :func:`analyze`'s weight pass, shared by every verb that reads weights
+    (:func:`infospec.compare`, :func:`infospec.track`): workers resolved
+    (:func:`_resolve_workers`) and scheduled by :func:`_map_in_order`, a progress bar of
+    items, and the time of each stage summed over items (and threads) in
+    ``meta["spectrum_seconds"]`` and ``meta["fit_seconds"]`` (where the time went, not
+    wall time), with ``meta["workers"]`` and ``meta["pipeline"]``. An interrupt (Ctrl-C,
+    the bar) cancels the queued items, joins the workers and restores torch's thread
+    count.
+    """
+    stage_seconds: dict[str, list[float]] = {"spectra": [], "fits": []}
+
+    def timed_first(item):
+        start = time.perf_counter()
+        try:
+            return first(item)
+        finally:
+            stage_seconds["spectra"].append(time.perf_counter() - start)
+
+    def timed_second(item, value):
+        start = time.perf_counter()
+        try:
+            return second(item, value)
+        finally:
+            stage_seconds["fits"].append(time.perf_counter() - start)
+
+    workers = _resolve_workers(workers, len(items))
+    meta["workers"] = workers
+    meta["pipeline"] = pipeline
+    try:
+        with contextlib.closing(
+            _map_in_order(timed_first, timed_second, items, workers=workers, pipeline=pipeline)
+        ) as results:
+            yield from _progress(results, total=len(items), desc=desc, enabled=progress)
+    finally:
+        meta["spectrum_seconds"] = sum(stage_seconds["spectra"])
+        meta["fit_seconds"] = sum(stage_seconds["fits"])
 
 
 #: Report name of the model itself when it is the observed module (a bare nn.Linear, say).
@@ -392,56 +510,21 @@ def analyze(
             "python": platform.python_version(),
         }
     )
-    todo = []
-    for e in entries:
-        reason = skip_reason_under(e, min_dim=src.min_dim, conv=conv)
-        if reason is not None:
-            report.skipped.append(
-                {
-                    "name": e.name,
-                    "shape": tuple(e.shape),
-                    "dtype": e.dtype,
-                    "kind": e.kind,
-                    "reason": reason,
-                }
-            )
-        else:
-            todo.append(e)
-
-    stage_seconds: dict[str, list[float]] = {"spectra": [], "fits": []}
+    todo = plan_entries(entries, report.skipped, min_dim=src.min_dim, conv=conv)
 
     def first(entry) -> list[Spectrum]:
-        start = time.perf_counter()
-        try:
-            return _spectra(
-                entry, conv=conv, split_in_proj=split_in_proj, method=method, device=dev
-            )
-        finally:
-            stage_seconds["spectra"].append(time.perf_counter() - start)
+        return _spectra(entry, conv=conv, split_in_proj=split_in_proj, method=method, device=dev)
 
     def second(entry, spectra: list[Spectrum]):
-        start = time.perf_counter()
-        try:
-            return _records(entry, spectra, rel_distortion=rel_distortion, fits=fits)
-        finally:
-            stage_seconds["fits"].append(time.perf_counter() - start)
+        return _records(entry, spectra, rel_distortion=rel_distortion, fits=fits)
 
-    workers = _resolve_workers(workers, len(todo))
     pipeline = (dev or _data_device(source)).type != "cpu"
-    report.meta["workers"] = workers
-    report.meta["pipeline"] = pipeline
-    # closing(): an interrupt in the loop (Ctrl-C, the progress bar) still cancels the
-    # queued matrices, joins the workers and restores torch's thread count
-    with contextlib.closing(
-        _map_in_order(first, second, todo, workers=workers, pipeline=pipeline)
-    ) as results:
-        for rows, esds in _progress(results, total=len(todo), desc="weights", enabled=progress):
-            report.weights.extend(rows)
-            report.spectra.update(esds)
+    for rows, esds in run_stages(
+        first, second, todo, report.meta, workers=workers, pipeline=pipeline, progress=progress
+    ):
+        report.weights.extend(rows)
+        report.spectra.update(esds)
     report.meta["weight_seconds"] = time.perf_counter() - t0
-    # summed over tensors (and threads): where the time went, not wall time
-    report.meta["spectrum_seconds"] = sum(stage_seconds["spectra"])
-    report.meta["fit_seconds"] = sum(stage_seconds["fits"])
 
     if data is not None:
         _activations(

@@ -125,6 +125,11 @@ class Report:
         else:
             cols = list(SKIPPED_COLUMNS)
         records = getattr(self, table)
+        # columns a verb adds (compare's deltas and changes), in order of appearance
+        known = set(cols)
+        extra = list(dict.fromkeys(k for r in records for k in r if k not in known))
+        if extra:
+            cols = [*cols[:-1], *extra, cols[-1]] if table != "skipped" else [*cols, *extra]
         df = pd.DataFrame.from_records(records, columns=cols)
         return df
 
@@ -157,7 +162,9 @@ class Report:
         )
         if "seconds" in self.meta:
             lines.append(self._time_line())
-        for table, cols in (("weights", _SUMMARY_WEIGHTS), ("activations", _SUMMARY_ACTIVATIONS)):
+        # a verb other than analyze names its own headline (compare: the delta's columns)
+        weight_cols = tuple(self.meta.get("summary_columns") or _SUMMARY_WEIGHTS)
+        for table, cols in (("weights", weight_cols), ("activations", _SUMMARY_ACTIVATIONS)):
             records = getattr(self, table)
             if not records:
                 continue

@@ -1,0 +1,250 @@
+"""compare(base, tuned): delta spectra, subspace overlaps, matching, CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from safetensors.torch import save_file
+
+import infospec
+from infospec import InputError
+from infospec.analysis.compare import (
+    CHANGE_COLUMNS,
+    principal_cosines,
+    rename_names,
+    top_singular_subspaces,
+)
+from infospec.cli import main
+
+
+def _with_spectrum(rng, rows, cols, sigma):
+    u = np.linalg.qr(rng.standard_normal((rows, len(sigma))))[0]
+    v = np.linalg.qr(rng.standard_normal((cols, len(sigma))))[0]
+    return (u * sigma) @ v.T
+
+
+@pytest.fixture
+def pair(rng):
+    """A base with a gapped spectrum and a tuned copy with a planted rank-3 delta."""
+    base = _with_spectrum(rng, 80, 48, np.linspace(10.0, 1.0, 48))
+    delta = 0.05 * rng.standard_normal((80, 3)) @ rng.standard_normal((3, 48))
+    return base, delta
+
+
+def test_planted_rank_r_delta_has_exactly_r_nonzero_singular_values(pair):
+    base, delta = pair
+    report = infospec.compare(
+        {"l.weight": torch.from_numpy(base)},
+        {"l.weight": torch.from_numpy(base + delta)},
+        progress=False,
+    )
+    row = report.weights[0]
+    assert row["status"] == "ok"
+    assert row["numerical_rank"] == 3
+    # the delta's ESD is that of NumPy's float64 SVD of the same difference
+    expected = np.linalg.svd((base + delta) - base, compute_uv=False) ** 2
+    lam = report.spectrum("l.weight")
+    np.testing.assert_allclose(lam[:3], expected[:3], rtol=1e-10)
+    assert np.all(lam[3:] <= 1e-20 * lam[0])
+    assert row["rel_delta"] == pytest.approx(
+        np.linalg.norm(delta) / np.linalg.norm(base), rel=1e-10
+    )
+    assert row["stable_rank"] == pytest.approx(expected.sum() / expected[0], rel=1e-9)
+
+
+def test_changes_are_the_difference_of_analyze_columns(pair):
+    base, delta = pair
+    b = {"l.weight": torch.from_numpy(base)}
+    t = {"l.weight": torch.from_numpy(base + 3 * delta)}
+    row = infospec.compare(b, t, progress=False).weights[0]
+    rb = infospec.analyze(b, progress=False).weights[0]
+    rt = infospec.analyze(t, progress=False).weights[0]
+    for col in ("alpha", "flatness", "effective_rank", "stable_rank", "bits_per_param"):
+        assert row[f"change_{col}"] == pytest.approx(rt[col] - rb[col], abs=1e-12)
+    assert set(f"change_{c}" for c in CHANGE_COLUMNS) <= set(row)
+
+
+def test_overlaps_match_scipy_subspace_angles(rng):
+    base = _with_spectrum(rng, 60, 40, np.geomspace(20.0, 0.5, 40))
+    tuned = base + 0.5 * rng.standard_normal((60, 40))
+    k = 5
+    row = infospec.compare(
+        {"w": torch.from_numpy(base)}, {"w": torch.from_numpy(tuned)}, k=k, progress=False
+    ).weights[0]
+    ub, _, vbt = np.linalg.svd(base)
+    ut, _, vtt = np.linalg.svd(tuned)
+    cos_l = np.cos(scipy.linalg.subspace_angles(ub[:, :k], ut[:, :k]))
+    cos_r = np.cos(scipy.linalg.subspace_angles(vbt[:k].T, vtt[:k].T))
+    assert row["overlap_k"] == k
+    assert row["overlap_left"] == pytest.approx(np.mean(cos_l**2), abs=1e-10)
+    assert row["overlap_right"] == pytest.approx(np.mean(cos_r**2), abs=1e-10)
+    assert row["overlap_min_cos"] == pytest.approx(min(cos_l.min(), cos_r.min()), abs=1e-8)
+    assert 0.0 < row["overlap_left"] < 1.0
+
+
+def test_principal_cosines_and_subspaces_against_scipy(rng):
+    a = np.linalg.qr(rng.standard_normal((30, 4)))[0]
+    b = np.linalg.qr(rng.standard_normal((30, 4)))[0]
+    got = principal_cosines(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    want = np.sort(np.cos(scipy.linalg.subspace_angles(a, b)))[::-1]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    w = _with_spectrum(rng, 20, 50, np.linspace(5.0, 1.0, 20))  # wide: the other side
+    sigma, left, right = top_singular_subspaces(torch.from_numpy(w), 3)
+    np.testing.assert_allclose(sigma.numpy(), np.linalg.svd(w, compute_uv=False), rtol=1e-12)
+    u, _, vt = np.linalg.svd(w)
+    assert np.max(scipy.linalg.subspace_angles(left.numpy(), u[:, :3])) < 1e-7
+    assert np.max(scipy.linalg.subspace_angles(right.numpy(), vt[:3].T)) < 1e-7
+    np.testing.assert_allclose(right.numpy().T @ right.numpy(), np.eye(3), atol=1e-12)
+
+
+def test_invariances(pair):
+    base, delta = pair
+    b, t = torch.from_numpy(base), torch.from_numpy(base + delta)
+    fwd = infospec.compare({"w": b}, {"w": t}, progress=False).weights[0]
+    back = infospec.compare({"w": t}, {"w": b}, progress=False).weights[0]
+    # -dW has the spectrum of dW; every change changes sign
+    assert back["sigma_max"] == pytest.approx(fwd["sigma_max"], rel=1e-12)
+    assert back["change_alpha"] == pytest.approx(-fwd["change_alpha"], abs=1e-12)
+    # subspaces do not depend on scale
+    scaled = infospec.compare({"w": b}, {"w": 3.0 * t}, progress=False).weights[0]
+    assert scaled["overlap_left"] == pytest.approx(fwd["overlap_left"], abs=1e-10)
+    same = infospec.compare({"w": b}, {"w": b.clone()}, progress=False).weights[0]
+    assert same["numerical_rank"] == 0 and same["rel_delta"] == 0.0
+    assert same["overlap_left"] == pytest.approx(1.0, abs=1e-12)
+    assert "zero matrix" in same["warning"]
+
+
+def test_bf16_checkpoints_give_the_exact_difference(tmp_path, gen):
+    w = torch.randn(40, 24, generator=gen)
+    b16, t16 = w.bfloat16(), (w + 0.01 * torch.randn(40, 24, generator=gen)).bfloat16()
+    save_file({"w": b16}, tmp_path / "b.safetensors")
+    save_file({"w": t16}, tmp_path / "t.safetensors")
+    report = infospec.compare(
+        tmp_path / "b.safetensors", tmp_path / "t.safetensors", progress=False
+    )
+    exact = t16.double() - b16.double()
+    want = np.linalg.svd(exact.numpy(), compute_uv=False) ** 2
+    np.testing.assert_allclose(report.spectrum("w"), want, rtol=1e-10)
+    assert report.weights[0]["dtype"] == "bfloat16"
+
+
+def test_one_sided_shape_mismatch_and_skips_are_listed(gen):
+    base = {
+        "a.weight": torch.randn(20, 20, generator=gen),
+        "b.weight": torch.randn(20, 20),
+        "c.weight": torch.randn(20, 30),
+        "a.bias": torch.randn(20),
+    }
+    tuned = {
+        "a.weight": torch.randn(20, 20),
+        "b.weight": torch.randn(20, 21),
+        "d.weight": torch.randn(20, 20),
+        "a.bias": torch.randn(20),
+    }
+    report = infospec.compare(base, tuned, progress=False)
+    assert [r["name"] for r in report.weights] == ["a.weight"]
+    reasons = {r["name"]: r["reason"] for r in report.skipped}
+    assert reasons["b.weight"] == "shape differs (base 20x20, tuned 20x21)"
+    assert reasons["c.weight"] == "only in base"
+    assert reasons["d.weight"] == "only in tuned"
+    assert reasons["a.bias"].startswith("1-D tensor")
+    with pytest.raises(InputError, match=r"'b\.weight' has shape \(20, 20\) in the base"):
+        infospec.compare(base, tuned, strict=True, progress=False)
+    with pytest.raises(InputError, match=r"'c\.weight' of the base .* no match in the tuned"):
+        infospec.compare(base, tuned, layers="c.weight", strict=True, progress=False)
+
+
+def test_rename_rules_and_their_errors(gen):
+    w = torch.randn(16, 16, generator=gen)
+    base = {"model.layer.weight": w}
+    tuned = {"base_model.model.layer.weight": w + 1e-3}
+    with pytest.raises(
+        InputError, match=r"matched no tensor name.*tuned names carry the prefix 'base_model\.'"
+    ):
+        infospec.compare(base, tuned, progress=False)
+    report = infospec.compare(
+        base, tuned, rename={r"^base_model\.": "", r"^model\.": ""}, progress=False
+    )
+    assert [r["name"] for r in report.weights] == ["layer.weight"]
+    assert report.meta["rename"] == [[r"^base_model\.", ""], [r"^model\.", ""]]
+    with pytest.raises(InputError, match=r"map two base tensors .* to the same name 'w'"):
+        rename_names(["a.w", "b.w"], [(r"^\w+\.", "")], side="base", where="x")
+    with pytest.raises(InputError, match=r"rename' pattern '\(' of compare is not a valid"):
+        infospec.compare(base, tuned, rename=[("(", "")], progress=False)
+    with pytest.raises(InputError, match=r"must hold \(pattern, replacement\) pairs"):
+        infospec.compare(base, tuned, rename=[("a",)], progress=False)
+    with pytest.raises(InputError, match=r"'k' parameter of compare must be an int >= 0"):
+        infospec.compare(base, base, k=-1, progress=False)
+
+
+def test_nonfinite_layer_is_an_error_row_and_k0_skips_overlaps(gen):
+    a = torch.randn(16, 16, generator=gen)
+    bad = a.clone()
+    bad[0, 0] = float("nan")
+    report = infospec.compare({"x": a, "y": a.clone()}, {"x": bad, "y": a * 2}, k=0, progress=False)
+    rows = {r["name"]: r for r in report.weights}
+    assert rows["x"]["status"] == "error" and "1 NaN" in rows["x"]["warning"]
+    assert rows["y"]["status"] == "ok" and math.isnan(rows["y"]["overlap_left"])
+    assert rows["y"]["rel_delta"] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_pooled_conv_and_module_source(gen):
+    base = torch.nn.Conv2d(12, 16, 3)
+    tuned = torch.nn.Conv2d(12, 16, 3)
+    report = infospec.compare(base, tuned, progress=False, min_dim=10)
+    row = next(r for r in report.weights if r["name"] == "weight")
+    kd = (tuned.weight.double() - base.weight.double()).detach().numpy()
+    per_position = [
+        np.linalg.svd(kd[:, :, i, j], compute_uv=False) for i in range(3) for j in range(3)
+    ]
+    want = np.sort(np.concatenate(per_position) ** 2)[::-1]
+    np.testing.assert_allclose(report.spectrum("weight"), want, rtol=1e-9)
+    assert (row["rows"], row["cols"], row["params"]) == (16, 12, 16 * 12 * 9)
+
+
+def test_sharded_checkpoints(tmp_path, gen):
+    tensors = {
+        f"layers.{i}.weight": torch.randn(24, 24, generator=gen, dtype=torch.float64)
+        for i in range(3)
+    }
+    for side, scale in (("b", 0.0), ("t", 0.1)):
+        folder = tmp_path / side
+        folder.mkdir()
+        shard = {}
+        for i, (name, w) in enumerate(tensors.items()):
+            file = f"model-{i % 2 + 1:05d}-of-00002.safetensors"
+            shard.setdefault(file, {})[name] = w + scale * torch.ones_like(w)
+        for file, part in shard.items():
+            save_file(part, folder / file)
+        index = {"weight_map": {n: f for f, part in shard.items() for n in part}}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    report = infospec.compare(tmp_path / "b", tmp_path / "t", progress=False)
+    assert [r["name"] for r in report.weights] == list(tensors)
+    # a constant shift is rank one
+    assert all(r["numerical_rank"] == 1 for r in report.weights)
+    assert report.meta["matched"] == 3
+
+
+def test_cli_compare(tmp_path, gen, capsys):
+    w = torch.randn(32, 24, generator=gen, dtype=torch.float64)
+    save_file({"model.l.weight": w}, tmp_path / "b.safetensors")
+    save_file({"l.weight": w + 0.1}, tmp_path / "t.safetensors")
+    b, t = str(tmp_path / "b.safetensors"), str(tmp_path / "t.safetensors")
+    assert main(["compare", b, t]) == 2
+    err = capsys.readouterr().err
+    assert "prefix 'model.'" in err and "--rename '^model\\.='" in err
+    assert main(["compare", b, t, "--rename", "^model\\.=", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "l.weight" in out and "rel_delta" in out
+    out_json = tmp_path / "c.json"
+    assert main(["compare", b, t, "--rename", "^model\\.=", "--out", str(out_json)]) == 0
+    data = json.loads(out_json.read_text())
+    assert data["weights"][0]["numerical_rank"] == 1
+    assert data["meta"]["verb"] == "compare"
+    assert main(["compare", b, t, "--rename", "nope"]) == 2
+    assert "--rename must be PATTERN=REPLACEMENT" in capsys.readouterr().err
+    assert main(["compare", b, t, "--k", "-2"]) == 2
+    assert "--k must be an int >= 0" in capsys.readouterr().err

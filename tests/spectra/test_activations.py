@@ -159,3 +159,22 @@ def test_hook_time_is_kept_and_reset(gen):
 def test_bad_precision():
     with pytest.raises(InputError, match="'precision' parameter of ActivationCovariances must"):
         ActivationCovariances({}, precision="bf16")
+
+
+def test_a_mapped_covariance_merges_like_any_accumulator(gen):
+    model = _model()
+    batches = _batches(gen)
+    first = _collect(model, batches[:2], linear_inputs=True).accumulators["up"]
+    rest = _collect(model, batches[2:], linear_inputs=True).accumulators["up"]
+    whole = _collect(model, batches).accumulators["up"]
+    first.merge(rest)  # no input-side snapshot any more: the full 48 x 48 route
+    assert first.count == whole.count
+    torch.testing.assert_close(first.scatter, whole.scatter, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(
+        first.eigenvalues(),
+        whole.eigenvalues(),
+        rtol=1e-8,
+        atol=1e-12 * float(whole.eigenvalues()[0]),
+    )
+    first.reset()
+    assert first.count == 0 and float(first.scatter.abs().sum()) == 0

@@ -96,21 +96,45 @@ class MappedCovariance(StreamingCovariance):
         w = weight.to(source.scatter)
         super().__init__(w.shape[0], device=source.mean.device, precision=source.precision)
         self._w = w
-        self._input_scatter = source.scatter.clone()
+        #: the input's state at the snapshot (None once this accumulator has changed)
+        self._source: StreamingCovariance | None = StreamingCovariance(
+            source.dim, device=source.mean.device, precision=source.precision
+        ).merge(source)
         self.count = source.count
         self.mean = w @ source.mean
         if bias is not None:
             self.mean += bias.to(self.mean)
-        scatter = w @ source.scatter @ w.mT
-        self.scatter = (scatter + scatter.mT) / 2
+        self._scatter = None  # formed when first read: the eigenvalues need not
+
+    @property
+    def scatter(self) -> torch.Tensor:
+        """The centred scatter of the outputs, :math:`W M_x W^\\top` (formed once)."""
+        if self._scatter is None:
+            m = self._w @ self._source.scatter @ self._w.mT
+            self._scatter = (m + m.mT) / 2
+        return self._scatter
+
+    @scatter.setter
+    def scatter(self, value: torch.Tensor) -> None:
+        self._scatter = value
+
+    def _merge(self, n_b: int, mean_b: torch.Tensor, scatter_b: torch.Tensor) -> None:
+        self.scatter  # noqa: B018 - form it from the snapshot before it changes
+        self._source = None
+        super()._merge(n_b, mean_b, scatter_b)
+
+    def reset(self) -> None:
+        """Forget every sample (and the input-side snapshot)."""
+        self.scatter  # noqa: B018
+        self._source = None
+        super().reset()
 
     def eigenvalues(self, *, ddof: int = 1) -> torch.Tensor:
         """Covariance eigenvalues, descending, non-negative; through the input when narrower."""
         d_out, d_in = self._w.shape
-        cov = self.covariance(ddof=ddof)  # validates ddof and the count
-        if d_in >= d_out:
-            return torch.linalg.eigvalsh(cov).flip(-1).clamp_min(0)
-        lam, vecs = torch.linalg.eigh(self._input_scatter / (self.count - ddof))
+        if self._source is None or d_in >= d_out:
+            return super().eigenvalues(ddof=ddof)
+        lam, vecs = torch.linalg.eigh(self._source.covariance(ddof=ddof))
         b = (self._w @ vecs) * lam.clamp_min(0).sqrt()
         small = torch.linalg.eigvalsh(b.mT @ b).flip(-1).clamp_min(0)
         return torch.cat([small, small.new_zeros(d_out - d_in)])

@@ -79,6 +79,11 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "--no-activations", action="store_true", help="weights only, even for the built-in example"
     )
     p.add_argument(
+        "--base",
+        help="with a PEFT LoRA adapter folder as SOURCE: the base model it was trained on, "
+        "whose merged W + dW is analysed beside each delta",
+    )
+    p.add_argument(
         "--max-texts", type=int, default=256, help="texts taken from --data (default 256)"
     )
     p.add_argument("--batch-size", type=int, default=32, help="texts per batch (default 32)")
@@ -313,6 +318,45 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     _add_progress(p)
 
 
+def _add_compress(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compress",
+        help="low-rank compression of a model's linear layers at a parameter budget",
+        description="Replace each chosen nn.Linear W by two thinner ones A B of rank k: "
+        "the truncated SVD of W L with L the Cholesky factor of the layer's input second "
+        "moment on --data (SVD-LLM's whitening; 'weights': plain SVD of W), ranks chosen "
+        "across layers by equal slope at the budget ('allocated') or the same ratio per "
+        "layer ('uniform'). Writes DIR/factors.safetensors and DIR/plan.json (rank, "
+        "parameters, predicted and measured output error per layer), atomically; reload "
+        "with infospec.load_compressed(model, DIR).",
+    )
+    p.add_argument("source", help="a Hugging Face model folder, or 'example' (MiniLM-L6)")
+    p.add_argument("--data", required=True, help="text file (one text per line), or 'example'")
+    p.add_argument("--ratio", type=float, required=True, help="kept parameters, in (0, 1]")
+    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--method", choices=("activations", "weights"), default="activations")
+    p.add_argument("--allocation", choices=("allocated", "uniform"), default="allocated")
+    p.add_argument(
+        "--layers",
+        action="append",
+        metavar="REGEX",
+        help="compress the nn.Linear modules whose name matches (repeatable; default all)",
+    )
+    p.add_argument("--ridge", type=float, default=1e-6, help="Cholesky ridge (default 1e-6)")
+    p.add_argument(
+        "--mp-edge", action="store_true", help="cap ranks at the Marchenko-Pastur spike count"
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="fraction of the texts held out to measure the output errors (default 0.2; 0: none)",
+    )
+    p.add_argument("--max-texts", type=int, default=512, help="texts to read (default 512)")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per batch (default 32)")
+    p.add_argument("--device", default=None, help="device to run on (default cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -326,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_describe(sub)
     _add_compare(sub)
     _add_demo(sub)
+    _add_compress(sub)
     return parser
 
 
@@ -501,7 +546,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
         report.meta["model_load_seconds"] = load_seconds
         _add_file_only_tensors(report, folder, args.layers, args.min_dim)
     else:
-        report = analyze(folder, **options)
+        report = analyze(_weight_source(folder, args.base, args.min_dim), **options)
     return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
 
 
@@ -538,6 +583,22 @@ def _emit(report: Any, fmt: str, out: str | None, *, table: str, verbose: bool) 
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
+
+
+def _weight_source(folder: Path, base: str | None, min_dim: int | None) -> Any:
+    """SOURCE as analyze reads it: with ``--base``, the adapter's deltas and merged weights."""
+    if base is None:
+        return folder
+    from .sources.peft_source import PeftSource, is_adapter_folder
+
+    if not is_adapter_folder(folder):
+        raise InputError(
+            f"--base needs a PEFT adapter folder (with adapter_config.json) as SOURCE; "
+            f"'{folder}' is not one. Drop --base, or compare two checkpoints with "
+            f"'infospec compare BASE TUNED'."
+        )
+    kw = {} if min_dim is None else {"min_dim": min_dim}
+    return PeftSource(folder, base=base, **kw)
 
 
 def _add_file_only_tensors(
@@ -647,6 +708,59 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_compress(args: argparse.Namespace) -> int:
+    from .example import example_batches
+    from .transforms.lowrank import compress
+
+    if not 0 <= args.holdout < 1:
+        raise InputError(f"--holdout must be a fraction in [0, 1); got {args.holdout}.")
+    folder = _example_source() if args.source == "example" else Path(args.source)
+    texts = _read_texts(args.data, args.max_texts)
+    held = int(len(texts) * args.holdout)
+    if len(texts) - held < 1:
+        raise InputError(f"--data: {len(texts)} texts leave none for calibration.")
+    model, tokenizer = _load_hf_model(folder, args.device)
+    calib = example_batches(tokenizer, texts[: len(texts) - held], batch_size=args.batch_size)
+    evaluation = (
+        example_batches(tokenizer, texts[len(texts) - held :], batch_size=args.batch_size)
+        if held
+        else None
+    )
+    result = compress(
+        model,
+        calib,
+        ratio=args.ratio,
+        method=args.method,
+        allocation=args.allocation,
+        layers=args.layers,
+        ridge=args.ridge,
+        mp_edge=args.mp_edge,
+        eval_data=evaluation,
+    )
+    out = result.save(args.out)
+    print(f"{'layer':<48} {'shape':>11} {'rank':>5} {'params':>9} {'pred rel':>9} {'meas rel':>9}")
+    for r in result.plan:
+        if r["status"] == "skipped":
+            print(f"{r['name']:<48} skipped: {r['reason']}")
+            continue
+        shape = "x".join(map(str, r["shape"]))
+        rank = "dense" if r["rank"] is None else str(r["rank"])
+        meas = r.get("measured_relative")
+        meas_s = "" if meas is None else f"{meas:.4f}"
+        print(
+            f"{r['name']:<48} {shape:>11} {rank:>5} {r['params_after']:>9} "
+            f"{r['predicted_relative']:>9.4f} {meas_s:>9}"
+        )
+    s = result.seconds
+    print(
+        f"{result.params_before} -> {result.params_after} parameters "
+        f"({result.params_after / result.params_before:.3f}); {len(texts) - held} texts for the "
+        f"covariances, {held} held out; covariance {s['covariance']:.1f} s, SVD "
+        f"{s['svd']:.1f} s, writing {s['write']:.1f} s; written to {out}"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``infospec`` command; returns the exit status."""
     parser = build_parser()
@@ -659,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_demo(args)
         if args.command == "compare":
             return _run_compare(args)
+        if args.command == "compress":
+            return _run_compress(args)
         return _run_describe(args)
     except InfospecError as exc:
         print(f"infospec: error: {_cli_words(str(exc))}", file=sys.stderr)

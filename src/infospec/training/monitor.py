@@ -19,8 +19,9 @@ Outside measured steps the model carries **no hooks at all**. Forward hooks
 (:class:`~infospec.spectra.activations.ActivationCovariances`) are attached only for the
 last ``window`` optimizer steps before each measurement, and feed at most ``max_tokens``
 rows per forward pass into float64 streaming covariances (about :math:`2\,n\,d^2`
-float64 operations for :math:`n` rows of width :math:`d`, comparable to the layer's own
-forward pass); they are removed right after the measurement. Forward passes in evaluation
+float64 operations for :math:`n` rows of width :math:`d`, float32 ones for 16-bit
+activations (:class:`~infospec.spectra.covariance.StreamingCovariance`'s ``precision``),
+comparable to the layer's own forward pass); they are removed right after the measurement. Forward passes in evaluation
 mode (``model.eval()``, a validation loop) are not collected. A measurement costs about
 two symmetric eigendecompositions per layer (the activation covariance, :math:`d \times
 d`, and the Gram matrix of each weight), i.e. :math:`O(d^3)`, independent of the batch.

@@ -249,7 +249,7 @@ def example_batches(
         Batch the texts in order of token count, longest first (a stable sort), so that a
         batch pads to little more than its own texts: on the 256 texts of
         :func:`example_corpus` at batch 32, 79 % of the forward pass's positions are real
-        tokens instead of 35 %, and the pass takes about half the time. The activation
+        tokens instead of 35 % (9,888 positions instead of 22,624). The activation
         covariances of :func:`infospec.analyze` are sums over the real tokens, so they do
         not depend on the order or the batching (up to round-off), unless ``max_tokens``
         subsamples within batches. ``False`` keeps the texts' order.

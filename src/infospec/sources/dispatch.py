@@ -52,6 +52,10 @@ def _open_path(path: Path, min_dim: int) -> WeightSource:
                 "download the model first and pass its folder."
             )
         raise SourceError(f"No such file or folder: '{path}'.{hint}")
+    from .peft_source import PeftSource, is_adapter_folder
+
+    if is_adapter_folder(path):  # adapter_config.json: a PEFT LoRA adapter's deltas
+        return PeftSource(path, min_dim=min_dim)
     if path.is_dir() or path.name == "config.json":
         folder = path if path.is_dir() else path.parent
         if not _has(folder, _SAFETENSORS_FILES) and _has(folder, _PICKLE_FILES):

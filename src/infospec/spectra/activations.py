@@ -238,6 +238,7 @@ class ActivationCovariances:
         self._mapped: dict[str, tuple[int, StreamingCovariance]] = {}
         self._shared: dict[tuple, tuple[torch.Tensor, Any]] = {}
         self._mask: torch.Tensor | None = None
+        self._rows: tuple[torch.Tensor, torch.Tensor] | None = None  # indices of its rows
         self._gen = torch.Generator().manual_seed(seed)
         self._handles = [
             module.register_forward_pre_hook(self._make_hook(name, module))
@@ -359,9 +360,16 @@ class ActivationCovariances:
             if mask.device != t.device:
                 mask = self._mask = mask.to(t.device)
                 key = (*key[:-1], id(mask))
+                self._rows = None
+            if self._rows is None:
+                # flat indices of the real tokens, and their positions: a gather by index
+                # is about twice as fast as boolean indexing, and made once per pass
+                flat = mask.flatten().nonzero().squeeze(1)
+                self._rows = (flat, flat % mask.shape[1])
             # an output shared by the batch (leading shape (1, seq), as position
             # embeddings) is broadcast: one row per real token, like the others
-            rows = rows.reshape(t.shape[0], t.shape[1], -1).expand(*mask.shape, -1)[mask]
+            index = self._rows[0] if t.shape[0] == mask.shape[0] else self._rows[1]
+            rows = rows.reshape(-1, rows.shape[-1]).index_select(0, index)
         if self.max_tokens is not None and rows.shape[0] > self.max_tokens:
             idx = torch.randperm(rows.shape[0], generator=self._gen)[: self.max_tokens]
             rows = rows[idx.to(rows.device)]
@@ -397,6 +405,7 @@ class ActivationCovariances:
     def set_token_mask(self, mask: torch.Tensor | None) -> None:
         """Rows to keep in (batch, seq)-shaped outputs of the next forward pass (or None)."""
         self._mask = None if mask is None else mask.detach().to(torch.bool)
+        self._rows = None
         self._shared.clear()
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -46,8 +46,8 @@ def skip_reason_class(reason: str) -> str:
     text = str(reason).strip()
     for pattern, label in _REASON_CLASSES:
         m = re.match(pattern, text)
-        if m:
-            return m.expand(label)
+        if m:  # not m.expand: Python 3.11 parses the template anew on every call
+            return label.replace(r"\1", m.group(1)) if m.re.groups else label
     text = re.sub(r"\s*\([^()]*\d[^()]*\)", "", text)
     text = re.sub(r"'[^']*'", "'…'", text)
     return text.strip() or "no reason given"

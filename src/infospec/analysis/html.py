@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._skips import skipped_by_reason
+from .._text import printable
 from .._validation import check_positive
 from .activations import ACTIVATION_COLUMNS
 from .report import (
@@ -312,7 +313,8 @@ def _table(
                     ' <span class="mark">⚠</span></td>'
                 )
             elif c in text_columns or isinstance(v, str):
-                cells.append(f'<td class="text{first}">{_esc(format_value(v))}</td>')
+                # names come from files: non-printables escaped, then HTML-escaped
+                cells.append(f'<td class="text{first}">{_esc(printable(format_value(v)))}</td>')
             else:
                 cells.append(f'<td class="num{first}">{_esc(format_value(v))}</td>')
         cls = ' class="error"' if status not in ("ok", None) else ""
@@ -356,7 +358,8 @@ def _warnings(records: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     items = "".join(
-        f"<li><code>{_esc(r.get('name', ''))}</code>: {_esc(r['warning'])}</li>" for r in rows
+        f"<li><code>{_esc(printable(r.get('name', '')))}</code>: {_esc(r['warning'])}</li>"
+        for r in rows
     )
     return (
         f'<details class="warnings"{" open" if len(rows) <= _OPEN_WARNINGS else ""}>'

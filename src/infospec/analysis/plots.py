@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from .._text import figure_text
 from .._validation import check_choice, check_positive
 from ..measures.marchenko_pastur import marchenko_pastur_pdf
 
@@ -371,7 +372,7 @@ def _depth_column(axes, records, curves, header: str) -> None:
                     color=colour,
                     zorder=2,
                     gid=f"role:{role}",
-                    label=role,
+                    label=figure_text(role, 60),
                 )
         else:
             ax.plot(x, y, "o", ms=4, color="C0", zorder=2, gid="role:", label="_markers")
@@ -418,7 +419,9 @@ def _depth_column(axes, records, curves, header: str) -> None:
     ticks = x[::step]
     last.set_xticks(ticks)
     last.set_xticklabels(
-        [short_name(str(records[t].get("name", "")), 26) for t in ticks], rotation=90, fontsize=7
+        [figure_text(short_name(str(records[t].get("name", "")), 26)) for t in ticks],
+        rotation=90,
+        fontsize=7,
     )
     for ax in axes:
         if ax is not last:
@@ -583,7 +586,7 @@ def _esd_panel(ax, record: dict[str, Any], lam: np.ndarray, zeros: int) -> None:
     if zeros:
         notes.append(f"{zeros} zero eigenvalue(s) not drawn")
     ax.set_xlim(lo / 1.5, right * 1.5)
-    ax.set_title(short_name(str(record.get("name", "")), 34), fontsize=8)
+    ax.set_title(figure_text(short_name(str(record.get("name", "")), 34)), fontsize=8)
     ax.text(
         0.97,
         0.96,

@@ -14,6 +14,7 @@ import pandas as pd
 from .._errors import InputError
 from .._io import atomic_write
 from .._skips import skip_reason_class, skipped_by_reason
+from .._text import printable
 from .._validation import check_choice
 from .activations import ACTIVATION_COLUMNS
 from .weights import WEIGHT_COLUMNS
@@ -170,6 +171,8 @@ class Report:
                 continue
             df = self.to_dataframe(table)
             df = df[[c for c in cols if c in df.columns]]
+            names = df.columns.intersection(["name", "tensor", "module"])  # from files: escaped
+            df = df.assign(**{c: df[c].map(lambda v: printable(v, 120)) for c in names})
             numeric = df.select_dtypes("number")
             lines.append("")
             lines.append(
@@ -203,9 +206,10 @@ class Report:
                 for reason, recs in groups:
                     lines.append(f"  {reason} ({len(recs)}):")
                     lines.extend(
-                        f"    {r['name']} {tuple(r['shape'])}: {r['reason']}" for r in recs
+                        f"    {printable(r['name'], 120)} {tuple(r['shape'])}: {r['reason']}"
+                        for r in recs
                     )
-        return "\n".join(lines)
+        return "\n".join(printable(part) for line in lines for part in line.split("\n"))
 
     def _time_line(self) -> str:
         """``time: ...`` of :meth:`summary`: total wall time, then each stage's."""

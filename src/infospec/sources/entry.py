@@ -93,7 +93,7 @@ _OTHER_TORCH_DTYPES = {
 Loader = Callable[[Any], "torch.Tensor"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WeightEntry:
     """A weight tensor of a model, read lazily.
 

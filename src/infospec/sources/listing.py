@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from .entry import Loader, WeightEntry, infer_kind, skip_reason_for
-from .fp8 import DEFAULT_BLOCK, fp8_plan
+from .fp8 import DEFAULT_BLOCK, FP8_DTYPES, SCALE_DTYPE, fp8_plan
 from .order import sort_model_order
 
 __all__ = ["TensorMeta", "build_entries"]
@@ -70,7 +70,10 @@ def build_entries(
     -------
     tuple of WeightEntry
     """
-    plan = fp8_plan({n: (m.shape, m.dtype) for n, m in tensors.items()}, block=block)
+    if any(m.dtype in FP8_DTYPES or m.dtype == SCALE_DTYPE for m in tensors.values()):
+        plan = fp8_plan({n: (m.shape, m.dtype) for n, m in tensors.items()}, block=block)
+    else:  # no FP8 tensor: nothing to pair (and no copy of a million-tensor listing)
+        plan = fp8_plan({}, block=block)
     names = sort_model_order(tensors) if model_order else list(tensors)
     out = []
     for name in names:

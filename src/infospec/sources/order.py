@@ -38,9 +38,12 @@ one common prefix, compared one level at a time, so a whole block stays together
    the index's order): where nothing is known, nothing is reordered.
 3. A name that is a prefix of another comes first.
 
-The sort is stable and linear in the total length of the names (plus the sort itself).
-In-memory sources (a module, a state dict) keep their own order, which is already the
-model's.
+The sort is stable and linear in the total length of the names (plus the sort itself):
+about 4 microseconds a name. Above :data:`MODEL_ORDER_LIMIT` names (no model's file
+comes near: DeepSeek-V3's index lists 91,000 tensors) the names are kept in the order
+given, and :func:`order_note` says so for the source's description, so that a hostile
+header of a million names lists in seconds. In-memory sources (a module, a state dict)
+keep their own order, which is already the model's.
 
 Examples
 --------
@@ -55,7 +58,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["sort_model_order"]
+__all__ = ["MODEL_ORDER_LIMIT", "order_note", "sort_model_order"]
+
+#: Above this many names, :func:`sort_model_order` keeps the order given.
+MODEL_ORDER_LIMIT = 200_000
 
 # (group, patterns in order); a pattern matches a whole component, case-insensitively
 _GROUPS: tuple[tuple[str, ...], ...] = (
@@ -147,9 +153,12 @@ def sort_model_order(names: Iterable[str]) -> list[str]:
     Returns
     -------
     list of str
-        The same names, each once per occurrence, in model order.
+        The same names, each once per occurrence, in model order; in the order given
+        when there are more than :data:`MODEL_ORDER_LIMIT`.
     """
     names = list(names)
+    if len(names) > MODEL_ORDER_LIMIT:
+        return names
     components: dict[str, tuple[int, str, int]] = {}
     # node id of (parent node, component); first position of (parent node, stem)
     nodes: dict[tuple[int, str], int] = {}
@@ -202,3 +211,10 @@ def sort_model_order(names: Iterable[str]) -> list[str]:
         keys.append(key + step(node, leaf, position))
     order = sorted(range(len(names)), key=keys.__getitem__)
     return [names[i] for i in order]
+
+
+def order_note(count: int) -> str | None:
+    """What a source's description says of its order when :func:`sort_model_order` kept it."""
+    if count <= MODEL_ORDER_LIMIT:
+        return None
+    return f"in file order: model order is rebuilt for at most {MODEL_ORDER_LIMIT} tensors"

@@ -38,6 +38,7 @@ from .entry import DEFAULT_MIN_DIM, WeightEntry, natural_key
 from .formats import convert_pickle_command, refusal, regular_file, sniff, then_analyze
 from .fp8 import block_size
 from .listing import TensorMeta, build_entries
+from .order import order_note
 from .safetensors_source import _read_config, check_shard_names, conv1d_modules, shards_of
 
 __all__ = ["NESTED_KEYS", "PICKLE_SUFFIXES", "PickleSource", "load_checkpoint", "unwrap_checkpoint"]
@@ -356,6 +357,9 @@ class PickleSource(WeightSource):
             block=block_size(self.config),
         )
         parts = [f"{len(self._entries)} tensors", f"{n_bytes / 1e6:.1f} MB"]
+        note = order_note(len(self._entries))
+        if note:
+            parts.append(note)
         if self.index is not None:
             parts.insert(0, f"{len(self.files)} shard(s)")
         self.description = f"{kind_of_path} '{given}' ({', '.join(parts)}" + (

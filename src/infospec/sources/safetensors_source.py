@@ -14,21 +14,26 @@ exactly, without gaps or overlaps.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import re
 import struct
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._checks import check_positive
 from .._errors import SourceError
+from .._text import printable
 from .base import WeightSource
 from .entry import DEFAULT_MIN_DIM, WeightEntry, natural_key
-from .formats import regular_file
+from .formats import regular_file, sniff
 from .fp8 import block_size
 from .listing import TensorMeta, build_entries
+from .order import order_note
 
 if TYPE_CHECKING:  # reading headers needs no torch; loading tensors does
     import torch
@@ -69,6 +74,11 @@ _CONV1D_MODULES = frozenset({"c_attn", "q_attn", "c_proj", "c_fc"})
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
+_U64 = 2**64
+_BITS = {code: bits for code, (_, bits) in _DTYPES.items()}
+_TENSOR_KEYS = frozenset({"dtype", "shape", "data_offsets"})
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
 
 class TensorInfo(NamedTuple):
     """One tensor of a safetensors header.
@@ -87,6 +97,10 @@ class TensorInfo(NamedTuple):
     shape: tuple[int, ...]
     begin: int
     end: int
+
+
+_TENSOR_INFO = TensorInfo._make
+_META = functools.partial(tuple.__new__, TensorMeta)
 
 
 class SafetensorsHeader(NamedTuple):
@@ -117,49 +131,214 @@ def _fail(path: Path, problem: str) -> SourceError:
     return SourceError(f"The safetensors file '{path}' {problem}")
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object hook: a dict, refusing a key given twice (JSON allows it)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _loads(
+    text: str,
+    fail: Callable[[str], SourceError],
+    where: Callable[[Any], str],
+    hook: Callable[[list], Any] = _unique_pairs,
+) -> Any:
+    """``json.loads`` of untrusted text: every failure a :class:`SourceError`.
+
+    ``fail(problem)`` builds the error from a phrase (``"is not valid JSON (...)"``);
+    ``where(exc)`` says where a syntax error is. Refused, beside invalid JSON: a key given
+    twice in one object, nesting deeper than Python's recursion limit (a
+    ``RecursionError`` otherwise) and an integer of more than 4300 digits (Python's
+    limit on converting digits to an int). No part of the text is echoed.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=hook)
+    except _DuplicateKey as exc:
+        raise fail(f"has the key '{printable(exc.key, 200)}' twice in one object") from None
+    except json.JSONDecodeError as exc:
+        raise fail(f"is not valid JSON ({exc.msg} at {where(exc)})") from None
+    except RecursionError:
+        raise fail(
+            f"is nested too deeply (objects or arrays inside each other more than about "
+            f"{sys.getrecursionlimit()} levels)"
+        ) from None
+    except ValueError as exc:  # int('9' * 5000): over sys.get_int_max_str_digits()
+        digits = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
+        if "digits" not in str(exc):
+            raise fail(f"cannot be read as JSON ({type(exc).__name__})") from None
+        raise fail(f"holds an integer of more than {digits} digits") from None
+
+
+def _header_object(pairs: list[tuple[str, Any]]) -> Any:
+    """The object hook of a safetensors header: a valid tensor entry becomes a TensorInfo.
+
+    Checked as the JSON is parsed, an entry written as safetensors writes it (``dtype``,
+    ``shape``, ``data_offsets``, in that order) never becomes a dict: a header of a
+    million tensors then takes a third of the memory. Anything else is a dict (a key
+    given twice refused), checked afterwards with the reason if it is wrong.
+    """
+    if len(pairs) == 3:
+        (k1, dtype), (k2, shape), (k3, offsets) = pairs
+        if k1 == "dtype" and k2 == "shape" and k3 == "data_offsets":
+            info = _checked_info(dtype, shape, offsets)
+            if info is not None:
+                return info
+    return _unique_pairs(pairs)
+
+
+def _checked_info(dtype: Any, shape: Any, offsets: Any) -> TensorInfo | None:
+    """The TensorInfo of a valid entry, or None (then :func:`_entry_problem` says why)."""
+    bits = _BITS.get(dtype) if type(dtype) is str else None
+    if bits is None or type(shape) is not list or type(offsets) is not list:
+        return None
+    if len(offsets) != 2 or not all(type(s) is int and 0 <= s < _U64 for s in shape):
+        return None
+    begin, end = offsets
+    if type(begin) is not int or type(end) is not int or not 0 <= begin <= end < _U64:
+        return None
+    n = _elements(shape)
+    if n is None or n * bits != (end - begin) * 8:
+        return None
+    return _TENSOR_INFO((dtype, tuple(shape), begin, end))
+
+
+def _name(name: str) -> str:
+    """A tensor name for a message: escaped, and shortened past 200 characters."""
+    return printable(name, 200)
+
+
+def _elements(shape: list[int]) -> int | None:
+    """The number of elements of ``shape``, or None where safetensors' product overflows.
+
+    safetensors multiplies the dimensions in order in 64 bits: ``[2**32, 2**32, 0]``
+    overflows before it reaches the 0, ``[0, 2**32, 2**32]`` does not.
+    """
+    n = math.prod(shape)
+    if n == 0 and shape:
+        n = math.prod(shape[: shape.index(0)])
+        return 0 if n < _U64 else None
+    return n if n < _U64 else None
+
+
 def _tensor_info(path: Path, name: str, raw: Any) -> TensorInfo:
+    """One header entry checked as safetensors checks it (or more strictly)."""
+    if type(raw) is TensorInfo:  # checked by _header_object while parsing
+        return raw
+    if type(raw) is dict and len(raw) == 3:
+        info = _checked_info(raw.get("dtype"), raw.get("shape"), raw.get("data_offsets"))
+        if info is not None:
+            return info
+    raise _entry_problem(path, name, raw)
+
+
+def _entry_problem(path: Path, name: str, raw: Any) -> SourceError:
+    """Why a header entry is refused (it failed :func:`_tensor_info`'s checks)."""
+
     def bad(problem: str) -> SourceError:
-        return _fail(path, f"has a malformed header entry for tensor '{name}': {problem}.")
+        return _fail(path, f"has a malformed header entry for tensor '{_name(name)}': {problem}.")
 
     if not isinstance(raw, dict):
-        raise bad(f"expected an object, got {type(raw).__name__}")
+        return bad(f"expected an object, got {_json_type(raw)}")
     missing = [k for k in ("dtype", "shape", "data_offsets") if k not in raw]
     if missing:
-        raise bad(f"missing {', '.join(repr(k) for k in missing)}")
+        return bad(f"missing {', '.join(repr(k) for k in missing)}")
+    extra = [k for k in raw if k not in _TENSOR_KEYS]
+    if extra:
+        return bad(
+            f"unexpected key '{_name(extra[0])}' (an entry holds only 'dtype', 'shape' and "
+            f"'data_offsets')"
+        )
     dtype, shape, offsets = raw["dtype"], raw["shape"], raw["data_offsets"]
     if not isinstance(dtype, str) or dtype not in _DTYPES:
-        raise bad(f"unknown dtype {dtype!r} (known: {', '.join(_DTYPES)})")
-    if not isinstance(shape, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
-    ):
-        raise bad(f"shape must be a list of non-negative integers, got {shape!r}")
+        shown = repr(printable(dtype, 40)) if isinstance(dtype, str) else _json_type(dtype)
+        return bad(f"unknown dtype {shown} (known: {', '.join(_DTYPES)})")
+    if not isinstance(shape, list):
+        return bad(f"shape must be a list of non-negative integers, got {_json_type(shape)}")
+    for s in shape:
+        if type(s) is not int:
+            return bad(
+                f"shape must be a list of non-negative integers, got an element that is "
+                f"{_json_type(s)}"
+            )
+        if not 0 <= s < _U64:
+            return bad(
+                "shape must be a list of non-negative integers below 2**64, got "
+                + ("a negative element" if s < 0 else "an element of 2**64 or more")
+            )
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-        or offsets[0] > offsets[1]
+        or not all(type(o) is int for o in offsets)
     ):
-        raise bad(f"data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}")
-    begin, end = offsets
-    bits = _DTYPES[dtype][1]
-    need_bits = math.prod(shape) * bits
-    if need_bits % 8 or need_bits // 8 != end - begin:
-        raise bad(
-            f"shape {tuple(shape)} of dtype {dtype} needs {need_bits / 8:g} bytes but its "
-            f"data_offsets span {end - begin} bytes"
+        return bad(
+            f"data_offsets must be [begin, end], two integers; got {_json_type(offsets)}"
+            + (f" of {len(offsets)} elements" if isinstance(offsets, list) else "")
         )
-    return TensorInfo(dtype, tuple(shape), begin, end)
+    begin, end = offsets
+    if not 0 <= begin <= end < _U64:
+        span = "begin > end" if 0 <= end < begin < _U64 else "an offset outside 0 to 2**64 - 1"
+        return bad(f"data_offsets must be [begin, end] with 0 <= begin <= end < 2**64, got {span}")
+    n = _elements(shape)
+    if n is None:
+        return bad(f"the product of its shape's {len(shape)} dimensions overflows 64 bits")
+    need_bits = n * _BITS[dtype]
+    small = len(shape) <= 8 and all(s < 10**12 for s in shape)
+    shown = tuple(shape) if small else f"of {len(shape)} dimensions"
+    return bad(
+        f"shape {shown} of dtype {dtype} needs {need_bits / 8:g} bytes but its "
+        f"data_offsets span {end - begin} bytes"
+    )
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in JSON's words, without its content."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, TensorInfo):  # a valid tensor entry, checked while parsing
+        return "an object"
+    for kind, word in (
+        (int, "an integer"),
+        (float, "a number with a fraction or an exponent"),
+        (str, "a string"),
+        (list, "an array"),
+        (dict, "an object"),
+    ):
+        if isinstance(value, kind):
+            return word
+    return "null"
 
 
 def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     """Read and check the header of a safetensors file, without reading tensor data.
 
-    Checks, each failing with a :class:`SourceError` that names the file: the file
-    exists and is at least 8 bytes long; the declared header length fits in the file
-    and safetensors' 100 MB limit; the header is UTF-8 JSON, an object whose entries
-    have a known dtype, a shape of non-negative integers and ``data_offsets`` whose
-    span matches shape and dtype; the tensors' data lies inside the file and covers the
-    data region exactly (a truncated file is reported as such).
+    Checks, each failing with a :class:`SourceError` that names the file (and never
+    echoes its bytes): the file exists, is a regular file and is at least 8 bytes long;
+    the declared header length fits in the file and safetensors' 100 MB limit; the
+    header is UTF-8 JSON (no key twice in an object, nested less deep than Python's
+    recursion limit, no integer of more than 4300 digits), an object whose
+    ``__metadata__`` (if any) maps strings to strings and whose other entries hold
+    exactly ``dtype`` (a known one), ``shape`` (integers in ``[0, 2**64)``, whose
+    product does not overflow 64 bits) and ``data_offsets`` (``0 <= begin <= end <
+    2**64``) whose span matches shape and dtype; no name holds a lone surrogate; the
+    tensors' data lies inside the file and covers the data region exactly (a truncated
+    file is reported as such). Every file that safetensors itself refuses is refused
+    here, with the reason, so that a file that lists reads; this is stricter than
+    safetensors on a name given twice and on unknown keys in an entry.
+
+    Checking is linear in the header's size: a header of a million tensors (70 MB) is
+    read and checked in a few seconds.
 
     Parameters
     ----------
@@ -191,33 +370,50 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     if path.is_dir():
         raise _fail(path, "is a folder, not a file.")
     size = regular_file(path)
+    not_st = "it is not a safetensors file"
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(9)
             if len(head) < 8:
                 raise _fail(
                     path,
                     f"is {size} bytes long, too short for a safetensors file (which starts "
                     f"with an 8-byte header length): it is empty, truncated or not safetensors.",
                 )
-            (n,) = struct.unpack("<Q", head)
+            (n,) = struct.unpack("<Q", head[:8])
             if n == 0:
-                raise _fail(path, "declares an empty header: it is not a safetensors file.")
+                raise _fail(path, f"declares an empty header: {not_st}.")
+            # a length past the file, with no '{' (or JSON whitespace) after it, is no
+            # length but the file's content, never printed (the start of /etc/passwd
+            # reads as a header length of 3475222254926655346)
+            first = head[8:9]
+            if n > min(size - 8, MAX_HEADER_BYTES) and first not in (
+                b"{",
+                b" ",
+                b"\t",
+                b"\r",
+                b"\n",
+            ):
+                raise _fail(
+                    path,
+                    f"is not a safetensors file: it does not start with an 8-byte header "
+                    f"length and a JSON object (it looks like {_looks_like(path, head)}).",
+                )
+            if n > MAX_HEADER_BYTES:
+                raise _fail(
+                    path,
+                    f"declares a header of {n} bytes, over safetensors' limit of "
+                    f"{MAX_HEADER_BYTES} bytes: {not_st}.",
+                )
             if n > size - 8:
                 raise _fail(
                     path,
                     f"declares a header of {n} bytes but only {size - 8} bytes follow the "
                     f"length field: the file is truncated or not a safetensors file.",
                 )
-            if n > MAX_HEADER_BYTES:
-                raise _fail(
-                    path,
-                    f"declares a header of {n} bytes, over safetensors' limit of "
-                    f"{MAX_HEADER_BYTES} bytes: it is not a safetensors file.",
-                )
-            raw = fh.read(n)
+            raw = head[8:] + fh.read(n - 1)
     except OSError as exc:
-        raise _fail(path, f"cannot be read: {exc}.") from exc
+        raise _fail(path, f"cannot be read: {exc.strerror or type(exc).__name__}.") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -225,47 +421,81 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
             path,
             f"has a header that is not UTF-8 text ({exc.reason} at byte {8 + exc.start}): "
             f"it is corrupt or not a safetensors file.",
-        ) from exc
-    try:
-        header = json.loads(text)
-    except json.JSONDecodeError as exc:
+        ) from None
+    del raw
+    header = _loads(
+        text,
+        lambda problem: _fail(
+            path, f"has a header that {problem}: it is corrupt or not a safetensors file."
+        ),
+        lambda exc: f"byte {8 + exc.pos}",
+        _header_object,
+    )
+    if type(header) is TensorInfo:  # the header is one entry, not a map of entries
+        header = {"dtype": header.dtype, "shape": header.shape, "data_offsets": header[2:]}
+    if not isinstance(header, dict):
+        raise _fail(path, f"has a JSON header that is {_json_type(header)}, not an object.")
+
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        got = (
+            _json_type(metadata)
+            if not isinstance(metadata, dict)
+            else "a value that is not a string"
+        )
         raise _fail(
             path,
-            f"has a header that is not valid JSON ({exc.msg} at byte {8 + exc.pos}): it is "
-            f"corrupt or not a safetensors file.",
-        ) from exc
-    if not isinstance(header, dict):
-        raise _fail(path, f"has a JSON header that is a {type(header).__name__}, not an object.")
-
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise _fail(path, "has a malformed __metadata__ block (it must map strings to strings).")
+            f"has a malformed __metadata__ block (it must map strings to strings; got {got}).",
+        )
+    if _SURROGATE_ESCAPE.search(text):  # only a \\udXXX escape can make a lone surrogate
+        for name in (*header, *metadata, *metadata.values()):
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _fail(
+                    path,
+                    f"has a name or metadata string with a lone surrogate "
+                    f"('{_name(name)}'), which is not valid Unicode and which safetensors "
+                    f"refuses: the file is corrupt.",
+                ) from None
+    del text
     tensors = {name: _tensor_info(path, name, raw_info) for name, raw_info in header.items()}
+    del header
 
     data_start = 8 + n
     data_size = size - data_start
     expected = 0
     previous = None
-    for name, info in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
-        if info.end > data_size:
+    # (begin, end, name) sorted in C: a million tensors in a fraction of a second
+    spans = sorted(
+        zip(
+            [info.begin for info in tensors.values()],
+            [info.end for info in tensors.values()],
+            tensors,
+            strict=True,
+        )
+    )
+    for begin, end, name in spans:
+        if end > data_size:
             raise _fail(
                 path,
-                f"is truncated: tensor '{name}' ends at byte {data_start + info.end} but "
+                f"is truncated: tensor '{_name(name)}' ends at byte {data_start + end} but "
                 f"the file has only {size} bytes. Copy or download it again.",
             )
-        if info.begin != expected:
-            what = "overlaps" if info.begin < expected else "leaves a gap after"
+        if begin != expected:
+            what = "overlaps" if begin < expected else "leaves a gap after"
             raise _fail(
                 path,
-                f"is corrupt: the data of tensor '{name}' (bytes {info.begin}-{info.end} of "
+                f"is corrupt: the data of tensor '{_name(name)}' (bytes {begin}-{end} of "
                 f"the data region) {what} the previous tensor"
-                + (f" '{previous}'" if previous else "")
+                + (f" '{_name(previous)}'" if previous is not None else "")
                 + ".",
             )
-        expected = info.end
+        expected = end
         previous = name
+    del spans
     if expected != data_size:
         raise _fail(
             path,
@@ -273,6 +503,16 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
             f"safetensors refuses: the file is corrupt.",
         )
     return SafetensorsHeader(path, tensors, dict(metadata), data_start, size)
+
+
+def _looks_like(path: Path, head: bytes) -> str:
+    """What a file looks like, in words, never its bytes: a known format, text or binary."""
+    fmt = sniff(path)
+    if fmt != "unknown":
+        return f"a file in the format '{fmt}'"
+    if all(32 <= b < 127 or b in (9, 10, 13) or b >= 0x80 for b in head):
+        return "text"
+    return "binary data in no format infospec knows"
 
 
 def _device_arg(device: Any) -> tuple[str, torch.device | None]:
@@ -290,36 +530,55 @@ def _device_arg(device: Any) -> tuple[str, torch.device | None]:
     return "cpu", d
 
 
+def _load_tensor(path: Path, name: str, device: Any = None) -> torch.Tensor:
+    from safetensors import safe_open
+
+    where, then = _device_arg(device)
+    try:
+        with safe_open(str(path), framework="pt", device=where) as fh:
+            tensor = fh.get_tensor(name)
+    except Exception as exc:
+        raise SourceError(
+            f"Cannot read tensor '{_name(name)}' from the safetensors file '{path}': "
+            f"{printable(exc, 300)}. The file may have changed since it was opened; open it "
+            f"again."
+        ) from exc
+    return tensor if then is None else tensor.to(then)
+
+
 def _file_loader(path: Path, name: str):
-    def load(device: Any = None) -> torch.Tensor:
-        from safetensors import safe_open
-
-        where, then = _device_arg(device)
-        try:
-            with safe_open(str(path), framework="pt", device=where) as fh:
-                tensor = fh.get_tensor(name)
-        except Exception as exc:
-            raise SourceError(
-                f"Cannot read tensor '{name}' from the safetensors file '{path}': {exc}. "
-                f"The file may have changed since it was opened; open it again."
-            ) from exc
-        return tensor if then is None else tensor.to(then)
-
-    return load
+    """``loader(device)`` of one tensor (a partial: small, for a million tensors)."""
+    return functools.partial(_load_tensor, path, name)
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"The {what} '{path}' cannot be read: {exc}.") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+    """A JSON file of a checkpoint (an index, a config), read as untrusted text.
+
+    A regular file of at most :data:`MAX_HEADER_BYTES` bytes, UTF-8, parsed by
+    :func:`_loads` (a key twice, deep nesting, huge integers refused); errors name the
+    file and never echo its content.
+    """
+    size = regular_file(path)
+    if size > MAX_HEADER_BYTES:
         raise SourceError(
-            f"The {what} '{path}' is not valid JSON ({exc.msg} at line {exc.lineno}, "
-            f"column {exc.colno})."
-        ) from exc
+            f"The {what} '{path}' is {size} bytes long, over the {MAX_HEADER_BYTES} bytes "
+            f"infospec reads from a JSON file of a checkpoint: it is not a {what}."
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SourceError(
+            f"The {what} '{path}' cannot be read: {exc.strerror or type(exc).__name__}."
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"The {what} '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})."
+        ) from None
+    return _loads(
+        text,
+        lambda problem: SourceError(f"The {what} '{path}' {problem}."),
+        lambda exc: f"line {exc.lineno}, column {exc.colno}",
+    )
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
@@ -328,7 +587,7 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     config = _read_json(path, "model config")
     if not isinstance(config, dict):
         raise SourceError(
-            f"The model config '{path}' must be a JSON object; got a {type(config).__name__}."
+            f"The model config '{path}' must be a JSON object; got {_json_type(config)}."
         )
     return config
 
@@ -336,7 +595,12 @@ def _read_config(path: Path) -> dict[str, Any] | None:
 def _read_index(index: Path) -> dict[str, str]:
     data = _read_json(index, "checkpoint index")
     if not isinstance(data, dict) or "weight_map" not in data:
-        found = ", ".join(repr(k) for k in data) if isinstance(data, dict) else "none"
+        found = (
+            ", ".join(f"'{_name(k)}'" for k in list(data)[:10])
+            + (f" and {len(data) - 10} more" if len(data) > 10 else "")
+            if isinstance(data, dict)
+            else "none"
+        ) or "none"
         raise SourceError(
             f"The checkpoint index '{index}' has no 'weight_map' (keys found: {found}). A "
             f"sharded checkpoint index maps each tensor name to its shard file under "
@@ -366,24 +630,79 @@ def _pickle_hint(files: Sequence[Path]) -> str:
     )
 
 
+def _shard_roots(folder: str) -> list[str]:
+    """Where the shards of an index in ``folder`` (a real path) may resolve to.
+
+    The folder itself; and, for a snapshot of the Hugging Face cache
+    (``models--org--name/snapshots/<revision>``), whose files are links into
+    ``models--org--name/blobs``, that blobs folder.
+    """
+    roots = [folder]
+    parent = os.path.dirname(folder)
+    if os.path.basename(parent) == "snapshots":
+        blobs = os.path.join(os.path.dirname(parent), "blobs")
+        if os.path.isdir(blobs):
+            roots.append(os.path.realpath(blobs))
+    return roots
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _check_confined(index: Path, by_shard: dict[str, list[str]]) -> None:
+    """Refuse an index whose shard paths leave its folder (``..``, absolute, links out)."""
+    folder = os.path.realpath(index.parent)
+    roots = _shard_roots(folder)
+    for shard, names in by_shard.items():
+        where = (
+            f"The checkpoint index '{index}' maps tensor '{_name(names[0])}' to the shard "
+            f"'{_name(shard)}'"
+        )
+        if "\0" in shard:
+            raise SourceError(f"{where}, which is not a file name (it holds a NUL character).")
+        if os.path.isabs(shard):
+            raise SourceError(
+                f"{where}, an absolute path: infospec reads shards only from the index's "
+                f"folder '{folder}', named relative to it."
+            )
+        target = os.path.realpath(os.path.join(folder, shard))
+        if not any(_inside(target, root) for root in roots):
+            link = os.path.islink(os.path.join(folder, shard))
+            raise SourceError(
+                f"{where}, which {'is a link to' if link else 'resolves to'} "
+                f"'{printable(target, 300)}', "
+                f"outside the index's folder '{folder}': infospec reads shards only from "
+                f"inside the folder of their index (links included), so it refuses this index."
+            )
+
+
 def shards_of(index: Path) -> dict[str, list[str]]:
     """The tensor names of each shard of a checkpoint index, in the index's order.
+
+    Every shard must resolve (:func:`os.path.realpath`, links followed) inside the
+    index's folder: a name with ``..`` that leaves it, an absolute path or a link to a
+    file elsewhere is refused, naming the entry. The one exception is a snapshot of the
+    Hugging Face cache (``.../snapshots/<revision>``), whose files are links into the
+    cache's ``blobs`` folder beside ``snapshots``.
 
     Raises
     ------
     SourceError
-        If the index is malformed (see :class:`SafetensorsSource`) or a shard is missing.
+        If the index is malformed (see :class:`SafetensorsSource`), a shard path leaves
+        the index's folder, or a shard is missing.
     """
     by_shard: dict[str, list[str]] = {}
     for name, shard in _read_index(index).items():
         by_shard.setdefault(shard, []).append(name)
+    _check_confined(index, by_shard)
     missing = [s for s in by_shard if not (index.parent / s).is_file()]
     if missing:
         first = missing[0]
         raise SourceError(
-            f"The shard '{first}' listed in the checkpoint index '{index}' (for "
-            f"{len(by_shard[first])} tensors, e.g. '{by_shard[first][0]}') is missing: no "
-            f"file '{index.parent / first}'"
+            f"The shard '{_name(first)}' listed in the checkpoint index '{index}' (for "
+            f"{len(by_shard[first])} tensors, e.g. '{_name(by_shard[first][0])}') is "
+            f"missing: no file '{index.parent / _name(first)}'"
             + (
                 f" ({len(missing)} of {len(by_shard)} shards are missing)"
                 if len(missing) > 1
@@ -399,8 +718,8 @@ def check_shard_names(index: Path, shard: str, listed: Sequence[str], held) -> N
     absent = [n for n in listed if n not in held]
     if absent:
         raise SourceError(
-            f"The checkpoint index '{index}' maps tensor '{absent[0]}' to the shard "
-            f"'{shard}', whose header has no such tensor ({len(absent)} such "
+            f"The checkpoint index '{index}' maps tensor '{_name(absent[0])}' to the shard "
+            f"'{_name(shard)}', whose header has no such tensor ({len(absent)} such "
             f"tensor(s)): the index and the shards do not belong together."
         )
 
@@ -506,11 +825,11 @@ class SafetensorsSource(WeightSource):
         self.metadata = dict(headers[0].metadata)
         model_type = self.model_type
         metas = {}
+        origins = {id(h): str(h.path) for h in headers}  # one string per file, not per tensor
+        torch_dtype = {code: torch_name or code for code, (torch_name, _) in _DTYPES.items()}
         for name, header in owner.items():
             info = header.tensors[name]
-            metas[name] = TensorMeta(
-                info.shape, _DTYPES[info.dtype][0] or info.dtype, str(header.path)
-            )
+            metas[name] = _META((info.shape, torch_dtype[info.dtype], origins[id(header)], None))
         self._entries = build_entries(
             metas,
             lambda name: _file_loader(owner[name].path, name),
@@ -520,6 +839,9 @@ class SafetensorsSource(WeightSource):
         )
         n_bytes = sum(h.file_size - h.data_start for h in headers)
         parts = [f"{len(self._entries)} tensors", f"{n_bytes / 1e6:.1f} MB"]
+        note = order_note(len(self._entries))
+        if note:
+            parts.append(note)
         if len(headers) > 1 or self.index is not None:
             parts.insert(0, f"{len(headers)} shard(s)")
         if model_type:

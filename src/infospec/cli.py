@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InfospecError, InputError, SourceError
+from ._text import printable
 
 __all__ = ["main"]
 
 _FORMATS = ("table", "csv", "json", "html")
+#: ``describe`` shortens longer tensor names (with an ellipsis) to keep one line per tensor.
+_NAME_CHARS = 120
 
 
 def _add_conv(p: argparse.ArgumentParser) -> None:
@@ -650,11 +653,14 @@ def _run_describe(args: argparse.Namespace) -> int:
         header += f": {len(entries)} tensors match --layers"
     elif not re.search(r"\b\d+ tensors?\b", header):
         header += f": {len(entries)} tensors"
-    print(header)
+    print(printable(header))
+    from ._text import ELLIPSIS
     from .sources.entry import skip_reason_under
     from .spectra.conventions import matrix_layout
 
-    width = max((len(e.name) for e in entries), default=10)
+    # names are escaped (no terminal control from a file) and shortened past _NAME_CHARS
+    width = min(max((len(e.name) for e in entries), default=10), _NAME_CHARS)
+    shortened = 0
     analysed = 0
     skipped = []
     for e in entries:
@@ -669,13 +675,20 @@ def _run_describe(args: argparse.Namespace) -> int:
             status = f"{rows}x{cols}" if count == 1 else f"{count} x {rows}x{cols}"
             if args.conv == "pooled" and count > 1 and e.kind.startswith("conv"):
                 status += " pooled"
-        print(f"  {e.name:<{width}}  {shape:>14}  {e.dtype:<8}  {e.kind:<17}  {status}")
+        shortened += len(e.name) > _NAME_CHARS
+        name, shape = printable(e.name, _NAME_CHARS), printable(shape, 40)
+        print(f"  {name:<{width}}  {shape:>14}  {e.dtype:<8}  {e.kind:<17}  {printable(status)}")
     from ._skips import skipped_by_reason
 
     line = f"{analysed} analysed, {len(skipped)} skipped"
     if skipped:
         line += ": " + ", ".join(f"{r} x {len(g)}" for r, g in skipped_by_reason(skipped))
-    print(line)
+    print(printable(line))
+    if shortened:
+        print(
+            f"({shortened} names longer than {_NAME_CHARS} characters are shortened with "
+            f"{ELLIPSIS}; --layers matches the full names)"
+        )
     return 0
 
 
@@ -777,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_compress(args)
         return _run_describe(args)
     except InfospecError as exc:
-        print(f"infospec: error: {_cli_words(str(exc))}", file=sys.stderr)
+        print(f"infospec: error: {printable(_cli_words(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("infospec: interrupted; no output file was written.", file=sys.stderr)

@@ -33,6 +33,7 @@ from typing import Any
 
 from .._checks import check_positive
 from .._errors import SourceError
+from .._text import printable
 from .base import WeightSource
 from .entry import DEFAULT_MIN_DIM, WeightEntry, natural_key
 from .formats import convert_pickle_command, refusal, regular_file, sniff, then_analyze
@@ -117,7 +118,7 @@ def unwrap_checkpoint(obj: Any, path: Path) -> tuple[dict[str, Any], list[str]]:
                 obj = inner
                 break
         else:
-            found = ", ".join(repr(k) for k in list(obj)[:10]) or "none"
+            found = ", ".join(printable(repr(k), 80) for k in list(obj)[:10]) or "none"
             raise SourceError(
                 f"The PyTorch checkpoint '{path}' holds no tensors at {where} nor under "
                 f"any of the keys {', '.join(NESTED_KEYS)} (keys found: {found}): save "
@@ -180,7 +181,7 @@ def load_checkpoint(path: Path) -> Any:
         text = str(exc)
         m = _GLOBAL.search(text)
         refused = next((g for g in m.groups() if g), None) if m else None
-        what = f"the global {refused}" if refused else text.strip().splitlines()[0][:200]
+        what = f"the global {refused}" if refused else printable(text.strip().splitlines()[0], 200)
         raise SourceError(
             f"The PyTorch checkpoint '{path}' cannot be read with weights_only=True: it "
             f"pickles {what}, and infospec never unpickles code. If you trust the file, "
@@ -188,7 +189,7 @@ def load_checkpoint(path: Path) -> Any:
             f"{then_analyze(path)}."
         ) from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, zipfile errors...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = printable((str(exc).strip().splitlines() or [type(exc).__name__])[0], 200)
         raise SourceError(
             f"The PyTorch checkpoint '{path}' cannot be read by torch.load: {first}. It may "
             f"be truncated or corrupt (copy or download it again), or hold what this "
@@ -343,7 +344,7 @@ class PickleSource(WeightSource):
                     key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
                     first = seen.setdefault(key, name)
                     if first != name:
-                        reason = f"same tensor as '{first}' (tied weights)"
+                        reason = f"same tensor as '{printable(first, 200)}' (tied weights)"
                     else:
                         n_bytes += t.numel() * t.element_size()
                 dtype = str(t.dtype).replace("torch.", "")

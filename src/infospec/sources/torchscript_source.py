@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .._checks import check_positive
 from .._errors import SourceError
+from .._text import printable
 from .entry import DEFAULT_MIN_DIM
 from .formats import regular_file, sniff
 from .torch_sources import ModuleSource
@@ -74,7 +75,7 @@ class TorchScriptSource(ModuleSource):
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # torch raises RuntimeError and others
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            first = printable((str(exc).strip().splitlines() or [type(exc).__name__])[0], 200)
             raise SourceError(
                 f"The TorchScript archive '{path}' cannot be loaded by torch.jit.load: "
                 f"{first}. It may be truncated, corrupt, or from a newer PyTorch."

@@ -27,6 +27,8 @@ _HOME: dict[str, str] = {
     "Report": "analysis",
     "analyze": "analysis",
     "compare": "analysis",
+    "track": "analysis",
+    "Track": "analysis",
     "StreamingCovariance": "spectra",
     "covariance_eigenvalues": "spectra",
     "ledoit_wolf_shrinkage": "spectra",

@@ -209,6 +209,86 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     _add_progress(p)
 
 
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "track",
+        help="the spectra of a training run's checkpoints, incrementally, in one table",
+        description="Analyse every checkpoint of RUN_DIR (subfolders or files named "
+        "checkpoint-<step>, step-<step>, ...; or several checkpoints listed in order) into "
+        "one long table (checkpoint, step, tensor, metric, value) in an SQLite store, each "
+        "checkpoint against the one before (subspace overlaps, relative change). A re-run "
+        "analyses only new or changed checkpoints.",
+    )
+    p.add_argument("run", nargs="+", metavar="RUN_DIR", help="the run folder, or checkpoints")
+    p.add_argument("--store", help="the SQLite store (default RUN_DIR/infospec-track.sqlite)")
+    p.add_argument("--html", help="write the page of heatmaps and curves here (atomically)")
+    p.add_argument(
+        "--out", help="write the long table as CSV here (atomically); default: a summary"
+    )
+    p.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="one spectrum per matrix, no comparison with the previous checkpoint",
+    )
+    p.add_argument("--k", type=int, default=10, help="compared subspace dimension (default 10)")
+    p.add_argument(
+        "--layers",
+        action="append",
+        metavar="REGEX",
+        help="track tensors whose full dotted name matches (repeatable)",
+    )
+    _add_spectrum_options(p)
+    p.add_argument("--workers", type=int, default=None, help="CPU threads (as for analyze)")
+    _add_progress(p)
+
+
+def _run_track(args: argparse.Namespace) -> int:
+    from .analysis.track import track
+
+    if args.k is not None and args.k < 1:
+        raise InputError(f"--k must be an int >= 1 for track; got {args.k}.")
+    run = args.run[0] if len(args.run) == 1 else args.run
+    result = track(
+        run,
+        store=args.store,
+        layers=args.layers,
+        overlap=not args.no_overlap,
+        k=args.k,
+        device=args.device,
+        conv=args.conv,
+        min_dim=args.min_dim,
+        fits=not args.no_fits,
+        rel_distortion=args.rel_distortion,
+        progress=args.progress,
+        workers=args.workers,
+    )
+    frame = result.frame
+    lines = [
+        f"infospec track: {len(result.analysed)} checkpoints analysed, "
+        f"{len(result.unchanged)} unchanged, in {result.meta['seconds']:.2f} s; "
+        f"store {result.store}"
+    ]
+    for metric in ("alpha", "flatness", "overlap_left"):
+        rows = frame[frame["metric"] == metric]
+        if not rows.empty:
+            medians = rows.groupby("step")["value"].median()
+            lines.append(
+                f"median {metric} by step: "
+                + ", ".join(f"{step}: {value:.4g}" for step, value in medians.items())
+            )
+    if args.html:
+        result.to_html(args.html)
+        lines.append(f"wrote {args.html}")
+    if args.out:
+        from ._io import atomic_write
+
+        with atomic_write(args.out) as fh:
+            frame.to_csv(fh, index=False)
+        lines.append(f"wrote {args.out} ({len(frame)} rows)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def _parse_rename(items: list[str] | None) -> list[tuple[str, str]] | None:
     """``--rename PATTERN=REPL`` items as (pattern, replacement) pairs."""
     if not items:
@@ -372,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(sub)
     _add_describe(sub)
     _add_compare(sub)
+    _add_track(sub)
     _add_demo(sub)
     _add_compress(sub)
     return parser
@@ -786,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_demo(args)
         if args.command == "compare":
             return _run_compare(args)
+        if args.command == "track":
+            return _run_track(args)
         if args.command == "compress":
             return _run_compress(args)
         return _run_describe(args)

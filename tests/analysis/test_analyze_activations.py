@@ -61,3 +61,10 @@ def test_progress_lines_count_batches_without_a_terminal(capfd):
 def test_default_progress_is_quiet_without_a_terminal(capfd):
     analyze(_mlp(), _data(2))
     assert capfd.readouterr().err == ""
+
+
+def test_measures_on_one_thread_workers_restore_the_thread_count():
+    before = torch.get_num_threads()
+    report = analyze(_mlp(), _data(2), workers=2, progress=False)
+    assert torch.get_num_threads() == before
+    assert [r["status"] for r in report.activations] == ["ok", "ok"]

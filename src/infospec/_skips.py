@@ -63,6 +63,13 @@ def skipped_by_reason(skipped: list[dict[str, Any]]) -> list[tuple[str, list[dic
         alphabetical order.
     """
     groups: dict[str, list[dict[str, Any]]] = {}
+    classes: dict[str, str] = {}  # reasons repeat: each one's class computed once
     for r in skipped:
-        groups.setdefault(skip_reason_class(r.get("reason", "")), []).append(r)
+        reason = r.get("reason", "")
+        key = classes.get(reason) if isinstance(reason, str) else None
+        if key is None:
+            key = skip_reason_class(reason)
+            if isinstance(reason, str):
+                classes[reason] = key
+        groups.setdefault(key, []).append(r)
     return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))

@@ -93,7 +93,9 @@ def select(
     ['1.weight', '1.bias']
     """
     entries = list(entries)
-    if layers is not None and not entries:
+    if layers is None:  # everything, in order (and no set of a million names)
+        return entries
+    if not entries:
         raise InputError(
             f"The 'layers' parameter {layers!r} cannot select anything: the source has no tensors."
         )

@@ -82,6 +82,16 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         "--no-activations", action="store_true", help="weights only, even for the built-in example"
     )
     p.add_argument(
+        "--randomize",
+        nargs="?",
+        type=int,
+        const=0,
+        default=None,
+        metavar="SEED",
+        help="also each matrix with its entries shuffled (WeightWatcher's randomize): "
+        "rand_distance and correlation traps (num_traps); optional seed, default 0",
+    )
+    p.add_argument(
         "--base",
         help="with a PEFT LoRA adapter folder as SOURCE: the base model it was trained on, "
         "whose merged W + dW is analysed beside each delta",
@@ -474,6 +484,7 @@ _NUMERIC = (
     ("rel_distortion", "--rel-distortion", "a number in (0, 1]", lambda v: 0 < v <= 1),
     ("seeds", "--seeds", "an int >= 1", lambda v: v >= 1),
     ("k", "--k", "an int >= 0", lambda v: v >= 0),
+    ("randomize", "--randomize", "a seed (an int >= 0)", lambda v: v >= 0),
 )
 
 #: Python parameter names of the library -> the flags that set them, for error messages.
@@ -610,6 +621,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
         "progress": progress,
         "min_dim": args.min_dim,
         "workers": args.workers,
+        "randomize": False if args.randomize is None else args.randomize,
     }
     if data_arg is not None:
         start = time.perf_counter()

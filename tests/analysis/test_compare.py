@@ -1,5 +1,6 @@
 """compare(base, tuned): delta spectra, subspace overlaps, matching, CLI."""
 
+import importlib
 import json
 import math
 
@@ -248,3 +249,15 @@ def test_cli_compare(tmp_path, gen, capsys):
     assert "--rename must be PATTERN=REPLACEMENT" in capsys.readouterr().err
     assert main(["compare", b, t, "--k", "-2"]) == 2
     assert "--k must be an int >= 0" in capsys.readouterr().err
+
+
+def test_lanczos_route_gives_the_same_subspaces(rng, monkeypatch):
+    # the module (infospec.analysis.compare is the function, exported by the package)
+    cmp = importlib.import_module("infospec.analysis.compare")
+    w = _with_spectrum(rng, 70, 50, np.geomspace(30.0, 0.1, 50))
+    full = top_singular_subspaces(torch.from_numpy(w), 6)
+    monkeypatch.setattr(cmp, "_EIGH_MAX", 0)  # every Gram matrix through ARPACK
+    lanczos = top_singular_subspaces(torch.from_numpy(w), 6)
+    np.testing.assert_allclose(lanczos[0].numpy(), full[0].numpy(), rtol=1e-13)
+    for a, b in zip(full[1:], lanczos[1:], strict=True):
+        assert np.max(scipy.linalg.subspace_angles(a.numpy(), b.numpy())) < 1e-8

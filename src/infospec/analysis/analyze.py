@@ -43,7 +43,16 @@ def _progress(iterable: Iterable, *, total: int | None, desc: str, enabled: bool
 Spectrum = tuple[str, int | None, int | None, torch.Tensor | None, str]
 
 
-def _spectra(entry, *, conv: str, split_in_proj: bool, method: str, device) -> list[Spectrum]:
+def _spectra(
+    entry,
+    *,
+    conv: str,
+    split_in_proj: bool,
+    method: str,
+    device,
+    randomize: int | None = None,
+    rand_out: dict[str, torch.Tensor] | None = None,
+) -> list[Spectrum]:
     """The first stage: load one tensor and compute the singular values of its matrices.
 
     A matrix with NaN or Inf gives an item with its counts as the error, and the others
@@ -53,7 +62,8 @@ def _spectra(entry, *, conv: str, split_in_proj: bool, method: str, device) -> l
     (on a GPU, device memory) until a fit worker reached it. :class:`SourceError`
     propagates: an unreadable file ends the run. An entry with a ``factor_spectra``
     method (a low-rank delta, :class:`~infospec.sources.peft_source.LoraEntry`) gives
-    its spectra from its factors, without materialising the matrix.
+    its spectra from its factors, without materialising the matrix. With ``randomize``
+    (a seed), the spectrum of each matrix's shuffle goes to ``rand_out`` by label.
     """
     out: list[Spectrum] = []
     try:
@@ -62,7 +72,15 @@ def _spectra(entry, *, conv: str, split_in_proj: bool, method: str, device) -> l
             return factor_spectra(device=device)
         tensor = entry.load(device=device)
         tensor_spectra(
-            entry, tensor, out, conv=conv, split_in_proj=split_in_proj, method=method, device=device
+            entry,
+            tensor,
+            out,
+            conv=conv,
+            split_in_proj=split_in_proj,
+            method=method,
+            device=device,
+            randomize=randomize,
+            rand_out=rand_out,
         )
     except SourceError:
         raise
@@ -81,13 +99,17 @@ def tensor_spectra(
     method: str,
     device,
     name: str | None = None,
+    randomize: int | None = None,
+    rand_out: dict[str, torch.Tensor] | None = None,
 ) -> list[Spectrum]:
     """The spectra of one loaded tensor's matrices, appended to ``out`` (and returned).
 
     ``entry`` gives the kind (and, unless ``name`` is given, the labels) of
     :func:`~infospec.spectra.conventions.as_matrices`; a matrix with NaN or Inf gives an
     item with its counts as the error. Other errors propagate (:func:`_spectra` keeps
-    their message).
+    their message). With ``randomize`` (a seed) the singular values of each matrix with
+    its entries shuffled (:func:`infospec.analysis.randomize.shuffled`) are put in
+    ``rand_out`` under the matrix's label.
     """
     for label, matrix in as_matrices(
         entry, tensor, conv=conv, split_in_proj=split_in_proj, name=name
@@ -105,6 +127,11 @@ def tensor_spectra(
         # a few thousand numbers: the fits run on the CPU, where they do not wait on
         # kernel launches and device syncs, and (on a GPU) overlap the next spectrum
         out.append((label, rows, cols, sigma.cpu(), ""))
+        if randomize is not None and rand_out is not None:
+            from .randomize import shuffled
+
+            mixed = shuffled(matrix, randomize, label)
+            rand_out[label] = singular_values(mixed, method=method, device=device).cpu()
     return out
 
 
@@ -377,6 +404,7 @@ def analyze(
     linear_inputs: bool = True,
     progress: bool | None = None,
     workers: int | None = None,
+    randomize: bool | int = False,
 ) -> Report:
     """Analyse every weight matrix of a model, and, given data, every observed layer's activations.
 
@@ -440,6 +468,13 @@ def analyze(
         are) the spectra are computed one after another on the device while the workers
         make the fits of the tensors before, so the device need not wait for them. Results
         do not depend on it, up to floating-point round-off.
+    randomize : bool or int, default False
+        Also compare every matrix with its entries shuffled (WeightWatcher's
+        ``randomize``; :mod:`infospec.analysis.randomize`): the columns
+        ``rand_distance``, ``num_traps`` (correlation traps), ``rand_max_eval``,
+        ``rand_bulk_max`` and ``trap_ratio``, and the shuffled ESD in ``report.spectra``
+        under ``"randomized/<name>"``. An int is the seed (True: 0). One more spectrum
+        per matrix; a LoRA delta (read from its factors) gets no such columns.
 
     Returns
     -------
@@ -512,11 +547,30 @@ def analyze(
     )
     todo = plan_entries(entries, report.skipped, min_dim=src.min_dim, conv=conv)
 
-    def first(entry) -> list[Spectrum]:
-        return _spectra(entry, conv=conv, split_in_proj=split_in_proj, method=method, device=dev)
+    seed = _randomize_seed(randomize)
+    report.meta["randomize"] = seed
 
-    def second(entry, spectra: list[Spectrum]):
-        return _records(entry, spectra, rel_distortion=rel_distortion, fits=fits)
+    def first(entry):
+        rand: dict[str, torch.Tensor] | None = None if seed is None else {}
+        spectra = _spectra(
+            entry,
+            conv=conv,
+            split_in_proj=split_in_proj,
+            method=method,
+            device=dev,
+            randomize=seed,
+            rand_out=rand,
+        )
+        return spectra, rand
+
+    def second(entry, value):
+        spectra, rand = value
+        rows, esds = _records(entry, spectra, rel_distortion=rel_distortion, fits=fits)
+        if rand is not None:
+            from .randomize import add_randomized
+
+            add_randomized(rows, esds, spectra, rand)
+        return rows, esds
 
     pipeline = (dev or _data_device(source)).type != "cpu"
     for rows, esds in run_stages(
@@ -652,6 +706,20 @@ def _activations(
     report.meta["activation_accumulate_seconds"] = acts.seconds
     # the covariances' eigenvalues and the measures
     report.meta["activation_measure_seconds"] = total_seconds - passes
+
+
+def _randomize_seed(randomize: Any) -> int | None:
+    """The seed of ``analyze(randomize=...)``: None (off), 0 for True, or the int given."""
+    if randomize is False or randomize is None:
+        return None
+    if randomize is True:
+        return 0
+    if isinstance(randomize, int) and randomize >= 0:
+        return int(randomize)
+    raise InputError(
+        f"The 'randomize' parameter of analyze must be True, False or a seed (an int >= 0). "
+        f"Got {randomize!r} instead."
+    )
 
 
 def _version() -> str:

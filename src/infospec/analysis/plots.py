@@ -474,6 +474,9 @@ def _esd_figure(Figure, report, weights, max_panels):
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (record, (lam, zeros)) in zip(axes, shown, strict=False):
         _esd_panel(ax, record, lam, zeros)
+        shuffled = report.spectra.get(f"randomized/{record.get('name')}")
+        if shuffled is not None:  # analyze(randomize=True): the shuffled matrix's ESD
+            _randomized_overlay(ax, np.asarray(shuffled, dtype=float), lam)
     for ax in axes[n:]:
         fig.delaxes(ax)
     notes = []
@@ -502,6 +505,26 @@ def _esd_figure(Figure, report, weights, max_panels):
             frameon=False,
         )
     return fig
+
+
+def _randomized_overlay(ax, shuffled: np.ndarray, lam: np.ndarray) -> None:
+    """The ESD of the element-wise shuffled matrix, as an outline over the panel's ESD."""
+    shuffled = shuffled[shuffled > 0]
+    if shuffled.size == 0:
+        return
+    lo = float(min(shuffled.min(), lam.min()))
+    hi = float(max(shuffled.max(), lam.max()))
+    bins = np.geomspace(lo, hi * 1.0001, int(np.clip(round(2 * math.sqrt(lam.size)), 8, 60)) + 1)
+    ax.hist(
+        shuffled,
+        bins=bins,
+        density=True,
+        histtype="step",
+        color="#c0392b",
+        lw=1.0,
+        label="shuffled W (randomize)",
+        gid="randomized",
+    )
 
 
 def _esd_panel(ax, record: dict[str, Any], lam: np.ndarray, zeros: int) -> None:

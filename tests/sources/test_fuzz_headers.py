@@ -142,3 +142,43 @@ def test_no_exception_but_source_error(content):
         assert code in (0, 2)
         assert code == 0 or err.getvalue().startswith("infospec: error: ")
         (out.getvalue() + err.getvalue()).encode("utf-8")  # printable: no lone surrogate
+
+
+_TRICKY = st.sampled_from(
+    [
+        "",
+        ".",
+        "..",
+        "/",
+        "/etc/passwd",
+        "../x.safetensors",
+        "a" * 5000,
+        "/".join(["b" * 300] * 3),
+        "sub/../model.safetensors",
+        "model.safetensors",
+        "loop.safetensors",
+        "\x00",
+    ]
+)
+_SHARDS = _TRICKY | st.text(max_size=20)
+_WEIGHT_MAPS = st.one_of(
+    st.dictionaries(_NAMES, _TRICKY, min_size=1, max_size=3),
+    st.dictionaries(_NAMES, _SHARDS | _JSON, max_size=4),
+    _JSON,
+)
+
+
+@settings(max_examples=60, deadline=None, database=None, derandomize=True)
+@given(_WEIGHT_MAPS)
+def test_index_weight_maps_raise_no_exception_but_source_error(weight_map):
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
+        (root / "loop.safetensors").symlink_to("loop.safetensors")
+        index = root / "model.safetensors.index.json"
+        index.write_text(json.dumps({"weight_map": weight_map}))
+        for target in (index, root):
+            try:
+                open_source(target).entries()
+            except SourceError:
+                pass

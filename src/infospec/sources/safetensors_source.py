@@ -677,6 +677,14 @@ def _check_confined(index: Path, by_shard: dict[str, list[str]]) -> None:
             )
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the system cannot look up (too long...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def shards_of(index: Path) -> dict[str, list[str]]:
     """The tensor names of each shard of a checkpoint index, in the index's order.
 
@@ -696,7 +704,7 @@ def shards_of(index: Path) -> dict[str, list[str]]:
     for name, shard in _read_index(index).items():
         by_shard.setdefault(shard, []).append(name)
     _check_confined(index, by_shard)
-    missing = [s for s in by_shard if not (index.parent / s).is_file()]
+    missing = [s for s in by_shard if not _is_file(index.parent / s)]
     if missing:
         first = missing[0]
         raise SourceError(

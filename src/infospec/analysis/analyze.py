@@ -418,7 +418,9 @@ def analyze(
     data : iterable of batches, optional
         Inputs for activation measures (``source`` must then be an ``nn.Module``): each batch
         a tensor (``model(x)``), a tuple (``model(*b)``) or a dict (``model(**b)``; its
-        ``attention_mask``, if any, excludes padding tokens).
+        ``attention_mask``, if any, excludes padding tokens). Batch texts by length (sort by
+        token count, then batch: :func:`infospec.example.example_batches`): padding
+        positions cost a full forward pass each and are then dropped.
     layers : str or list of str, optional
         Regular expression(s) searched in full dotted tensor names; default all.
     activation_layers : str or list of str, optional

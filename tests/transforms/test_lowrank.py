@@ -92,18 +92,24 @@ def test_input_moments_with_token_mask_and_observe_inputs():
     assert acts.accumulators["lin"].dim == 6 and not lin._forward_pre_hooks
 
 
-def test_allocated_beats_uniform_on_a_planted_model():
-    """Layer 0 carries the signal, layer 1 only sees near-zero inputs: allocation must win."""
+@pytest.mark.parametrize("weighting", ["relative", "absolute"])
+def test_allocated_beats_uniform_on_a_planted_model(weighting):
+    """Layer 0 is full rank, layer 1 nearly rank 3: the budget must go to layer 0."""
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(32, 32), nn.Linear(32, 32)).double()
     with torch.no_grad():
-        model[1].weight.mul_(1e-3)
-    data = [_correlated(256, d=32, seed=s) * torch.linspace(3, 0.1, 32) for s in range(2)]
-    uni = compress(model, data, ratio=0.4, allocation="uniform", eval_data=data)
-    alloc = compress(model, data, ratio=0.4, allocation="allocated", eval_data=data)
+        low = torch.randn(32, 3, dtype=torch.float64) @ torch.randn(3, 32, dtype=torch.float64)
+        model[1].weight.copy_(low + 1e-3 * torch.randn(32, 32, dtype=torch.float64))
+    data = [torch.randn(256, 32, dtype=torch.float64) for s in range(2)]
+    kw = {"ratio": 0.4, "eval_data": data, "weighting": weighting}
+    uni = compress(model, data, allocation="uniform", **kw)
+    alloc = compress(model, data, allocation="allocated", **kw)
     assert alloc.params_after <= 0.4 * alloc.params_before
-    total = {k: sum(r["measured_loss"] for r in res.plan) for k, res in (("u", uni), ("a", alloc))}
-    assert total["a"] < 0.5 * total["u"]
+    ranks = [r["rank"] for r in alloc.plan]
+    assert ranks[0] > ranks[1]
+    key = "measured_relative" if weighting == "relative" else "measured_loss"
+    total = {k: sum(r[key] for r in res.plan) for k, res in (("u", uni), ("a", alloc))}
+    assert total["a"] < 0.75 * total["u"]
 
 
 def test_ratio_one_keeps_every_matrix_dense():
@@ -216,6 +222,7 @@ def test_tiny_bert_compresses_saves_and_reloads(tmp_path):
         ({"ratio": 0.5, "layers": "nothing_here"}, "nothing_here"),
         ({"ratio": 0.5, "method": "magic"}, "method"),
         ({"ratio": 0.5, "ridge": -1.0}, "ridge must be"),
+        ({"ratio": 0.5, "weighting": "loudest"}, "weighting"),
         ({"ratio": 0.001}, "below the cheapest allocation"),
     ],
 )

@@ -371,6 +371,7 @@ def compress(
     layers: str | Sequence[str] | None = None,
     ridge: float = 1e-6,
     mp_edge: bool = False,
+    weighting: str = "relative",
     eval_data: Iterable[Any] | None = None,
     progress: bool | None = None,
 ) -> CompressionResult:
@@ -406,6 +407,14 @@ def compress(
         Cap each matrix's rank at its number of singular values above the fitted
         Marchenko-Pastur bulk edge (:func:`~infospec.measures.fit_marchenko_pastur` on
         :math:`\sigma_i^2/\max(m,n)` with :math:`q = \min(m,n)/\max(m,n)`), at least 1.
+    weighting : {"relative", "absolute"}, default "relative"
+        What the allocator adds up across matrices: each matrix's discarded energy over
+        its total (:math:`\sum_{i>k}\sigma_i^2 / \sum_i\sigma_i^2`, the relative output
+        error :math:`\mathbb E\|(W-AB)x\|^2/\mathbb E\|Wx\|^2`), or the energy itself.
+        Absolute output errors of different layers are in different units (a layer
+        whose outputs are large dominates the sum while a LayerNorm downstream rescales
+        them), and on MiniLM the absolute rule lost to the uniform ratio
+        (``benchmarks/README.md``); the relative one is the default.
     eval_data : iterable of batches, optional
         If given, :meth:`CompressionResult.evaluate` is run on it.
     progress : bool, optional
@@ -436,6 +445,7 @@ def compress(
     ratio = _check_ratio(ratio)
     method = check_choice(method, "method", "compress", ("activations", "weights"))
     allocation = check_choice(allocation, "allocation", "compress", ("allocated", "uniform"))
+    weighting = check_choice(weighting, "weighting", "compress", ("relative", "absolute"))
     if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
         raise InputError(f"compress: ridge must be a finite number >= 0; got {ridge!r}.")
     if data is None and method == "activations":
@@ -461,7 +471,12 @@ def compress(
     total = sum(m * n for m, n in shapes)
     budget = math.floor(ratio * total + 1e-9)
     if allocation == "allocated":
-        alloc = allocate_ranks(energies, shapes, budget, max_ranks=caps if mp_edge else None)
+        weights = (
+            energies
+            if weighting == "absolute"
+            else [e / r if r > 0 else e for e, r in zip(energies, refs, strict=True)]
+        )
+        alloc = allocate_ranks(weights, shapes, budget, max_ranks=caps if mp_edge else None)
     else:
         alloc = uniform_ranks(energies, shapes, ratio, max_ranks=caps if mp_edge else None)
 
@@ -490,6 +505,7 @@ def compress(
         "allocation": allocation,
         "ridge": ridge,
         "mp_edge": bool(mp_edge),
+        "weighting": weighting,
         "budget": budget,
         "params_before": total,
         "params_after": alloc.params,

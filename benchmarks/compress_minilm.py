@@ -40,6 +40,7 @@ import torch
 
 import infospec
 from infospec.example import example_batches, example_corpus, load_minilm
+from infospec.transforms import lowrank
 
 ENCODER = r"^encoder\."
 METHODS = [
@@ -48,6 +49,43 @@ METHODS = [
     ("whitened, uniform", "activations", "uniform"),
     ("whitened, allocated", "activations", "allocated"),
 ]
+
+
+def memoise_statistics() -> None:
+    """Compute each input second moment and each SVD once for the whole table.
+
+    Every ``compress`` call of the table sees the same model and the same calibration (or
+    held-out) batches, so the moments and the SVDs of ``W L`` / ``W`` are the same each
+    time; caching them leaves the results unchanged and the table about 3x faster. The
+    time split above is measured before this is switched on.
+    """
+    moments, svds = {}, {}
+    first_moments, first_svd = lowrank.input_second_moments, lowrank.whitened_factors
+
+    def cached_moments(model, modules, data, **kwargs):
+        key = (id(model), id(data), tuple(modules))
+        if key not in moments:
+            moments[key] = first_moments(model, modules, data, **kwargs)
+        return moments[key]
+
+    def cached_svd(weight, factor):
+        key = (weight.data_ptr(), None if factor is None else factor.data_ptr())
+        if key not in svds:
+            svds[key] = (first_svd(weight, factor), factor)  # factor kept: its address stays
+        return svds[key][0]
+
+    cholesky = {}
+    first_cholesky = lowrank._cholesky
+
+    def cached_cholesky(c, ridge, name):
+        key = (c.data_ptr(), ridge)
+        if key not in cholesky:
+            cholesky[key] = (first_cholesky(c, ridge, name), c)
+        return cholesky[key][0]
+
+    lowrank.input_second_moments = cached_moments
+    lowrank.whitened_factors = cached_svd
+    lowrank._cholesky = cached_cholesky
 
 
 def embed(model, batches) -> torch.Tensor:
@@ -119,6 +157,7 @@ def main() -> None:
         f"{res.settings['predicted_loss']:.4g}; peak RSS so far {peak_rss_mib():.0f} MiB"
     )
 
+    memoise_statistics()
     rows = []
     print("\n| ratio | method | params kept | cos | top-10 overlap | pred err | out err |")
     print("|---|---|---|---|---|---|---|")

@@ -58,6 +58,7 @@ from torch import nn
 
 from .._errors import InputError
 from .._names import match_names
+from .._progress import progress_bar
 from .._validation import check_choice
 from ..spectra.activations import ActivationCovariances
 from .allocation import DENSE, allocate_ranks, uniform_ranks
@@ -76,13 +77,21 @@ _FORMAT = "infospec-lowrank-1"
 
 
 # -- statistics ------------------------------------------------------------------------------
-def _feed(model: nn.Module, data: Iterable[Any], acts: ActivationCovariances, func: str) -> int:
+def _feed(
+    model: nn.Module,
+    data: Iterable[Any],
+    acts: ActivationCovariances,
+    func: str,
+    progress: bool | None = None,
+) -> int:
     from ..analysis.analyze import _data_device, _forward
 
     device = _data_device(model)
+    total = len(data) if hasattr(data, "__len__") else None
+    bar = progress_bar(data, total=total, desc=func, unit="batch", enabled=progress)
     n = 0
     with torch.no_grad():
-        for i, batch in enumerate(data):
+        for i, batch in enumerate(bar):
             _forward(model, batch, device, acts, i)
             n += 1
     if n == 0:
@@ -91,7 +100,12 @@ def _feed(model: nn.Module, data: Iterable[Any], acts: ActivationCovariances, fu
 
 
 def input_second_moments(
-    model: nn.Module, modules: dict[str, nn.Module], data: Iterable[Any], *, func: str = "compress"
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    data: Iterable[Any],
+    *,
+    func: str = "compress",
+    progress: bool | None = None,
 ) -> dict[str, tuple[torch.Tensor, int]]:
     r"""The uncentred second moment :math:`\mathbb E[xx^\top]` of each module's inputs.
 
@@ -113,7 +127,7 @@ def input_second_moments(
     model.eval()
     try:
         with ActivationCovariances(modules, observe="inputs") as acts:
-            _feed(model, data, acts, func)
+            _feed(model, data, acts, func, progress)
             accs = acts.accumulators
     finally:
         model.train(was_training)
@@ -418,7 +432,8 @@ def compress(
     eval_data : iterable of batches, optional
         If given, :meth:`CompressionResult.evaluate` is run on it.
     progress : bool, optional
-        Accepted for the CLI's sake; the passes are short and show no bar.
+        A bar over the calibration batches (``None``: on a terminal only; as for
+        :func:`infospec.analyze`).
 
     Returns
     -------
@@ -441,7 +456,6 @@ def compress(
     >>> res.params_after <= 0.5 * res.params_before
     True
     """
-    del progress
     ratio = _check_ratio(ratio)
     method = check_choice(method, "method", "compress", ("activations", "weights"))
     allocation = check_choice(allocation, "allocation", "compress", ("allocated", "uniform"))
@@ -453,7 +467,9 @@ def compress(
     chosen, skipped = _chosen_linears(model, layers)
     seconds = {"covariance": 0.0, "svd": 0.0}
     start = time.perf_counter()
-    moments = input_second_moments(model, chosen, data) if data is not None else {}
+    moments = (
+        input_second_moments(model, chosen, data, progress=progress) if data is not None else {}
+    )
     seconds["covariance"] = time.perf_counter() - start
 
     start = time.perf_counter()

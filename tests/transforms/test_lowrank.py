@@ -112,6 +112,20 @@ def test_allocated_beats_uniform_on_a_planted_model(weighting):
     assert total["a"] < 0.75 * total["u"]
 
 
+@pytest.mark.parametrize("allocation", ["allocated", "uniform"])
+def test_mp_edge_caps_ranks_at_the_spike_count(allocation):
+    """A 120 x 80 weight with 3 planted spikes over iid noise: rank 3 even at ratio 1."""
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(120, 3, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(80, 3, generator=g, dtype=torch.float64))
+    w = (u * torch.tensor([40.0, 30.0, 20.0], dtype=torch.float64)) @ v.T
+    model = nn.Sequential(nn.Linear(80, 120)).double()
+    with torch.no_grad():
+        model[0].weight.copy_(w + torch.randn(120, 80, generator=g, dtype=torch.float64))
+    res = compress(model, None, ratio=1.0, method="weights", allocation=allocation, mp_edge=True)
+    assert [r["rank"] for r in res.plan] == [3]
+
+
 def test_ratio_one_keeps_every_matrix_dense():
     model = _mlp()
     data = [_correlated(64)]

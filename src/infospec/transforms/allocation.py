@@ -293,11 +293,12 @@ def uniform_ranks(
     ranks, params, loss = [], 0, 0.0
     for e, (m, n), cap in zip(spectra, shapes, caps, strict=True):
         k = max(min_rank, int(np.floor(ratio * m * n / (m + n) + 1e-9)))
-        if cap is not None:
-            k = min(k, max(min_rank, cap))
         # dense when its own budget affords the matrix (ratio 1) or the rank would not save
         if ratio >= 1 or k > max_saving_rank(m, n):
             k = DENSE
+        # a cap that saves parameters bounds the rank, dense included (as in allocate_ranks)
+        if cap is not None and cap <= max_saving_rank(m, n) and (k == DENSE or k > cap):
+            k = max(min_rank, cap)
         ranks.append(k)
         params += m * n if k == DENSE else k * (m + n)
         loss += _loss(e, k)

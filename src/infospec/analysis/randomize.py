@@ -22,16 +22,23 @@ WeightWatcher does):
   :math:`m` the normalised :math:`\lambda_{(\cdot)} + \tilde\lambda_{(\cdot)}` (WeightWatcher
   averages the raw vectors; a shuffle keeps :math:`\sum\lambda = \|W\|_F^2`, so this is
   :math:`m = (p+q)/2`), natural logarithms (in :math:`[0, \sqrt{\ln 2}]`);
-* ``num_traps``: eigenvalues of :math:`\tilde W^\top\tilde W / N` above the upper edge of
-  the Marchenko–Pastur law fitted to them (:func:`infospec.fit_marchenko_pastur`,
-  :math:`q = M/N`), WeightWatcher's ``rand_num_spikes``;
+* ``num_traps``: eigenvalues :math:`\tilde\lambda` above the edge of the
+  Marchenko–Pastur law fitted to the shuffled ESD (:func:`infospec.fit_marchenko_pastur`,
+  bulk variance :math:`\sigma^2`, :math:`q = M/N`) plus four Tracy–Widom scales,
+  :math:`\sigma^2[(\sqrt N + \sqrt M)^2 + 4\,(\sqrt N + \sqrt M)(N^{-1/2} + M^{-1/2})^{1/3}]`
+  (Johnstone 2001: the largest eigenvalue of a Gaussian matrix sits at the first term
+  plus a Tracy–Widom variable times the second's scale, so a bare edge counts a pure-noise
+  matrix's own fluctuation as a trap about as often as not; WeightWatcher's
+  ``rand_num_spikes`` counts from its bare fitted edge);
 * ``rand_max_eval``: :math:`\max\tilde\lambda` (WeightWatcher's ``max_rand_eval``);
-* ``rand_bulk_max``: that fit's edge in the units of :math:`\lambda` (times :math:`N`);
+* ``rand_bulk_max``: that threshold, in the units of :math:`\lambda`;
 * ``trap_ratio``: :math:`\max\tilde\lambda` / ``rand_bulk_max``, how far the largest trap
   sits above the bulk (NaN without a trap).
 
 References
 ----------
+I. M. Johnstone, "On the distribution of the largest eigenvalue in principal components
+analysis", *Annals of Statistics* 29 (2001) 295-327.
 C. H. Martin and M. W. Mahoney, "Implicit Self-Regularization in Deep Neural Networks",
 JMLR 22 (2021); WeightWatcher 0.7.7, ``apply_random_esd`` and ``jensen_shannon_distance``.
 """
@@ -57,13 +64,17 @@ __all__ = [
 
 NAN = float("nan")
 
+#: Tracy-Widom scales above the Marchenko-Pastur edge that a shuffled eigenvalue must pass
+#: to count as a trap (module docstring).
+TRAP_TW_UNITS = 4.0
+
 #: Column name -> meaning, added to the weight table by ``analyze(randomize=True)``.
 RANDOMIZE_COLUMNS: dict[str, str] = {
     "rand_distance": "Jensen-Shannon distance between the ESD and the shuffled matrix's "
     "(WeightWatcher's definition, nats^(1/2))",
     "num_traps": "eigenvalues of the shuffled matrix above its Marchenko-Pastur edge",
     "rand_max_eval": "largest eigenvalue of the shuffled matrix",
-    "rand_bulk_max": "Marchenko-Pastur edge of the shuffled ESD, in units of lambda",
+    "rand_bulk_max": "trap threshold: the shuffled ESD's MP edge + 4 Tracy-Widom scales",
     "trap_ratio": "rand_max_eval / rand_bulk_max when there is a trap (NaN otherwise)",
 }
 
@@ -144,8 +155,13 @@ def randomized_record(
     except InfospecError as exc:
         rec["warning"] = f"Marchenko-Pastur fit of the shuffled ESD: {exc}"
         return rec
-    rec["num_traps"] = int(fit.num_spikes)
-    rec["rand_bulk_max"] = float(fit.upper_edge) * n_big
+    # the MP edge plus TRAP_TW_UNITS Tracy-Widom scales: a pure-noise matrix's largest
+    # eigenvalue fluctuates above the asymptotic edge at finite size (Johnstone 2001)
+    root = math.sqrt(n_big) + math.sqrt(m_small)
+    tw_scale = root * (1 / math.sqrt(n_big) + 1 / math.sqrt(m_small)) ** (1 / 3)
+    edge = float(fit.sigma2) * (root * root + TRAP_TW_UNITS * tw_scale)
+    rec["num_traps"] = int((lam_r > edge).sum())
+    rec["rand_bulk_max"] = edge
     if rec["num_traps"] > 0:
         rec["trap_ratio"] = rec["rand_max_eval"] / rec["rand_bulk_max"]
     return {**{k: rec[k] for k in RANDOMIZE_COLUMNS}, "warning": rec["warning"]}

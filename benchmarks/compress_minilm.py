@@ -125,6 +125,13 @@ def main() -> None:
     parser.add_argument(
         "--ratios", type=float, nargs="+", default=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
     )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("timing", "table", "interventions"),
+        default=["timing", "table", "interventions"],
+        help="which parts to run (default all)",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of cos/top10")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     args = parser.parse_args()
@@ -143,7 +150,20 @@ def main() -> None:
         f"load + reference embeddings {time.perf_counter() - t0:.1f} s"
     )
 
-    # one compress + save with the time split (whitened, allocated, ratio 0.5)
+    if "timing" in args.parts:
+        timing(model, calib)
+    rows = table(model, calib, held, ref, ref_nn, args.ratios) if "table" in args.parts else []
+    if "interventions" in args.parts:
+        rows += interventions(model, calib, held, ref, ref_nn)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; peak RSS {peak_rss_mib():.0f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    if args.plot and rows:
+        _plot(rows, args.ratios, args.plot)
+
+
+def timing(model, calib) -> None:
+    """One compress + save (whitened, allocated, ratio 0.5) with its time split."""
     with tempfile.TemporaryDirectory() as tmp:
         res = infospec.compress(model, calib, ratio=0.5, layers=ENCODER)
         res.save(Path(tmp) / "minilm-0.5")
@@ -157,11 +177,14 @@ def main() -> None:
         f"{res.settings['predicted_loss']:.4g}; peak RSS so far {peak_rss_mib():.0f} MiB"
     )
 
+
+def table(model, calib, held, ref, ref_nn, ratios) -> list[dict]:
+    """The four methods at each ratio."""
     memoise_statistics()
     rows = []
     print("\n| ratio | method | params kept | cos | top-10 overlap | pred err | out err |")
     print("|---|---|---|---|---|---|---|")
-    for ratio in args.ratios:
+    for ratio in ratios:
         for label, method, allocation in METHODS:
             r = infospec.compress(
                 model, calib, ratio=ratio, method=method, allocation=allocation, layers=ENCODER
@@ -190,6 +213,12 @@ def main() -> None:
                 f"{q['top10']:.3f} | {pred_out:.4f} | {meas:.4f} |"
             )
 
+    return rows
+
+
+def interventions(model, calib, held, ref, ref_nn) -> list[dict]:
+    """WeightWatcher's and RMT-KD's interventions with the same quality columns."""
+    rows = []
     print("\nSpectral interventions (every encoder nn.Linear):")
     print("| intervention | params | cos | top-10 overlap | kept per layer (mean) |")
     print("|---|---|---|---|---|")
@@ -224,11 +253,7 @@ def main() -> None:
             f"| {label} | {params / dense:.3f} | {q['cos']:.4f} | {q['top10']:.3f} | "
             f"{key} {mean_kept:.1f} |"
         )
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s; peak RSS {peak_rss_mib():.0f} MiB")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    if args.plot:
-        _plot(rows, args.ratios, args.plot)
+    return rows
 
 
 def _is_encoder_linear(name, module) -> bool:

@@ -196,7 +196,8 @@ def check_device(device: Any, name: str, func: str) -> torch.device | None:
     Raises
     ------
     InputError
-        If it is not a device torch knows, or names CUDA on a machine without it.
+        If it is not a device torch knows, is ``meta`` (no values to compute on), or names
+        CUDA on a machine without it.
     """
     if device is None:
         return None
@@ -207,6 +208,11 @@ def check_device(device: Any, name: str, func: str) -> torch.device | None:
             f"The '{name}' parameter of {func} must be a torch device such as 'cpu' or "
             f"'cuda'. Got {device!r} instead."
         ) from exc
+    if dev.type == "meta":
+        raise InputError(
+            f"The '{name}' parameter of {func} is 'meta', a device whose tensors hold no "
+            f"values, so there is no spectrum to compute on it. Use {name}='cpu'."
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(
             f"The '{name}' parameter of {func} is {str(dev)!r} but no CUDA device is "

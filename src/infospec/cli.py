@@ -136,6 +136,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         help="output file (written atomically); default stdout, or "
         "infospec-report.html for --format html",
     )
+    _add_force(p)
     p.add_argument(
         "--workers",
         type=int,
@@ -170,11 +171,30 @@ def _add_output(p: argparse.ArgumentParser, default_html: str) -> None:
         help=f"output file (written atomically); default stdout, or {default_html} for "
         "--format html",
     )
+    _add_force(p)
     p.add_argument(
         "--verbose",
         action="store_true",
         help="list every skipped tensor by name (default: counted per reason)",
     )
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    """``--force``: replace an existing output that infospec did not write."""
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output file (or fill an existing folder) that infospec "
+        "did not write; an input file is never replaced",
+    )
+
+
+def _check_out(args: argparse.Namespace, out: str | None, *inputs: Any) -> None:
+    """``out`` is neither an input nor, without ``--force``, a file infospec did not write."""
+    if out:
+        from ._io import check_output
+
+        check_output(out, inputs, force=getattr(args, "force", False))
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -235,6 +255,7 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", help="write the long table as CSV here (atomically); default: a summary"
     )
+    _add_force(p)
     p.add_argument(
         "--no-overlap",
         action="store_true",
@@ -258,6 +279,11 @@ def _run_track(args: argparse.Namespace) -> int:
     if args.k is not None and args.k < 1:
         raise InputError(f"--k must be an int >= 1 for track; got {args.k}.")
     run = args.run[0] if len(args.run) == 1 else args.run
+    _check_out(args, args.out, *args.run, args.store)
+    if args.html:
+        from ._io import check_output
+
+        check_output(args.html, args.run, force=args.force, flag="--html")
     result = track(
         run,
         store=args.store,
@@ -319,6 +345,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from .analysis.compare import compare
 
     fmt, out = _output_format(args, "infospec-compare.html")
+    _check_out(args, out, args.base, args.tuned)
     report = compare(
         args.base,
         args.tuned,
@@ -408,6 +435,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="output folder (default ./infospec-demo, or ./infospec-demo-matryoshka)",
     )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (full 8, quick 2)")
+    _add_force(p)
     _add_progress(p)
 
 
@@ -553,21 +581,41 @@ def _cli_words(message: str) -> str:
 
 
 def _read_texts(data: str, max_texts: int) -> list[str]:
+    """The first ``max_texts`` non-empty lines of ``--data``, read lazily and cut short.
+
+    The file is read line by line until ``max_texts`` texts are found (a 300 MB file
+    whose first lines suffice costs those lines), and each line is kept to its first
+    :data:`~infospec.example.MAX_TEXT_CHARS` characters, the rest of a longer line read
+    in pieces and dropped: memory stays bounded by ``max_texts`` x 8192 characters
+    whatever the file holds.
+    """
     if data == "example":
         from .example import example_corpus
 
         return example_corpus(max_texts)
+    from .example import MAX_TEXT_CHARS
+
     path = Path(data)
     if not path.is_file():
         raise InputError(
             f"--data: no such file '{path}'. Give a text file with one text per "
             f"line, or 'example' for the bundled corpus."
         )
+    texts: list[str] = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open(encoding="utf-8") as fh:
+            while len(texts) < max_texts:
+                line = fh.readline(MAX_TEXT_CHARS)
+                if not line:
+                    break
+                if not line.endswith("\n"):
+                    while (rest := fh.readline(MAX_TEXT_CHARS)) and not rest.endswith("\n"):
+                        pass  # the rest of an over-long line: read in pieces, dropped
+                text = line.strip()
+                if text:
+                    texts.append(text)
     except UnicodeDecodeError as exc:
         raise InputError(f"--data: '{path}' is not UTF-8 text ({exc}).") from exc
-    texts = [ln.strip() for ln in lines if ln.strip()][:max_texts]
     if not texts:
         raise InputError(f"--data: '{path}' holds no non-empty line.")
     return texts
@@ -611,6 +659,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
     from .analysis import analyze
 
     folder = Path(args.source) if args.source else _example_source()
+    data_file = data_arg if data_arg not in (None, "example") else None
+    _check_out(args, out, folder, data_file, args.base)
     progress = args.progress
     options: dict[str, Any] = {
         "layers": args.layers,
@@ -655,8 +705,21 @@ def _output_format(args: argparse.Namespace, default_html: str) -> tuple[str, st
     return fmt, args.out or (default_html if fmt == "html" else None)
 
 
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
+
+
 def _emit(report: Any, fmt: str, out: str | None, *, table: str, verbose: bool) -> int:
-    """Print or write (atomically) a report as a table, CSV, JSON or an HTML page."""
+    """Print or write (atomically) a report as a table, CSV, JSON or an HTML page.
+
+    Names from a file reach a terminal escaped (:func:`~infospec._text.printable`): the
+    table always; CSV on a terminal (into a file or a pipe it is written raw, so the
+    names stay exact); JSON always carries them as ``\\uXXXX`` escapes
+    (``ensure_ascii``), which a JSON reader turns back into the exact names.
+    """
     start = time.perf_counter()
     if fmt == "table":
         text = report.summary(max_rows=None, verbose=verbose)
@@ -665,7 +728,12 @@ def _emit(report: Any, fmt: str, out: str | None, *, table: str, verbose: bool) 
     elif fmt == "json":
         text = report.to_json()
     elif fmt == "csv":
-        text = report.to_dataframe(table).to_csv(index=False)
+        frame = report.to_dataframe(table)
+        if not out and _stdout_is_terminal():
+            # on a terminal every text cell is escaped (no control characters or bidi
+            # overrides from a file's names reach it); into a file or a pipe, raw
+            frame = frame.map(lambda v: printable(v) if isinstance(v, str) else v)
+        text = frame.to_csv(index=False)
     else:
         report.to_html(out)
         print(f"wrote {out} in {time.perf_counter() - start:.2f} s", file=sys.stderr)
@@ -785,11 +853,38 @@ def _run_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_demo_folder(out: str, force: bool) -> None:
+    """An existing ``demo --out`` folder is empty or an earlier demo's, unless ``--force``.
+
+    An earlier demo's folder is told by its ``summary.json`` (JSON with the demo's
+    ``"reading"``); the demo then replaces its own files there.
+    """
+    folder = Path(out)
+    if force or not folder.is_dir():
+        return
+    try:
+        empty = not any(folder.iterdir())
+    except OSError:
+        return  # the demo's own error says why the folder cannot be used
+    summary = folder / "summary.json"
+    if empty or (
+        summary.is_file()
+        and '"reading"' in summary.read_text(encoding="utf-8", errors="replace")[:65536]
+    ):
+        return
+    raise InputError(
+        f"--out '{folder}' is a folder with other files in it (not one an earlier "
+        f"'infospec demo' wrote); pass --force to write the demo's files into it, or give "
+        f"a new folder."
+    )
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     if args.experiment == "matryoshka":
         from .demo.matryoshka import run_matryoshka_demo
 
         out = args.out or "infospec-demo-matryoshka"
+        _check_demo_folder(out, args.force)
         summary = run_matryoshka_demo(out, quick=args.quick, seeds=args.seeds)
         for paragraph in summary["reading"]:
             print(paragraph + "\n")
@@ -797,6 +892,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         return 0
     from .demo import run_demo
 
+    _check_demo_folder(args.out or "infospec-demo", args.force)
     result = run_demo(
         args.out or "infospec-demo",
         quick=args.quick,
@@ -867,11 +963,40 @@ def _run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as an interrupt so that it unwinds like Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _install_sigterm() -> Any:
+    """Make SIGTERM raise :class:`_Terminated`; returns the previous handler (or None)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``infospec`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``infospec`` command; returns the exit status.
+
+    Errors print one ``infospec: error:`` line and return 2 (an operating-system error
+    included, such as a read-only or full output filesystem). Ctrl-C, at any point after
+    the command line starts (while torch or a model is imported and loaded too), prints
+    one line and returns 130; SIGTERM does the same and returns 143 (128 + 15). Either
+    way no output file is left, complete or partial: outputs are written to a temporary
+    file renamed into place only when complete.
+    """
+    previous = None
+    terminated = False
     try:
+        previous = _install_sigterm()
+        parser = build_parser()
+        args = parser.parse_args(argv)
         _check_numbers(args)
         if args.command == "analyze":
             return _run_analyze(args)
@@ -887,14 +1012,29 @@ def main(argv: list[str] | None = None) -> int:
     except InfospecError as exc:
         print(f"infospec: error: {printable(_cli_words(str(exc)))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("infospec: interrupted; no output file was written.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"infospec: {what}; no output file was written.", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # the reader went away (`infospec describe | head`): stop quietly
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a file the system refused: one line, not a traceback
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(
+            f"infospec: error: {printable(exc.strerror or exc)}{printable(where)}; check the "
+            f"path and its permissions, or the free space.",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

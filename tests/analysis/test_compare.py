@@ -261,3 +261,16 @@ def test_lanczos_route_gives_the_same_subspaces(rng, monkeypatch):
     np.testing.assert_allclose(lanczos[0].numpy(), full[0].numpy(), rtol=1e-13)
     for a, b in zip(full[1:], lanczos[1:], strict=True):
         assert np.max(scipy.linalg.subspace_angles(a.numpy(), b.numpy())) < 1e-8
+
+
+def test_subspaces_of_tiny_huge_and_nonfinite_matrices(rng):
+    w = _with_spectrum(rng, 30, 20, np.linspace(4.0, 1.0, 20))
+    sigma, left, _ = top_singular_subspaces(torch.from_numpy(w), 3)
+    for factor in (1e-300, 1e200):
+        s2, l2, _ = top_singular_subspaces(torch.from_numpy(w * factor), 3)
+        np.testing.assert_allclose(s2.numpy(), sigma.numpy() * factor, rtol=1e-12)
+        assert np.max(scipy.linalg.subspace_angles(l2.numpy(), left.numpy())) < 1e-8
+    bad = w.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(InputError, match=r"The matrix tensor contains 1 NaN"):
+        top_singular_subspaces(torch.from_numpy(bad), 3)

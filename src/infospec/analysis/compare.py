@@ -254,10 +254,11 @@ def top_singular_subspaces(
     r"""The singular values and orthonormal bases of the top-``k`` singular subspaces.
 
     The smaller Gram matrix (:math:`G = W^\top W` when ``cols <= rows``) is formed once
-    in float64: the spectrum is :func:`infospec.singular_values`' of ``W`` (the same
-    routes: :math:`\sigma = \sqrt{\lambda(G)}`, or an SVD for ``method="svd"`` and for
-    ``"auto"`` when :math:`\lambda_{\min}/\lambda_{\max} < 10^{-10}`), and the top-``k``
-    eigenvectors of :math:`G` (the right singular vectors :math:`V_k`) come from a full
+    in float64 and serves both: the spectrum follows :func:`infospec.singular_values`'
+    routes (:math:`\sigma = \sqrt{\lambda(G)}` by ``eigvalsh``, or an SVD for
+    ``method="svd"`` and for ``"auto"`` when
+    :math:`\lambda_{\min}/\lambda_{\max} < 10^{-10}`), and the top-``k`` eigenvectors
+    of :math:`G` (the right singular vectors :math:`V_k`) come from a full
     eigendecomposition for sides up to 512 and from Lanczos iteration (ARPACK's
     ``eigsh`` to machine precision) above, which costs :math:`O(k)` products with
     :math:`G` instead of a second :math:`O(n^3)` factorisation. The other side's basis
@@ -295,13 +296,30 @@ def top_singular_subspaces(
     t = t.to(torch.float64)
     rows, cols = t.shape[-2:]
     k = min(k, rows, cols)
-    sigma = singular_values(t, method=method)  # raises InputError for NaN or Inf
     right_side = cols <= rows
     gram = t.mT @ t if right_side else t @ t.mT
-    if not bool(torch.isfinite(gram).all()):  # entries beyond ~1e154: scale first
-        scale = t.abs().amax()
+    scale = None
+    tiny = torch.finfo(torch.float64).tiny ** 0.5
+    if not bool(torch.isfinite(gram).all()) or bool(
+        (gram.diagonal(dim1=-2, dim2=-1).amax(-1) < tiny).any()
+    ):
+        # NaN/Inf in W, or entries beyond about 1e+-154 whose squares overflow or
+        # underflow: as singular_values, divide by the largest entry and scale back
+        error = nonfinite_error(t)
+        if error is not None:
+            raise InputError(f"The matrix {error}")
+        scale = t.abs().amax(dim=(-2, -1), keepdim=True)
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         t = t / scale
         gram = t.mT @ t if right_side else t @ t.mT
+    # one Gram matrix for both the spectrum (singular_values' routes) and the vectors
+    lam = torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0.0)
+    sigma = lam.sqrt()
+    ill = lam[..., -1] < 1e-10 * lam[..., 0]
+    if method == "svd" or (method == "auto" and bool(ill.any())):
+        sigma = torch.linalg.svdvals(t)
+    if scale is not None:
+        sigma = sigma * scale.squeeze(-1)
     top = _top_eigenvectors(gram, k)
     other = torch.linalg.qr(t @ top if right_side else t.mT @ top).Q
     left, right = (other, top) if right_side else (top, other)

@@ -104,6 +104,14 @@ CORPUS_MODULES = (
 
 _MIN_CHARS, _MAX_CHARS = 40, 600
 
+#: Tokens per text: :func:`load_model_folder`'s tokenizer truncates every text there.
+MAX_LENGTH = 128
+#: Characters of a text kept before tokenising (:func:`truncate_text`): 64 characters per
+#: token, far above any tokenizer's (a few characters per token for prose), so the tokens
+#: kept are those of the whole text while a 20 MB line costs 8 kB of tokenising.
+CHARS_PER_TOKEN = 64
+MAX_TEXT_CHARS = CHARS_PER_TOKEN * MAX_LENGTH
+
 
 def _paragraphs(doc: str) -> list[str]:
     out = []
@@ -184,11 +192,24 @@ def load_minilm(*, device: str | torch.device | None = None) -> tuple[Any, Any]:
 def load_model_folder(
     folder: str | Path, *, device: str | torch.device | None = None
 ) -> tuple[Any, Any]:
-    """A Hugging Face model folder (``config.json``, safetensors, ``tokenizer.json``), offline.
+    """A Hugging Face model folder (``config.json``, weights, ``tokenizer.json``), offline.
 
-    Loads the model with ``transformers.AutoModel`` (local files only; transformers' logs and
-    its own progress bar are silenced while loading and restored after) and its tokenizer
-    with ``tokenizers``, with padding and truncation at 128 tokens.
+    The folder is run, not only read, so it is loaded under infospec's rules, never
+    transformers' defaults:
+
+    * never with the folder's own code: a ``config.json`` with ``auto_map`` (custom
+      modelling code) is refused, and transformers is called with
+      ``trust_remote_code=False`` always;
+    * weights from safetensors files when the folder has any (``use_safetensors=True``);
+    * a folder with only PyTorch checkpoints (``pytorch_model.bin``...) gets its model
+      built from ``config.json`` (``AutoModel.from_config``) and its weights read by
+      infospec's own weights-only route (:class:`~infospec.sources.PickleSource`,
+      ``torch.load(weights_only=True)``), so a checkpoint that pickles code is refused
+      with the message of the weights-only report, never unpickled;
+    * local files only; transformers' logs and its own progress bar are silenced while
+      loading and restored after.
+
+    The tokenizer is read with ``tokenizers``, with padding and truncation at 128 tokens.
 
     Returns
     -------
@@ -198,12 +219,32 @@ def load_model_folder(
     Raises
     ------
     SourceError
-        If transformers or tokenizers is missing, or transformers cannot load the folder.
+        If transformers or tokenizers is missing, the folder has custom code or no
+        ``config.json``, a checkpoint cannot be read weights-only, or transformers cannot
+        build or load the model.
+    InputError
+        If ``device`` is not a device to compute on (``"meta"`` included).
     """
+    from ._validation import check_device
+    from .sources.safetensors_source import _read_config
+
     folder = Path(folder)
+    dev = check_device(device, "device", "load_model_folder")
+    config = _read_config(folder / "config.json")
+    if config is None:
+        raise SourceError(
+            f"The model folder '{folder}' has no config.json: transformers needs it to "
+            f"build the model that --data runs. Analyse the weights without --data."
+        )
+    if "auto_map" in config:
+        raise SourceError(
+            f"The model folder '{folder}' ships its own model code (config.json has "
+            f"'auto_map'), and running the model would run that code: infospec never runs "
+            f"a folder's code. Its weights-only report (without --data) reads no code."
+        )
     try:
         from tokenizers import Tokenizer
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise SourceError(
@@ -214,23 +255,61 @@ def load_model_folder(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # quiet while loading (logs and its own bar); restored
     hf_logging.disable_progress_bar()
+    safe = any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
     try:
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
+        if safe:
+            model = AutoModel.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False, use_safetensors=True
+            )
+        else:
+            hf_config = AutoConfig.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False
+            )
+            model = AutoModel.from_config(hf_config, trust_remote_code=False)
+            _load_pickled_weights(model, folder)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        if isinstance(exc, SourceError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SourceError(
-            f"transformers could not load the model folder '{folder}': {str(exc).splitlines()[0]}"
+            f"transformers could not load the model folder '{folder}': {first}"
         ) from exc
     finally:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
     model.eval()
-    if device is not None:
-        model.to(device)
+    if dev is not None:
+        model.to(dev)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length=128)
+    tokenizer.enable_truncation(max_length=MAX_LENGTH)
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
     return model, tokenizer
+
+
+def _load_pickled_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Copy a folder's PyTorch checkpoint into ``model``, read weights-only by PickleSource.
+
+    The checkpoint's names may carry the model's ``base_model_prefix`` (``bert.``, as a
+    task model's checkpoint does) or not; every parameter of ``model`` must be found.
+    """
+    from .sources.pickle_source import PickleSource
+
+    source = PickleSource(folder)
+    state = {e.name: e.load() for e in source.entries()}
+    own = dict(model.state_dict())
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    if prefix != "." and not set(state) & set(own):
+        state = {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
+    missing = [n for n, _ in model.named_parameters() if n not in state]
+    if missing:
+        raise SourceError(
+            f"The checkpoint of the model folder '{folder}' lacks {len(missing)} of the "
+            f"{len(own)} tensors of the model its config.json describes (first: "
+            f"'{missing[0]}'); it was saved from another model. Analyse its weights "
+            f"without --data."
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def example_batches(
@@ -262,10 +341,22 @@ def example_batches(
 
     Notes
     -----
+    With a truncating tokenizer (``max_length`` tokens, as :func:`load_model_folder`
+    sets 128), each text is cut to :data:`CHARS_PER_TOKEN` x ``max_length`` characters
+    (8192 at 128 tokens) before it is tokenised, which bounds the time and memory a
+    huge text costs; the tokens kept are the same unless the text's first tokens
+    average more than 64 characters each.
+
     Batch your own texts the same way: padding positions cost a full forward pass each and
     are then thrown away (the ``attention_mask`` excludes them from the statistics).
     """
     batch_size = check_positive(batch_size, "batch_size", "example_batches", integer=True)
+    truncation = getattr(tokenizer, "truncation", None)
+    if isinstance(truncation, dict) and truncation.get("max_length"):
+        # cut each text before tokenising: the tokenizer would keep max_length tokens
+        # anyway, and a 20 MB text would otherwise be tokenised whole (GBs, minutes)
+        limit = CHARS_PER_TOKEN * int(truncation["max_length"])
+        texts = [t[:limit] for t in texts]
     order = list(range(len(texts)))
     if by_length and len(texts) > batch_size:
         lengths = [sum(e.attention_mask) for e in tokenizer.encode_batch(texts)]

@@ -99,6 +99,16 @@ MEASURES: dict[str, tuple[Callable[..., Any], str, Any]] = {
     ),
     "singular_values": (lambda z, s: infospec.singular_values(z), "samples", ("power", 1)),
     "coding_rate": (lambda z, s: infospec.coding_rate(z, eps=0.5 * s), "samples", "invariant"),
+    "covariance_eigenvalues": (
+        lambda z, s: infospec.covariance_eigenvalues(z),
+        "samples",
+        ("power", 2),
+    ),
+    "ledoit_wolf_shrinkage": (
+        lambda z, s: infospec.ledoit_wolf_shrinkage(z),
+        "samples",
+        "invariant",
+    ),
     "rate_reduction": (
         lambda z, s: infospec.rate_reduction(z, LABELS, eps=0.5 * s),
         "samples",

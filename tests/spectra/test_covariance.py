@@ -282,3 +282,33 @@ def test_non_finite_and_overflowing_batches_add_nothing():
     with pytest.raises(InputError, match="sums beyond the float64 range"):
         acc.update(torch.tensor([[1e308, 0.0], [1e308, 1.0]], dtype=torch.float64))
     assert acc.count == 2 and torch.equal(acc.scatter, before)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1.0, 1e170, 1e300])
+def test_ledoit_wolf_is_scale_invariant_and_matches_scikit_learn(scale):
+    sk = pytest.importorskip("sklearn.covariance")
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(200, 8, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2, 8)
+    want = sk.ledoit_wolf(X.numpy())[1]
+    assert float(ledoit_wolf_shrinkage(X * scale)) == pytest.approx(want, rel=1e-12)
+
+
+def test_ledoit_wolf_of_one_feature_is_zero():
+    g = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        assert float(ledoit_wolf_shrinkage(torch.randn(30, 1, generator=g))) == 0.0
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-100, 1e100, 1e150])
+def test_covariance_eigenvalues_are_scale_covariant(scale):
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    want = covariance_eigenvalues(X) * scale * scale
+    np.testing.assert_allclose(covariance_eigenvalues(X * scale).numpy(), want.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e-300, 1e170, 1e300])
+def test_covariance_eigenvalues_outside_float64_are_refused_by_name(scale):
+    X = torch.randn(20, 3, dtype=torch.float64) * scale
+    with pytest.raises(InputError, match=r"float64 number\. Rescale X"):
+        covariance_eigenvalues(X)

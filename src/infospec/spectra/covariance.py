@@ -5,6 +5,7 @@ Samples are in rows: ``X`` has shape ``(n, d)``, n samples of dimension d.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -93,11 +94,24 @@ def ledoit_wolf_shrinkage(X) -> torch.Tensor:
 
 def _ledoit_wolf(xc: torch.Tensor) -> torch.Tensor:
     n, d = xc.shape
-    gram = xc.mT @ xc if d <= n else xc @ xc.mT
-    s_fro2 = (gram * gram).sum() / n**2
+    if d == 1:
+        return xc.new_zeros(())  # a 1 x 1 covariance is a scaled identity
+    # rho is scale invariant: divide by the largest |entry| so that the fourth powers of
+    # entries beyond ~1e77 (or below ~1e-77) neither overflow nor underflow
+    top = xc.abs().amax()
+    xc = xc / torch.where(top > 0, top, torch.ones_like(top))
     trace = (xc * xc).sum() / n
     mu = trace / d
-    delta2 = (s_fro2 - 2 * mu * trace + d * mu * mu) / d
+    if d <= n:
+        # ||S - mu I||_F^2 formed directly: no cancellation when S is nearly isotropic
+        s_mat = (xc.mT @ xc) / n
+        s_fro2 = (s_mat * s_mat).sum()
+        dev = s_mat - mu * torch.eye(d, dtype=xc.dtype, device=xc.device)
+        delta2 = (dev * dev).sum() / d
+    else:
+        gram = xc @ xc.mT
+        s_fro2 = (gram * gram).sum() / n**2
+        delta2 = (s_fro2 - d * mu * mu) / d  # rank <= n < d: never near 0 relative to mu^2
     norms4 = ((xc * xc).sum(dim=1) ** 2).sum()
     beta2 = torch.clamp((norms4 / n - s_fro2) / (d * n), min=0)
     beta2 = torch.minimum(beta2, delta2)
@@ -193,8 +207,22 @@ def covariance_eigenvalues(
         else:
             rho = check_probability(shrinkage, "shrinkage", func, low_open=False)
     xc = x - x.mean(dim=0) if center else x
-    small = xc.mT @ xc if d <= n else xc @ xc.mT
+    # divided by the largest |entry| (the eigenvalues scale by its square): entries beyond
+    # ~1e154 would overflow the Gram matrix and below ~1e-154 underflow it
+    top = xc.abs().amax()
+    scale = float(top) if float(top) > 0 else 1.0
+    xs = xc / scale
+    small = xs.mT @ xs if d <= n else xs @ xs.mT
     eig = torch.linalg.eigvalsh(small / (n - ddof)).flip(-1).clamp_min(0)
+    largest = float(eig[0]) * scale * scale
+    if float(eig[0]) > 0 and not (torch.finfo(torch.float64).tiny <= largest < math.inf):
+        where = "above the largest" if largest == math.inf else "below the smallest normal"
+        raise InputError(
+            f"The covariance eigenvalues of the 'X' argument of {func} (largest about "
+            f"{float(eig[0]):.3g} x {scale:.3g}^2) are {where} float64 number. Rescale X "
+            f"first (the measures of a spectrum are scale-invariant or scale-covariant)."
+        )
+    eig = eig * scale * scale
     rank = min(d, n - 1 if center else n)
     if rank < eig.shape[0]:
         eig[rank:] = 0  # structural zeros (round-off would leave ~1e-17 noise there)
@@ -476,8 +504,27 @@ class StreamingCovariance:
         return self.scatter / (self.count - ddof)
 
     def eigenvalues(self, *, ddof: int = 1) -> torch.Tensor:
-        """Covariance eigenvalues, descending, non-negative (round-off clipped)."""
-        return torch.linalg.eigvalsh(self.covariance(ddof=ddof)).flip(-1).clamp_min(0)
+        """Covariance eigenvalues, descending, non-negative (round-off clipped).
+
+        The covariance is divided by its largest diagonal entry before ``eigvalsh`` and the
+        eigenvalues multiplied back, so that the solver sees entries of order one.
+
+        Raises
+        ------
+        InputError
+            If the accumulated scatter is not finite (samples beyond about 1e154 overflow
+            their float64 squares): rescale the inputs.
+        """
+        cov = self.covariance(ddof=ddof)
+        top = cov.diagonal().amax() if cov.numel() else cov.new_zeros(())
+        if not bool(torch.isfinite(top)) or not bool(torch.isfinite(cov).all()):
+            raise InputError(
+                f"StreamingCovariance of dimension {self.dim}: the accumulated scatter "
+                f"overflowed float64 (samples of magnitude beyond about 1e154 have no finite "
+                f"square); rescale the inputs before update."
+            )
+        scale = top if bool(top > 0) else torch.ones_like(top)
+        return (torch.linalg.eigvalsh(cov / scale) * scale).flip(-1).clamp_min(0)
 
     def reset(self) -> None:
         """Forget every sample."""

@@ -21,10 +21,13 @@ last ``window`` optimizer steps before each measurement, and feed at most ``max_
 rows per forward pass into float64 streaming covariances (about :math:`2\,n\,d^2`
 float64 operations for :math:`n` rows of width :math:`d`, float32 ones for 16-bit
 activations (:class:`~infospec.spectra.covariance.StreamingCovariance`'s ``precision``),
-comparable to the layer's own forward pass); they are removed right after the measurement. Forward passes in evaluation
-mode (``model.eval()``, a validation loop) are not collected. A measurement costs about
-two symmetric eigendecompositions per layer (the activation covariance, :math:`d \times
-d`, and the Gram matrix of each weight), i.e. :math:`O(d^3)`, independent of the batch.
+comparable to the layer's own forward pass); they are removed right after the
+measurement. Forward passes in evaluation mode (``model.eval()``, a validation loop) are
+not collected. A layer replaced in the model (``model[2] = nn.Linear(...)``) is followed
+by name: the hooks of the next window go on the new module (a warning says so once).
+A measurement costs about two symmetric eigendecompositions per layer (the activation
+covariance, :math:`d \times d`, and the Gram matrix of each weight), i.e.
+:math:`O(d^3)`, independent of the batch.
 The overhead is therefore roughly
 
 .. math::
@@ -587,9 +590,38 @@ class Monitor:
         r = next_step % self.every
         return r == 0 or r > self.every - self.window
 
+    def _follow_replaced_layers(self) -> None:
+        """Point each watched name at the module the model holds under it now.
+
+        After ``model[2] = nn.Linear(...)`` the hooks must go on the new module, or that
+        layer's activations would vanish silently; a warning says so once per layer. A
+        name the model no longer has is dropped from the activations, with a warning.
+        """
+        named = dict(self.model.named_modules())
+        for name, module in list(self.layers.items()):
+            now = named.get(name)
+            if now is module:
+                continue
+            if now is None:
+                del self.layers[name]
+                self._warn_once(
+                    f"gone/{name}",
+                    f"Monitor: layer '{_display(name)}' is no longer in the model; it is no "
+                    f"longer watched.",
+                )
+                continue
+            self.layers[name] = now
+            self._warn_once(
+                f"replaced/{name}/{id(now)}",
+                f"Monitor: layer '{_display(name)}' was replaced by a new "
+                f"{type(now).__name__}; its activations are now collected from the new "
+                f"module.",
+            )
+
     def _update_hooks(self) -> None:
         want = self._attached and self.activations and self._collecting(self.global_step + 1)
         if want and self._collector is None:
+            self._follow_replaced_layers()  # at each window start: hooks on the live modules
             self._collector = ActivationCovariances(
                 dict(self.layers),
                 max_tokens=self.max_tokens,
@@ -847,12 +879,18 @@ class Monitor:
                 continue
             if self.spectrum_device is not None and acc.mean.device != self.spectrum_device:
                 acc = StreamingCovariance(acc.dim, device=self.spectrum_device).merge(acc)
-            rec = activation_record(
-                acc.eigenvalues(),
-                acc.count,
-                eps=self.eps,
-                input_dtype=dtypes.get(name, torch.float64),
-            )
+            try:
+                rec = activation_record(
+                    acc.eigenvalues(),
+                    acc.count,
+                    eps=self.eps,
+                    input_dtype=dtypes.get(name, torch.float64),
+                )
+            except (InfospecError, torch.linalg.LinAlgError) as exc:
+                # finite activations whose squares overflow (~1e160), a solver that fails:
+                # the layer's row says why, and training goes on
+                out.append({**base, "status": "error", "warning": str(exc).splitlines()[0]})
+                continue
             row = {**base, **{k: rec[k] for k in ("dim", "samples", "rank")}}
             row.update({k: rec[k] for k in ACTIVATION_METRICS})
             notes = [rec["warning"]] if rec.get("warning") else []

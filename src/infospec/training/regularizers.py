@@ -11,12 +11,14 @@ singular vectors kept in buffers between steps (as
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._errors import InfospecWarning, InputError
 from .._validation import check_positive
 from ..spectra.conventions import as_matrices
 from .losses import _check_model, _full_precision, _select_weights
@@ -178,25 +180,77 @@ class SpectralRegularizer(nn.Module):
         self.eps = check_positive(eps, "eps", func)
         object.__setattr__(self, "model", model)
         self._params = _select_weights(model, layers, param="layers", func=func)
-        gen = torch.Generator().manual_seed(int(seed))
+        self._gen = torch.Generator().manual_seed(int(seed))
         self.matrix_names: list[str] = []
         # (index into _params, index of the matrix within that parameter's matrices)
         self._slots: list[tuple[int, int]] = []
+        self._warned: set[str] = set()
+        self._cold: set[int] = set()  # slots re-initialised: warm up at the next finite W
         for p_idx, (name, mod, p_name, kind) in enumerate(self._params):
             weight = getattr(mod, p_name)
             for j, (label, mat) in enumerate(as_matrices(kind, weight.detach(), name=name)):
                 i = len(self.matrix_names)
-                W = mat.to(_work_dtype(mat))
-                u = torch.randn(W.shape[0], generator=gen, dtype=W.dtype).to(W.device)
-                u = F.normalize(u, dim=0, eps=self.eps)
-                u, v = _power_iteration(W, u, WARMUP_ITERATIONS, self.eps)
+                u, v = self._initial_vectors(mat)
                 self.register_buffer(f"u_{i}", u)
                 self.register_buffer(f"v_{i}", v)
                 self.matrix_names.append(label)
                 self._slots.append((p_idx, j))
 
+    def _initial_vectors(self, mat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seeded random vectors for ``mat``, refined by the warm-up steps when it is finite."""
+        W = mat.detach().to(_work_dtype(mat))
+        u = torch.randn(W.shape[0], generator=self._gen, dtype=W.dtype).to(W.device)
+        u = F.normalize(u, dim=0, eps=self.eps)
+        if not bool(torch.isfinite(W).all()):
+            v = F.normalize(torch.ones(W.shape[1], dtype=W.dtype, device=W.device), dim=0)
+            return u, v
+        return _power_iteration(W, u, WARMUP_ITERATIONS, self.eps)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, InfospecWarning, stacklevel=4)
+
+    def _follow_modules(self) -> None:
+        """Re-resolve each weight's module by name; new vectors where it was replaced.
+
+        After ``model[2] = nn.Linear(...)`` the regulariser acts on the module the model
+        holds now (the old one is detached and would get the penalty's gradient in vain).
+        A weight whose module is gone is an error.
+        """
+        for p_idx, (name, mod, p_name, kind) in enumerate(self._params):
+            owner = name.rsplit(".", 1)[0] if "." in name else ""
+            try:
+                now = self.model.get_submodule(owner) if owner else self.model
+            except AttributeError:
+                now = None
+            weight = getattr(now, p_name, None) if now is not None else None
+            if not isinstance(weight, torch.Tensor):
+                raise InputError(
+                    f"SpectralRegularizer: the weight '{name}' is no longer in the model (its "
+                    f"module '{owner}' was removed or replaced by one without '{p_name}'). "
+                    f"Create a new SpectralRegularizer for the changed model."
+                )
+            old_shape = getattr(mod, p_name).shape
+            if now is mod and weight.shape == old_shape:
+                continue
+            self._params[p_idx] = (name, now, p_name, kind)
+            mats = as_matrices(kind, weight.detach(), name=name)
+            for i, (p, j) in enumerate(self._slots):
+                if p == p_idx:
+                    u, v = self._initial_vectors(mats[j][1])
+                    setattr(self, f"u_{i}", u)
+                    setattr(self, f"v_{i}", v)
+            self._warn_once(
+                f"replaced/{name}/{id(now)}",
+                f"SpectralRegularizer: the module of '{name}' was replaced "
+                f"({type(now).__name__}, weight {tuple(weight.shape)}); it now regularises the "
+                f"new module, from new power-iteration vectors.",
+            )
+
     def _matrices(self) -> list[torch.Tensor]:
         """The regularised matrices, read now from the model (differentiable)."""
+        self._follow_modules()
         per_param = []
         for name, mod, p_name, kind in self._params:
             per_param.append([m for _, m in as_matrices(kind, getattr(mod, p_name), name=name)])
@@ -211,7 +265,15 @@ class SpectralRegularizer(nn.Module):
         return u, v
 
     def forward(self) -> torch.Tensor:
-        """The penalty :math:`\\sum_l (\\hat\\sigma_l^k - 1)^2` for the current weights."""
+        """The penalty :math:`\\sum_l (\\hat\\sigma_l^k - 1)^2` for the current weights.
+
+        A matrix whose estimate :math:`\\hat\\sigma_l` is not finite (a NaN or Inf in the
+        weight) is left out of the penalty for this call, with an
+        :class:`~infospec.InfospecWarning` once per matrix, and its vectors are
+        re-initialised (warmed up again once the weight is finite), so one bad step does
+        not make the penalty NaN for the rest of training. The penalty of a call in
+        which every matrix was left out is 0.
+        """
         mats = self._matrices()
         device = mats[0].device
         us, vs, work = [], [], []
@@ -220,7 +282,10 @@ class SpectralRegularizer(nn.Module):
                 W = M.to(_work_dtype(M))
                 u, v = self._vectors(i, W)
                 if self.training and self._params[p_idx][1].training:
-                    new_u, new_v = _power_iteration(W, u, self.n_power_iterations, self.eps)
+                    steps = self.n_power_iterations
+                    if i in self._cold:
+                        steps = max(steps, WARMUP_ITERATIONS)
+                    new_u, new_v = _power_iteration(W, u, steps, self.eps)
                     u.copy_(new_u)
                     v.copy_(new_v)
                     # Clones: a later in-place update must not touch tensors saved for backward.
@@ -228,7 +293,30 @@ class SpectralRegularizer(nn.Module):
                 us.append(u)
                 vs.append(v)
                 work.append(W)
-            return _spectral_penalty(work, us, vs, self.k)
+            with torch.no_grad():
+                sig = torch.stack(
+                    [torch.dot(u, W @ v) for W, u, v in zip(work, us, vs, strict=True)]
+                )
+                finite = torch.isfinite(sig)
+                bad = [] if bool(finite.all()) else [i for i, ok in enumerate(finite) if not ok]
+            self._cold.difference_update(range(len(work)))
+            for i in bad:
+                u, v = self._initial_vectors(work[i])
+                getattr(self, f"u_{i}").copy_(u)
+                getattr(self, f"v_{i}").copy_(v)
+                self._cold.add(i)
+                self._warn_once(
+                    f"nonfinite/{i}",
+                    f"SpectralRegularizer: the weight matrix '{self.matrix_names[i]}' holds "
+                    f"NaN or Inf; its term is left out of the penalty while it does, and its "
+                    f"power-iteration vectors are re-initialised.",
+                )
+            keep = [i for i in range(len(work)) if i not in set(bad)]
+            if not keep:
+                return torch.zeros((), dtype=work[0].dtype, device=device)
+            return _spectral_penalty(
+                [work[i] for i in keep], [us[i] for i in keep], [vs[i] for i in keep], self.k
+            )
 
     @torch.no_grad()
     def sigmas(self) -> dict[str, float]:

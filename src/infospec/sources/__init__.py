@@ -32,6 +32,7 @@ from .base import WeightSource, select
 from .dispatch import open_source
 from .entry import DEFAULT_MIN_DIM, ENTRY_KINDS, WeightEntry, infer_kind
 from .example import minilm_path
+from .peft_source import PeftSource
 from .pickle_source import PickleSource
 from .safetensors_source import (
     SafetensorsHeader,
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_MIN_DIM",
     "ENTRY_KINDS",
     "ModuleSource",
+    "PeftSource",
     "PickleSource",
     "SafetensorsHeader",
     "SafetensorsSource",

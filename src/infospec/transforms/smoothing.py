@@ -55,7 +55,8 @@ _LINEAR = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
 
 def _layers(model: nn.Module, layers, func: str, *, linear: bool = True) -> dict[str, nn.Module]:
     """The chosen modules: every nn.Linear by default; with a pattern, the linear ones matched
-    (any module matched when ``linear`` is False)."""
+    (when ``linear`` is False and the pattern matches no nn.Linear: the modules matched
+    that are not ModuleList / ModuleDict containers, which never run)."""
     named = [(n, m) for n, m in model.named_modules() if n]
     if layers is None:
         out = {n: m for n, m in named if type(m) in _LINEAR}
@@ -63,7 +64,10 @@ def _layers(model: nn.Module, layers, func: str, *, linear: bool = True) -> dict
         picked = set(
             match_names([n for n, _ in named], layers, param="layers", func=func, what="module")
         )
-        out = {n: m for n, m in named if n in picked and (not linear or type(m) in _LINEAR)}
+        out = {n: m for n, m in named if n in picked and type(m) in _LINEAR}
+        if not out and not linear:
+            containers = (nn.ModuleList, nn.ModuleDict)
+            out = {n: m for n, m in named if n in picked and not isinstance(m, containers)}
     if not out:
         raise InputError(f"{func}: layers={layers!r} chose no nn.Linear layer.")
     return out
@@ -208,6 +212,15 @@ def rmt_project(
     into two thinner linears, :math:`x \mapsto V_k\,(V_k^\top W x + V_k^\top(b - \bar y))
     + \bar y`, which saves parameters when :math:`k(d_\text{in}+d) < d_\text{in}d`; other
     modules are wrapped in :class:`ProjectedOutput`.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : iterable of batches
+        As for :func:`infospec.compress` (dicts' ``attention_mask`` excludes padding).
+    layers : str or sequence of str, optional
+        Regular expressions over module names; the ``nn.Linear`` modules matched (every
+        ``nn.Linear`` by default), or, when no ``nn.Linear`` matches, the modules matched.
 
     Returns
     -------

@@ -19,6 +19,7 @@ from ._errors import InfospecError as InfospecError
 from ._errors import InfospecWarning as InfospecWarning
 from ._errors import InputError as InputError
 from ._errors import SourceError as SourceError
+from ._lazy import lazy_attribute
 
 __version__ = "0.1.0"
 
@@ -70,8 +71,8 @@ def __getattr__(name: str) -> Any:
         # computed on demand (``from infospec import *``, documentation tools)
         return sorted([*_EAGER, *_HOME, *_measures_all()])
     if name in _HOME:
-        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
-    elif name in _SUBPACKAGES:
+        return lazy_attribute(__name__, globals(), _HOME, name)
+    if name in _SUBPACKAGES:
         value = importlib.import_module(f".{name}", __name__)
     elif not name.startswith("__") and name in _measures_all():
         value = getattr(importlib.import_module(".measures", __name__), name)

@@ -196,23 +196,13 @@ def test_sharded_index_errors(tmp_path, net):
         open_source(index)
 
 
-def test_sharded_bert_folder_in_model_order(tmp_path):
+def test_sharded_bert_folder_in_model_order(tmp_path, tiny_bert):
     """A tiny BertModel's state dict in 5 hand-written .bin shards with its config.json.
 
     transformers 5 writes safetensors only, so the shards and index are written as
     transformers 4's save_pretrained(safe_serialization=False, max_shard_size=...) did.
     """
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=60,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=24,
-    )
-    torch.manual_seed(0)
-    model = transformers.BertModel(config)
+    model, config = tiny_bert()
     config.save_pretrained(tmp_path)
     sd = model.state_dict()
     _write_sharded(tmp_path, sd, n_shards=5)

@@ -194,18 +194,8 @@ def test_load_compressed_checks_names_and_shapes(tmp_path):
         load_compressed(_mlp(), tmp_path)
 
 
-def test_tiny_bert_compresses_saves_and_reloads(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
-    torch.manual_seed(0)
-    bert = transformers.BertModel(config).eval()
+def test_tiny_bert_compresses_saves_and_reloads(tmp_path, tiny_bert):
+    bert = tiny_bert(vocab_size=50, max_position_embeddings=32)[0].eval()
     g = torch.Generator().manual_seed(0)
     batches = [
         {
@@ -219,8 +209,7 @@ def test_tiny_bert_compresses_saves_and_reloads(tmp_path):
     assert len(res.plan) == 2 * 6  # q, k, v, attention output, intermediate, output
     assert res.params_after <= 0.6 * res.params_before
     out = res.save(tmp_path / "bert")
-    torch.manual_seed(0)
-    fresh = transformers.BertModel(config).eval()
+    fresh = tiny_bert(vocab_size=50, max_position_embeddings=32)[0].eval()
     load_compressed(fresh, out)
     with torch.no_grad():
         a = fresh(**batches[0]).last_hidden_state

@@ -47,6 +47,7 @@ import pandas as pd
 from .._checks import check_positive
 from .._errors import InputError, SourceError
 from .._io import atomic_write
+from ..spectra.conventions import ANALYSIS_CONV
 from .weights import WEIGHT_COLUMNS
 
 __all__ = [
@@ -310,7 +311,7 @@ def track(
     k: int = 10,
     rename: Any = None,
     device: Any = None,
-    conv: str = "pooled",
+    conv: str = ANALYSIS_CONV,
     min_dim: int | None = None,
     method: str = "auto",
     fits: bool = True,

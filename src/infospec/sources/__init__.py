@@ -25,9 +25,9 @@ out_proj.bias (16,) other 1-D tensor (bias or norm scale)
 [('in_proj_weight[q]', (16, 16)), ('in_proj_weight[k]', (16, 16)), ('in_proj_weight[v]', (16, 16))]
 """
 
-import importlib
 from typing import Any
 
+from .._lazy import lazy_attribute
 from .base import WeightSource, select
 from .dispatch import open_source
 from .entry import DEFAULT_MIN_DIM, ENTRY_KINDS, WeightEntry, infer_kind
@@ -71,8 +71,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'infospec.sources' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, globals(), _LAZY, name)

@@ -6,8 +6,9 @@ The names load on first use (:pep:`562`), so that :mod:`infospec.spectra.convent
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from .._lazy import lazy_attribute
 
 __all__ = [
     "StreamingCovariance",
@@ -25,11 +26,7 @@ _HOME = {
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'infospec.spectra' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, globals(), _HOME, name)
 
 
 def __dir__() -> list[str]:

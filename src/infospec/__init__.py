@@ -54,6 +54,7 @@ _SUBPACKAGES = frozenset(
         "measures",
         "sources",
         "spectra",
+        "tools",
         "training",
         "transforms",
     }

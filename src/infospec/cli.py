@@ -12,6 +12,7 @@ leaves no partial file. Skipped tensors are counted per reason (``--verbose`` na
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 import time
@@ -24,6 +25,12 @@ from ._text import printable
 __all__ = ["main"]
 
 _FORMATS = ("table", "csv", "json", "html")
+
+#: Subcommands defined in modules of their own: (command, module). Each module defines
+#: ``add_parser(sub)`` (registering the subcommand named here) and ``run(args) -> int``,
+#: and imports nothing heavy (torch) at module level, so ``infospec --help`` stays fast.
+#: A new verb is one line here, not a new branch of :func:`main`.
+_COMMAND_MODULES: tuple[tuple[str, str], ...] = ()
 #: ``describe`` shortens longer tensor names (with an ellipsis) to keep one line per tensor.
 _NAME_CHARS = 120
 
@@ -493,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_track(sub)
     _add_demo(sub)
     _add_compress(sub)
+    for _name, module in _COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 
@@ -1008,6 +1017,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run_track(args)
         if args.command == "compress":
             return _run_compress(args)
+        for name, module in _COMMAND_MODULES:
+            if args.command == name:
+                return int(importlib.import_module(module).run(args))
         return _run_describe(args)
     except InfospecError as exc:
         print(f"infospec: error: {printable(_cli_words(str(exc)))}", file=sys.stderr)

@@ -128,9 +128,12 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=("timing", "table", "interventions"),
-        default=["timing", "table", "interventions"],
+        choices=("timing", "table", "bits", "interventions"),
+        default=["timing", "table", "bits", "interventions"],
         help="which parts to run (default all)",
+    )
+    parser.add_argument(
+        "--bits", type=float, nargs="+", default=[8, 6, 5, 4, 3.5, 3, 2.5, 2], dest="budgets"
     )
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of cos/top10")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
@@ -153,6 +156,8 @@ def main() -> None:
     if "timing" in args.parts:
         timing(model, calib)
     rows = table(model, calib, held, ref, ref_nn, args.ratios) if "table" in args.parts else []
+    if "bits" in args.parts:
+        rows += bits_table(model, calib, held, ref, ref_nn, args.budgets)
     if "interventions" in args.parts:
         rows += interventions(model, calib, held, ref, ref_nn)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; peak RSS {peak_rss_mib():.0f} MiB")
@@ -213,6 +218,56 @@ def table(model, calib, held, ref, ref_nn, ratios) -> list[dict]:
                 f"{q['top10']:.3f} | {pred_out:.4f} | {meas:.4f} |"
             )
 
+    return rows
+
+
+BIT_METHODS = [
+    ("plain, uniform", "weights", "uniform"),
+    ("plain, allocated", "weights", "allocated"),
+    ("whitened, uniform", "activations", "uniform"),
+    ("whitened, allocated", "activations", "allocated"),
+]
+
+
+def bits_table(model, calib, held, ref, ref_nn, budgets) -> list[dict]:
+    """compress(bits=...) at each mean bit width: group-wise quantization, group size 128.
+
+    ``uniform`` gives every matrix the same width (integer budgets only); ``allocated``
+    chooses each matrix's width in 2..8 by equal slope on its measured relative output
+    error, with the input second moments (``whitened``: the output error under the
+    calibration inputs) or without (``plain``: the Frobenius error of the weights).
+    """
+    memoise_statistics()
+    rows = []
+    print("\n| mean bits | method | stored bits/weight | cos | top-10 overlap | out err | widths |")
+    print("|---|---|---|---|---|---|---|")
+    for bits in budgets:
+        for label, method, allocation in BIT_METHODS:
+            if allocation == "uniform" and bits != int(bits):
+                continue
+            start = time.perf_counter()
+            r = infospec.compress(
+                model, calib, bits=bits, method=method, allocation=allocation, layers=ENCODER
+            )
+            seconds = time.perf_counter() - start
+            r.evaluate(held)
+            q = quality(embed(r.model, held), ref, ref_nn)
+            meas = _mean([p["measured_relative"] for p in r.plan])
+            widths = sorted(p["bits"] for p in r.plan)
+            spread = f"{widths[0]}..{widths[-1]}" if widths[0] != widths[-1] else f"{widths[0]}"
+            row = {
+                "bits": bits,
+                "method": label,
+                "stored_bits": r.settings["mean_stored_bits"],
+                **q,
+                "out_err": meas,
+                "seconds": seconds,
+            }
+            rows.append(row)
+            print(
+                f"| {bits:g} | {label} | {row['stored_bits']:.2f} | {q['cos']:.4f} | "
+                f"{q['top10']:.3f} | {meas:.5f} | {spread} |"
+            )
     return rows
 
 

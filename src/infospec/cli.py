@@ -449,18 +449,29 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _add_compress(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compress",
-        help="low-rank compression of a model's linear layers at a parameter budget",
+        help="compress a model's linear layers: low rank at a parameter budget, or "
+        "quantized at a mean bit width",
         description="Replace each chosen nn.Linear W by two thinner ones A B of rank k: "
         "the truncated SVD of W L with L the Cholesky factor of the layer's input second "
         "moment on --data (SVD-LLM's whitening; 'weights': plain SVD of W), ranks chosen "
         "across layers by equal slope at the budget ('allocated') or the same ratio per "
         "layer ('uniform'). Writes DIR/factors.safetensors and DIR/plan.json (rank, "
         "parameters, predicted and measured output error per layer), atomically; reload "
-        "with infospec.load_compressed(model, DIR).",
+        "with infospec.load_compressed(model, DIR). With --bits instead of --ratio: "
+        "group-wise uniform quantization, each layer's width in 2..8 bits allocated by "
+        "equal slope on its measured output error (DIR/quantized.safetensors, packed codes).",
     )
     p.add_argument("source", help="a Hugging Face model folder, or 'example' (MiniLM-L6)")
     p.add_argument("--data", required=True, help="text file (one text per line), or 'example'")
-    p.add_argument("--ratio", type=float, required=True, help="kept parameters, in (0, 1]")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--ratio", type=float, help="low rank: kept parameters, in (0, 1]")
+    budget.add_argument("--bits", type=float, help="quantize: mean code bits per weight, in [2, 8]")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=128,
+        help="with --bits: input columns per float16 scale (default 128)",
+    )
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--method", choices=("activations", "weights"), default="activations")
     p.add_argument("--allocation", choices=("allocated", "uniform"), default="allocated")
@@ -539,6 +550,10 @@ _FLAGS = {
     "rename": "--rename",
     "k": "--k",
     "strict": "--strict",
+    "bits": "--bits",
+    "group_size": "--group-size",
+    "allocation": "--allocation",
+    "mp_edge": "--mp-edge",
 }
 
 
@@ -941,6 +956,8 @@ def _run_compress(args: argparse.Namespace) -> int:
         model,
         calib,
         ratio=args.ratio,
+        bits=args.bits,
+        group_size=args.group_size,
         method=args.method,
         allocation=args.allocation,
         layers=args.layers,
@@ -949,25 +966,51 @@ def _run_compress(args: argparse.Namespace) -> int:
         eval_data=evaluation,
     )
     out = result.save(args.out)
-    print(f"{'layer':<48} {'shape':>11} {'rank':>5} {'params':>9} {'pred rel':>9} {'meas rel':>9}")
-    for r in result.plan:
-        if r["status"] == "skipped":
-            print(f"{r['name']:<48} skipped: {r['reason']}")
-            continue
-        shape = "x".join(map(str, r["shape"]))
-        rank = "dense" if r["rank"] is None else str(r["rank"])
-        meas = r.get("measured_relative")
-        meas_s = "" if meas is None else f"{meas:.4f}"
-        print(
-            f"{r['name']:<48} {shape:>11} {rank:>5} {r['params_after']:>9} "
-            f"{r['predicted_relative']:>9.4f} {meas_s:>9}"
-        )
+    if args.bits is not None:
+        return _print_quantized(result, out, len(texts) - held, held)
+    _print_plan(
+        result.plan,
+        [
+            ("rank", 5, lambda r: "dense" if r["rank"] is None else str(r["rank"])),
+            ("params", 9, lambda r: str(r["params_after"])),
+        ],
+        digits=4,
+    )
     s = result.seconds
     print(
         f"{result.params_before} -> {result.params_after} parameters "
         f"({result.params_after / result.params_before:.3f}); {len(texts) - held} texts for the "
         f"covariances, {held} held out; covariance {s['covariance']:.1f} s, SVD "
         f"{s['svd']:.1f} s, writing {s['write']:.1f} s; written to {out}"
+    )
+    return 0
+
+
+def _print_plan(plan: list[dict], columns: list[tuple[str, int, Any]], digits: int) -> None:
+    """One line per layer of a compression plan: name, shape, ``columns``, the errors."""
+    head = "".join(f" {title:>{width}}" for title, width, _ in columns)
+    print(f"{'layer':<48} {'shape':>11}{head} {'pred rel':>9} {'meas rel':>9}")
+    for r in plan:
+        if r["status"] == "skipped":
+            print(f"{r['name']:<48} skipped: {r['reason']}")
+            continue
+        shape = "x".join(map(str, r["shape"]))
+        cells = "".join(f" {cell(r):>{width}}" for _, width, cell in columns)
+        meas = r.get("measured_relative")
+        meas_s = "" if meas is None else f"{meas:.{digits}f}"
+        pred = f"{r['predicted_relative']:.{digits}f}"
+        print(f"{r['name']:<48} {shape:>11}{cells} {pred:>9} {meas_s:>9}")
+
+
+def _print_quantized(result: Any, out: Path, calibration: int, held: int) -> int:
+    _print_plan(result.plan, [("bits", 4, lambda r: str(r["bits"]))], digits=5)
+    st, s = result.settings, result.seconds
+    print(
+        f"{result.bits_before / 8e6:.2f} MB -> {result.bits_after / 8e6:.2f} MB of weights "
+        f"({st['mean_code_bits']:.2f} code bits per weight, {st['mean_stored_bits']:.2f} with "
+        f"the scales); {calibration} texts for the covariances, {held} held out; covariance "
+        f"{s['covariance']:.1f} s, quantizing {s['quantize']:.1f} s, writing "
+        f"{s['write']:.1f} s; written to {out}"
     )
     return 0
 

@@ -56,9 +56,37 @@ def test_compress_writes_a_folder_that_reloads(bert_folder, tmp_path, capsys):
     assert isinstance(model.get_submodule(rows[0]["name"]), torch.nn.Sequential)
 
 
+def test_compress_bits_writes_packed_codes_that_reload(bert_folder, tmp_path, capsys):
+    from transformers import AutoModel
+
+    out = tmp_path / "q"
+    argv = ["compress", str(bert_folder), "--data", str(bert_folder / "texts.txt")]
+    assert main([*argv, "--bits", "3.5", "--group-size", "8", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "code bits per weight" in text and "written to" in text
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["format"] == "infospec-quant-1"
+    rows = [r for r in plan["layers"] if r["status"] == "quantized"]
+    assert rows and all("measured_relative" in r and 2 <= r["bits"] <= 8 for r in rows)
+    mean = sum(r["bits"] * r["params_before"] for r in rows) / sum(r["params_before"] for r in rows)
+    assert mean <= 3.5 + 1e-9 and plan["settings"]["group_size"] == 8
+    original = AutoModel.from_pretrained(str(bert_folder))
+    model = load_compressed(AutoModel.from_pretrained(str(bert_folder)), out)
+    name = rows[0]["name"]
+    w = original.get_submodule(name).weight.detach()
+    wq = model.get_submodule(name).weight.detach()
+    assert not torch.equal(w, wq)
+    step = (w.max() - w.min()) / (2 ** rows[0]["bits"] - 1)
+    assert float((w - wq).abs().max()) <= float(step) / 2 + 1e-6
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
+        (["--bits", "1"], r"--bits 1\.0 is outside the bit widths 2\.\.8"),
+        (["--bits", "3.5", "--allocation", "uniform"], r"--allocation uniform gives every"),
+        (["--bits", "4", "--mp-edge"], r"--mp-edge caps ranks"),
+        (["--bits", "4", "--group-size", "0"], r"--group-size must be an int >= 1"),
         (["--ratio", "0"], r"ratio must be a number in \(0, 1\]"),
         (["--ratio", "1.5"], r"ratio must be a number in \(0, 1\]"),
         (["--ratio", "0.5", "--layers", "no_such_layer"], "no_such_layer"),

@@ -12,15 +12,10 @@ from torch import nn
 import infospec
 from infospec import InputError
 from infospec.spectra.activations import ActivationCovariances
+from infospec.transforms import folder as folder_module
 from infospec.transforms import lowrank
-from infospec.transforms.lowrank import (
-    FACTORS_FILE,
-    PLAN_FILE,
-    compress,
-    input_second_moments,
-    load_compressed,
-    whitened_factors,
-)
+from infospec.transforms.folder import FACTORS_FILE, PLAN_FILE, load_compressed
+from infospec.transforms.lowrank import compress, input_second_moments, whitened_factors
 
 
 def _mlp(seed=0, dtype=torch.float64):
@@ -176,7 +171,7 @@ def test_no_partial_folder_after_an_error(tmp_path, monkeypatch):
         (folder / FACTORS_FILE).write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lowrank, "_write_folder", boom)
+    monkeypatch.setattr(folder_module, "_write_folder", boom)
     with pytest.raises(KeyboardInterrupt):
         res.save(tmp_path / "c")
     assert list(tmp_path.iterdir()) == []

@@ -52,6 +52,7 @@ small matrices.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -59,7 +60,14 @@ import numpy as np
 
 from .._errors import InputError
 
-__all__ = ["Allocation", "allocate_ranks", "max_saving_rank", "uniform_ranks"]
+__all__ = [
+    "Allocation",
+    "ChoiceAllocation",
+    "allocate_choices",
+    "allocate_ranks",
+    "max_saving_rank",
+    "uniform_ranks",
+]
 
 #: rank value that stands for "keep the matrix dense"
 DENSE = -1
@@ -199,33 +207,168 @@ def allocate_ranks(
         _lower_hull(_options(e, m, n, min_rank, cap))
         for e, (m, n), cap in zip(spectra, shapes, caps, strict=True)
     ]
+    lagr = _lagrangian(hulls, budget)
+    if lagr is None:
+        raise InputError(
+            f"The budget of {budget} parameters is below the cheapest allocation "
+            f"({sum(h[0][0] for h in hulls)} parameters, every matrix at rank {min_rank}); "
+            f"raise the ratio."
+        )
+    pos, spent, slope = lagr
+    ranks = [h[p][2] for h, p in zip(hulls, pos, strict=True)]
+    if slope is None:
+        loss = sum(h[p][1] for h, p in zip(hulls, pos, strict=True))
+        return Allocation(ranks, spent, float(loss), spent, 0.0)
+    ranks, params, loss = _fill(spectra, shapes, caps, ranks, budget)
+    return Allocation(ranks, params, loss, spent, slope * (budget - spent))
+
+
+def _lagrangian(hulls, budget):
+    r"""Step 3 of the module docstring: hull segments by decreasing slope while they fit.
+
+    ``hulls`` holds, per item, the vertices (cost, loss, tag) of its lower convex hull from
+    the cheapest option. Returns None if the cheapest options already exceed ``budget``,
+    else ``(pos, spent, slope)``: the hull vertex reached per item, its total cost
+    :math:`B_\lambda`, and the slope of the first segment that did not fit (None when
+    every segment fitted). By Everett's theorem the vertices reached minimise
+    loss + slope * cost, so no allocation within ``budget`` loses less than
+    ``loss - slope * (budget - spent)``.
+    """
     pos = [0] * len(hulls)
     spent = sum(h[0][0] for h in hulls)
     if spent > budget:
-        raise InputError(
-            f"The budget of {budget} parameters is below the cheapest allocation "
-            f"({spent} parameters, every matrix at rank {min_rank}); raise the ratio."
-        )
+        return None
     segments = []
     for j, h in enumerate(hulls):
         for s in range(1, len(h)):
             dc, dl = h[s][0] - h[s - 1][0], h[s - 1][1] - h[s][1]
-            segments.append((dl / dc, j, s, dc, dl))
-    # by decreasing slope; a matrix's own segments are already in that order (convex hull),
-    # and the stable sort on (slope, matrix, step) keeps them so when slopes tie
+            segments.append((dl / dc, j, s, dc))
+    # by decreasing slope; an item's own segments are already in that order (convex hull),
+    # and the stable sort on (slope, item, step) keeps them so when slopes tie
     segments.sort(key=lambda t: (-t[0], t[1], t[2]))
-    for slope, j, s, dc, _dl in segments:
+    for slope, j, s, dc in segments:
         if spent + dc > budget:
-            # Everett: the allocation so far minimises loss + slope * cost; any allocation
-            # within the budget loses at least loss - slope * (budget - spent)
-            ranks = [h[p][2] for h, p in zip(hulls, pos, strict=True)]
-            ranks, params, loss = _fill(spectra, shapes, caps, ranks, budget)
-            return Allocation(ranks, params, loss, spent, slope * (budget - spent))
+            return pos, spent, slope
         spent += dc
         pos[j] = s
-    ranks = [h[p][2] for h, p in zip(hulls, pos, strict=True)]
-    loss = sum(h[p][1] for h, p in zip(hulls, pos, strict=True))
-    return Allocation(ranks, spent, float(loss), spent, 0.0)
+    return pos, spent, None
+
+
+class ChoiceAllocation(NamedTuple):
+    r"""Result of :func:`allocate_choices`.
+
+    Attributes
+    ----------
+    choices : list of int
+        Per item, the index of the chosen option in its ``options`` list.
+    cost, loss : float
+        Totals of the chosen options.
+    lagrangian_cost : float
+        :math:`B_\lambda`: the cost at the end of the exact Lagrangian step.
+    gap_bound : float
+        Upper bound on ``loss`` minus the optimal loss at the budget.
+    """
+
+    choices: list[int]
+    cost: float
+    loss: float
+    lagrangian_cost: float
+    gap_bound: float
+
+
+def allocate_choices(options: Sequence[Sequence[tuple[float, float]]], budget: float):
+    r"""One option per item minimising the total loss at a total cost (equal slope).
+
+    The multiple-choice knapsack of the module docstring for any per-item menu of
+    (cost, loss) pairs -- quantization bit widths of matrices, say -- solved the same
+    way: the exact Lagrangian relaxation over each item's lower convex hull (every item
+    cut where its loss decrease per unit cost crosses one common level :math:`\lambda`,
+    the reverse water-filling rule across items), then a greedy fill of what is left,
+    any costlier option of an item with a lower loss, best slope first.
+
+    Parameters
+    ----------
+    options : sequence of sequences of (cost, loss)
+        Per item, its options; costs > 0 and losses >= 0, finite, any order.
+    budget : float
+        Total cost allowed.
+
+    Returns
+    -------
+    ChoiceAllocation
+        ``gap_bound`` :math:`= \lambda (B - B_\lambda)` bounds the distance to the optimum
+        (0 when the budget falls on a hull vertex).
+
+    Raises
+    ------
+    InputError
+        If an item has no option, a cost or loss is not finite (or a cost <= 0), or the
+        cheapest option of every item together exceeds the budget.
+
+    Examples
+    --------
+    >>> from infospec.transforms.allocation import allocate_choices
+    >>> menu = [(2, 16.0), (4, 1.0), (8, 0.0)]  # e.g. bit widths and their errors
+    >>> a = allocate_choices([menu, [(2, 4.0), (4, 0.25), (8, 0.0)]], budget=8)
+    >>> a.choices, a.cost, a.loss
+    ([1, 1], 8.0, 1.25)
+    """
+    menus = []
+    for j, opts in enumerate(options):
+        arr = [(float(c), float(loss), i) for i, (c, loss) in enumerate(opts)]
+        if not arr:
+            raise InputError(f"allocate_choices: item {j} has no option.")
+        if not all(math.isfinite(c) and c > 0 and math.isfinite(v) and v >= 0 for c, v, _ in arr):
+            raise InputError(
+                f"allocate_choices: item {j} has an option whose cost is not a finite "
+                f"number > 0 or whose loss is not a finite number >= 0."
+            )
+        # by cost, then loss: the hull starts at the cheapest (and best among the cheapest)
+        menus.append(sorted(arr, key=lambda t: (t[0], t[1], t[2])))
+    if not menus:
+        raise InputError("allocate_choices: options is empty; give at least one item.")
+    hulls = [_lower_hull(m) for m in menus]
+    lagr = _lagrangian(hulls, budget)
+    if lagr is None:
+        cheapest = sum(h[0][0] for h in hulls)
+        raise InputError(
+            f"allocate_choices: the budget {budget:g} is below the cheapest allocation "
+            f"({cheapest:g}); raise the budget."
+        )
+    pos, spent, slope = lagr
+    chosen = [h[p] for h, p in zip(hulls, pos, strict=True)]
+    if slope is None:
+        return ChoiceAllocation(
+            [c[2] for c in chosen], spent, float(sum(c[1] for c in chosen)), spent, 0.0
+        )
+    # greedy fill: from each item's current option, any costlier one with a lower loss
+    cost = spent
+    heap: list[tuple[float, int, int, int, float]] = []
+    version = [0] * len(menus)
+
+    def push(j: int) -> None:
+        c0, l0, _ = chosen[j]
+        for c, v, i in menus[j]:
+            if c > c0 and v < l0:
+                heapq.heappush(heap, (-(l0 - v) / (c - c0), j, version[j], i, c - c0))
+
+    for j in range(len(menus)):
+        push(j)
+    while heap:
+        _neg, j, ver, i, dc = heapq.heappop(heap)
+        if ver != version[j] or cost + dc > budget:
+            continue
+        chosen[j] = next(t for t in menus[j] if t[2] == i)
+        cost += dc
+        version[j] += 1
+        push(j)
+    return ChoiceAllocation(
+        [c[2] for c in chosen],
+        float(cost),
+        float(sum(c[1] for c in chosen)),
+        spent,
+        slope * (budget - spent),
+    )
 
 
 def _fill(spectra, shapes, caps, ranks, budget):

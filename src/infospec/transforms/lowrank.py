@@ -43,11 +43,8 @@ value decomposition for compressing large language models", arXiv:2312.05821, 20
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -62,6 +59,8 @@ from .._progress import progress_bar
 from .._validation import check_choice
 from ..spectra.activations import ActivationCovariances
 from .allocation import DENSE, allocate_ranks, uniform_ranks
+from .folder import factorised, load_compressed, save_folder, set_module
+from .quantization import evaluate_quantized, quantize_model
 
 __all__ = [
     "CompressionResult",
@@ -70,10 +69,6 @@ __all__ = [
     "load_compressed",
     "whitened_factors",
 ]
-
-FACTORS_FILE = "factors.safetensors"
-PLAN_FILE = "plan.json"
-_FORMAT = "infospec-lowrank-1"
 
 
 # -- statistics ------------------------------------------------------------------------------
@@ -197,25 +192,6 @@ def _split(u, s, vh_linv, k: int, dtype: torch.dtype) -> tuple[torch.Tensor, tor
     return a.contiguous(), b.contiguous()
 
 
-def _factorised(linear: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> nn.Sequential:
-    k = a.shape[1]
-    dev, dt = linear.weight.device, linear.weight.dtype
-    first = nn.Linear(linear.in_features, k, bias=False, device=dev, dtype=dt)
-    second = nn.Linear(k, linear.out_features, bias=linear.bias is not None, device=dev, dtype=dt)
-    with torch.no_grad():
-        first.weight.copy_(b)
-        second.weight.copy_(a)
-        if linear.bias is not None:
-            second.bias.copy_(linear.bias)
-    return nn.Sequential(first, second)
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 # -- the result --------------------------------------------------------------------------------
 class CompressionResult:
     """What :func:`compress` returns: the compressed copy, its plan and its timings.
@@ -236,10 +212,12 @@ class CompressionResult:
         ``covariance``, ``svd`` and (after :meth:`save`) ``write``, host seconds.
     """
 
-    def __init__(self, model, plan, factors, source, settings, seconds):
+    def __init__(self, model, plan, factors, source, settings, seconds, quantized=None):
         self.model = model
         self.plan = plan
         self.factors = factors  # name -> (A, B), on the model's device
+        #: name -> QuantizedMatrix for ``compress(..., bits=...)`` (empty for low rank)
+        self.quantized = quantized or {}
         self._source = source
         self.settings = settings
         self.seconds = seconds
@@ -256,7 +234,19 @@ class CompressionResult:
 
     @property
     def params_after(self) -> int:
-        return sum(r["params_after"] for r in self.plan if r["status"] != "skipped")
+        return sum(
+            r.get("params_after", r["params_before"]) for r in self.plan if r["status"] != "skipped"
+        )
+
+    @property
+    def bits_before(self) -> int:
+        """Stored bits of the chosen matrices before (their dtype's width per weight)."""
+        return sum(r.get("bits_before", 0) for r in self.plan if r["status"] != "skipped")
+
+    @property
+    def bits_after(self) -> int:
+        """Stored bits after ``bits=`` quantization: packed codes plus scales and minima."""
+        return sum(r.get("bits_after", 0) for r in self.plan if r["status"] != "skipped")
 
     def evaluate(self, data: Iterable[Any]) -> list[dict]:
         r"""Measure each factorised layer's output error on ``data`` (held out, ideally).
@@ -268,10 +258,13 @@ class CompressionResult:
         and ``measured_relative`` (over :math:`\mathbb E\|Wx\|^2`) in :attr:`plan`.
         """
         named = dict(self._source.named_modules())
-        names = [r["name"] for r in self.plan if r["status"] == "factorised"]
+        names = [r["name"] for r in self.plan if r["status"] in ("factorised", "quantized")]
         moments = input_second_moments(
             self._source, {n: named[n] for n in names}, data, func="evaluate"
         )
+        if self.quantized:
+            evaluate_quantized(self._source, self.plan, self.quantized, moments)
+            return self.plan
         by_name = {r["name"]: r for r in self.plan}
         for name in names:
             c, _rows = moments[name]
@@ -288,43 +281,17 @@ class CompressionResult:
         """Write ``factors.safetensors`` and ``plan.json`` into a new folder ``directory``.
 
         The folder holds only the factors, ``<module>.A`` (out x k) and ``<module>.B``
-        (k x in) of each factorised layer; every other tensor (biases included) is taken
-        from the original model by :func:`load_compressed`. The folder is written beside
-        its final place under a temporary name and renamed when complete, so an error or
-        Ctrl-C leaves no partial folder. An existing non-empty ``directory`` is an error.
+        (k x in) of each factorised layer (after ``bits=``: ``quantized.safetensors``
+        with ``<module>.codes``, the packed codes, and ``.scale`` / ``.minimum``); every
+        other tensor (biases included) is taken from the original model by
+        :func:`load_compressed`. The folder is written beside its final place under a
+        temporary name and renamed when complete, so an error or Ctrl-C leaves no partial
+        folder. An existing non-empty ``directory`` is an error.
         """
         start = time.perf_counter()
-        target = Path(directory)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise InputError(
-                f"The output folder '{target}' exists and is not empty; give a new folder."
-            )
-        parent = target.parent if str(target.parent) else Path(".")
-        if not parent.is_dir():
-            raise InputError(f"Cannot write '{target}': the directory '{parent}' does not exist.")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-        try:
-            _write_folder(tmp, self)
-            if target.exists():
-                target.rmdir()
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        target = save_folder(self, directory)
         self.seconds["write"] = time.perf_counter() - start
         return target
-
-
-def _write_folder(folder: Path, result: CompressionResult) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {}
-    for name, (a, b) in result.factors.items():
-        tensors[f"{name}.A"] = a.detach().cpu().contiguous()
-        tensors[f"{name}.B"] = b.detach().cpu().contiguous()
-    save_file(tensors, str(folder / FACTORS_FILE), metadata={"format": _FORMAT})
-    plan = {"format": _FORMAT, "settings": result.settings, "layers": result.plan}
-    (folder / PLAN_FILE).write_text(json.dumps(plan, indent=1, allow_nan=True) + "\n")
 
 
 # -- compress ------------------------------------------------------------------------------------
@@ -379,7 +346,9 @@ def compress(
     model: nn.Module,
     data: Iterable[Any] | None,
     *,
-    ratio: float,
+    ratio: float | None = None,
+    bits: float | None = None,
+    group_size: int = 128,
     method: str = "activations",
     allocation: str = "allocated",
     layers: str | Sequence[str] | None = None,
@@ -399,9 +368,19 @@ def compress(
         Calibration batches for the input second moments :math:`C = \mathbb E[xx^\top]`:
         tensors (``model(x)``), tuples (``model(*b)``) or dicts (``model(**b)``, the
         ``attention_mask`` excluding padding). Only ``method="weights"`` may pass None.
-    ratio : float in (0, 1]
+    ratio : float in (0, 1], optional
         Kept parameters over the original parameters of the chosen matrices (biases are
-        not counted and are kept).
+        not counted and are kept). Give ``ratio`` (low rank) or ``bits``, not both.
+    bits : float, optional
+        Quantize instead of factorising (:mod:`~infospec.transforms.quantization`): the
+        mean number of code bits per weight over the chosen matrices, between 2 and 8;
+        each matrix gets a width in 2..8, allocated by equal slope on the measured output
+        errors (``"allocated"``, any mean) or the same for all (``"uniform"``, an integer).
+        The plan's records then have ``bits``, ``bits_before``/``bits_after`` (stored
+        bits, scales included) instead of ``rank``/``params_after``.
+    group_size : int, default 128
+        With ``bits``: input columns sharing one float16 scale and minimum (about
+        ``32 / group_size`` bits per weight more).
     method : {"activations", "weights"}
         ``"activations"``: truncate the SVD of :math:`WL` (module docstring);
         ``"weights"``: plain SVD of :math:`W`.
@@ -456,7 +435,13 @@ def compress(
     >>> res.params_after <= 0.5 * res.params_before
     True
     """
-    ratio = _check_ratio(ratio)
+    if (ratio is None) == (bits is None):
+        raise InputError(
+            "compress: give ratio= (low-rank factors at a parameter budget) or bits= "
+            "(quantization at a mean bit width), exactly one of them."
+        )
+    if ratio is not None:
+        ratio = _check_ratio(ratio)
     method = check_choice(method, "method", "compress", ("activations", "weights"))
     allocation = check_choice(allocation, "allocation", "compress", ("allocated", "uniform"))
     weighting = check_choice(weighting, "weighting", "compress", ("relative", "absolute"))
@@ -471,6 +456,26 @@ def compress(
         input_second_moments(model, chosen, data, progress=progress) if data is not None else {}
     )
     seconds["covariance"] = time.perf_counter() - start
+    if bits is not None:
+        if mp_edge:
+            raise InputError(
+                "The 'mp_edge' argument of compress caps ranks; it does not apply with bits=."
+            )
+        out, plan, quantized, settings, secs = quantize_model(
+            model,
+            chosen,
+            moments,
+            bits=bits,
+            method=method,
+            allocation=allocation,
+            weighting=weighting,
+            group_size=group_size,
+        )
+        seconds["quantize"] = secs
+        result = CompressionResult(out, plan + skipped, {}, model, settings, seconds, quantized)
+        if eval_data is not None:
+            result.evaluate(eval_data)
+        return result
 
     start = time.perf_counter()
     svds, shapes, energies, caps, refs = {}, [], [], [], []
@@ -512,7 +517,7 @@ def compress(
             rec.update(rank=k, params_after=k * (m + n), predicted_loss=loss)
             rec.update(predicted_relative=loss / ref if ref > 0 else math.nan)
             rec.update(status="factorised", reason="")
-            _set_module(out, name, _factorised(out.get_submodule(name), a, b))
+            set_module(out, name, factorised(out.get_submodule(name), a, b))
         plan.append(rec)
     seconds["svd"] = time.perf_counter() - start
     settings = {
@@ -533,64 +538,3 @@ def compress(
     if eval_data is not None:
         result.evaluate(eval_data)
     return result
-
-
-# -- load ------------------------------------------------------------------------------------
-def load_compressed(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
-    """Swap each layer listed in a :meth:`CompressionResult.save` folder for its factors.
-
-    Each factorised ``nn.Linear`` named in ``plan.json`` becomes
-    ``nn.Sequential(nn.Linear(in, k, bias=False), nn.Linear(k, out, bias=...))`` holding
-    ``B`` and ``A`` from ``factors.safetensors`` and the layer's own bias. ``model`` is
-    modified in place (pass the original, uncompressed architecture) and returned.
-
-    Raises
-    ------
-    InputError
-        If the folder's files are missing or not of this format, a listed layer is not an
-        ``nn.Linear`` of ``model``, or a factor's shape does not fit the layer.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(directory)
-    try:
-        plan = json.loads((folder / PLAN_FILE).read_text())
-        tensors = load_file(str(folder / FACTORS_FILE))
-    except (OSError, ValueError, SafetensorError) as exc:
-        raise InputError(
-            f"load_compressed: '{folder}' is not a compressed-model folder "
-            f"({PLAN_FILE} and {FACTORS_FILE}): {exc}"
-        ) from exc
-    if not isinstance(plan, dict) or plan.get("format") != _FORMAT:
-        raise InputError(f"load_compressed: '{folder / PLAN_FILE}' is not an infospec plan.")
-    named = dict(model.named_modules())
-    swaps = []
-    for rec in plan["layers"]:
-        if rec.get("status") != "factorised":
-            continue
-        name, (m, n), k = rec["name"], rec["shape"], rec["rank"]
-        lin = named.get(name)
-        if type(lin) not in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
-            what = "missing" if lin is None else f"a {type(lin).__name__}"
-            raise InputError(
-                f"load_compressed: layer '{name}' of the plan is {what} in the model; "
-                f"pass the original (uncompressed) model."
-            )
-        a, b = tensors.get(f"{name}.A"), tensors.get(f"{name}.B")
-        if a is None or b is None:
-            raise InputError(f"load_compressed: {FACTORS_FILE} lacks the factors of '{name}'.")
-        if (
-            tuple(lin.weight.shape) != (m, n)
-            or tuple(a.shape) != (m, k)
-            or tuple(b.shape) != (k, n)
-        ):
-            raise InputError(
-                f"load_compressed: layer '{name}' is {tuple(lin.weight.shape)} in the model; "
-                f"the plan has {(m, n)} at rank {k} with factors {tuple(a.shape)} and "
-                f"{tuple(b.shape)}."
-            )
-        swaps.append((name, lin, a, b))
-    for name, lin, a, b in swaps:  # checked first: a bad folder leaves the model as it was
-        _set_module(model, name, _factorised(lin, a.to(lin.weight), b.to(lin.weight)))
-    return model

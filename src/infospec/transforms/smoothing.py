@@ -230,7 +230,8 @@ def rmt_project(
     """
     out = copy.deepcopy(model)
     chosen = _layers(out, layers, "rmt_project", linear=False)
-    from .lowrank import _feed, _set_module
+    from .folder import set_module as _set_module
+    from .lowrank import _feed
 
     was_training = out.training
     out.eval()

@@ -1,0 +1,202 @@
+"""The folder of a compressed model: written atomically, loaded onto the original model.
+
+:meth:`~infospec.transforms.CompressionResult.save` writes ``plan.json`` and either
+``factors.safetensors`` (low rank: ``<module>.A``, ``<module>.B``) or
+``quantized.safetensors`` (``bits=``: ``<module>.codes``, packed, with ``.scale`` and
+``.minimum``); :func:`load_compressed` puts either back into the original architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import InputError
+from .quantization import QUANT_FILE, QuantizedMatrix, dequantize, quantized_tensors, unpack_codes
+
+__all__ = ["FACTORS_FILE", "PLAN_FILE", "load_compressed", "save_folder"]
+
+FACTORS_FILE = "factors.safetensors"
+PLAN_FILE = "plan.json"
+_FORMAT = "infospec-lowrank-1"
+_QUANT_FORMAT = "infospec-quant-1"
+
+
+def factorised(linear: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> nn.Sequential:
+    k = a.shape[1]
+    dev, dt = linear.weight.device, linear.weight.dtype
+    first = nn.Linear(linear.in_features, k, bias=False, device=dev, dtype=dt)
+    second = nn.Linear(k, linear.out_features, bias=linear.bias is not None, device=dev, dtype=dt)
+    with torch.no_grad():
+        first.weight.copy_(b)
+        second.weight.copy_(a)
+        if linear.bias is not None:
+            second.bias.copy_(linear.bias)
+    return nn.Sequential(first, second)
+
+
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def _planned_linear(named: dict[str, nn.Module], name: str, what: str) -> nn.Linear:
+    """The ``nn.Linear`` named in a plan, or an error saying what the model has there."""
+    lin = named.get(name)
+    if type(lin) not in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
+        found = "missing" if lin is None else f"a {type(lin).__name__}"
+        raise InputError(
+            f"load_compressed: layer '{name}' of the plan is {found} in the model; pass "
+            f"the original ({what}) model."
+        )
+    return lin
+
+
+def load_quantized(
+    model: nn.Module, plan: dict, tensors: dict[str, torch.Tensor], where: str
+) -> nn.Module:
+    """Write the dequantized weights of a quantized-model folder into ``model``'s linears.
+
+    Every layer is checked (present, an ``nn.Linear`` of the planned shape, its tensors
+    there and of the right sizes) before any weight changes.
+
+    Raises
+    ------
+    InputError
+        If a listed layer is missing or of another shape, or its tensors are missing or
+        inconsistent.
+    """
+    named = dict(model.named_modules())
+    updates = []
+    for rec in plan["layers"]:
+        if rec.get("status") != "quantized":
+            continue
+        name, (m, n), b, gs = rec["name"], rec["shape"], rec["bits"], rec["group_size"]
+        lin = _planned_linear(named, name, "unquantized")
+        if tuple(lin.weight.shape) != (m, n):
+            raise InputError(
+                f"load_compressed: layer '{name}' is {tuple(lin.weight.shape)} in the model; "
+                f"the plan has {(m, n)}."
+            )
+        parts = [tensors.get(f"{name}.{k}") for k in ("codes", "scale", "minimum")]
+        if any(p is None for p in parts):
+            raise InputError(f"load_compressed: {where} lacks the tensors of '{name}'.")
+        packed, scale, minimum = parts
+        groups = -(-n // gs)
+        if tuple(scale.shape) != (m, groups) or tuple(minimum.shape) != (m, groups):
+            raise InputError(
+                f"load_compressed: the scales of '{name}' in {where} are "
+                f"{tuple(scale.shape)}, not {(m, groups)} for group size {gs}."
+            )
+        codes = unpack_codes(packed, b, (m, n))
+        q = QuantizedMatrix(codes, scale, minimum, b, gs)
+        updates.append((lin, dequantize(q, lin.weight.dtype)))
+    with torch.no_grad():
+        for lin, w in updates:
+            lin.weight.copy_(w.to(lin.weight.device))
+    return model
+
+
+def save_folder(result: Any, directory: str | os.PathLike) -> Path:
+    """Write ``result`` into the new folder ``directory`` (see ``CompressionResult.save``)."""
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InputError(
+            f"The output folder '{target}' exists and is not empty; give a new folder."
+        )
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"Cannot write '{target}': the directory '{parent}' does not exist.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    try:
+        _write_folder(tmp, result)
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_folder(folder: Path, result: Any) -> None:
+    from safetensors.torch import save_file
+
+    if result.quantized:
+        tensors, file, fmt = quantized_tensors(result.quantized), QUANT_FILE, _QUANT_FORMAT
+    else:
+        tensors, file, fmt = {}, FACTORS_FILE, _FORMAT
+        for name, (a, b) in result.factors.items():
+            tensors[f"{name}.A"] = a.detach().cpu().contiguous()
+            tensors[f"{name}.B"] = b.detach().cpu().contiguous()
+    save_file(tensors, str(folder / file), metadata={"format": fmt})
+    plan = {"format": fmt, "settings": result.settings, "layers": result.plan}
+    (folder / PLAN_FILE).write_text(json.dumps(plan, indent=1, allow_nan=True) + "\n")
+
+
+def load_compressed(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
+    """Swap each layer listed in a :meth:`CompressionResult.save` folder for its factors.
+
+    A folder written after ``compress(..., bits=...)`` (``quantized.safetensors``) instead
+    sets each listed ``nn.Linear``'s weight to its dequantized value, in place.
+
+    Each factorised ``nn.Linear`` named in ``plan.json`` becomes
+    ``nn.Sequential(nn.Linear(in, k, bias=False), nn.Linear(k, out, bias=...))`` holding
+    ``B`` and ``A`` from ``factors.safetensors`` and the layer's own bias. ``model`` is
+    modified in place (pass the original, uncompressed architecture) and returned.
+
+    Raises
+    ------
+    InputError
+        If the folder's files are missing or not of this format, a listed layer is not an
+        ``nn.Linear`` of ``model``, or a factor's shape does not fit the layer.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(directory)
+    try:
+        plan = json.loads((folder / PLAN_FILE).read_text())
+        quant = isinstance(plan, dict) and plan.get("format") == _QUANT_FORMAT
+        tensors = load_file(str(folder / (QUANT_FILE if quant else FACTORS_FILE)))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise InputError(
+            f"load_compressed: '{folder}' is not a compressed-model folder "
+            f"({PLAN_FILE} and {FACTORS_FILE} or {QUANT_FILE}): {exc}"
+        ) from exc
+    if not isinstance(plan, dict) or plan.get("format") not in (_FORMAT, _QUANT_FORMAT):
+        raise InputError(f"load_compressed: '{folder / PLAN_FILE}' is not an infospec plan.")
+    if quant:
+        return load_quantized(model, plan, tensors, str(folder / QUANT_FILE))
+    named = dict(model.named_modules())
+    swaps = []
+    for rec in plan["layers"]:
+        if rec.get("status") != "factorised":
+            continue
+        name, (m, n), k = rec["name"], rec["shape"], rec["rank"]
+        lin = _planned_linear(named, name, "uncompressed")
+        a, b = tensors.get(f"{name}.A"), tensors.get(f"{name}.B")
+        if a is None or b is None:
+            raise InputError(f"load_compressed: {FACTORS_FILE} lacks the factors of '{name}'.")
+        if (
+            tuple(lin.weight.shape) != (m, n)
+            or tuple(a.shape) != (m, k)
+            or tuple(b.shape) != (k, n)
+        ):
+            raise InputError(
+                f"load_compressed: layer '{name}' is {tuple(lin.weight.shape)} in the model; "
+                f"the plan has {(m, n)} at rank {k} with factors {tuple(a.shape)} and "
+                f"{tuple(b.shape)}."
+            )
+        swaps.append((name, lin, a, b))
+    for name, lin, a, b in swaps:  # checked first: a bad folder leaves the model as it was
+        set_module(model, name, factorised(lin, a.to(lin.weight), b.to(lin.weight)))
+    return model

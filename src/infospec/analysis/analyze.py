@@ -52,6 +52,7 @@ def _spectra(
     device,
     randomize: int | None = None,
     rand_out: dict[str, torch.Tensor] | None = None,
+    methods: dict[str, str] | None = None,
 ) -> list[Spectrum]:
     """The first stage: load one tensor and compute the singular values of its matrices.
 
@@ -63,13 +64,18 @@ def _spectra(
     propagates: an unreadable file ends the run. An entry with a ``factor_spectra``
     method (a low-rank delta, :class:`~infospec.sources.peft_source.LoraEntry`) gives
     its spectra from its factors, without materialising the matrix. With ``randomize``
-    (a seed), the spectrum of each matrix's shuffle goes to ``rand_out`` by label.
+    (a seed), the spectrum of each matrix's shuffle goes to ``rand_out`` by label; with
+    ``methods``, each matrix's route (``"gram"``, ``"gram+refine"``, ``"svd"``, or
+    ``"factors"`` for a LoRA delta) goes there by label.
     """
     out: list[Spectrum] = []
     try:
         factor_spectra = getattr(entry, "factor_spectra", None)
         if factor_spectra is not None:
-            return factor_spectra(device=device)
+            items = factor_spectra(device=device)
+            if methods is not None:
+                methods.update((item[0], "factors") for item in items)
+            return items
         tensor = entry.load(device=device)
         tensor_spectra(
             entry,
@@ -81,6 +87,7 @@ def _spectra(
             device=device,
             randomize=randomize,
             rand_out=rand_out,
+            methods=methods,
         )
     except SourceError:
         raise
@@ -101,6 +108,7 @@ def tensor_spectra(
     name: str | None = None,
     randomize: int | None = None,
     rand_out: dict[str, torch.Tensor] | None = None,
+    methods: dict[str, str] | None = None,
 ) -> list[Spectrum]:
     """The spectra of one loaded tensor's matrices, appended to ``out`` (and returned).
 
@@ -109,7 +117,8 @@ def tensor_spectra(
     item with its counts as the error. Other errors propagate (:func:`_spectra` keeps
     their message). With ``randomize`` (a seed) the singular values of each matrix with
     its entries shuffled (:func:`infospec.analysis.randomize.shuffled`) are put in
-    ``rand_out`` under the matrix's label.
+    ``rand_out`` under the matrix's label, and with ``methods`` the route of its spectrum
+    (:func:`infospec.singular_values` with ``return_method=True``).
     """
     for label, matrix in as_matrices(
         entry, tensor, conv=conv, split_in_proj=split_in_proj, name=name
@@ -117,7 +126,7 @@ def tensor_spectra(
         rows, cols = matrix.shape[-2:]  # a pooled convolution: a stack of P matrices
         try:
             # singular_values checks finiteness on the small Gram matrix (no extra pass)
-            sigma = singular_values(matrix, method=method, device=device)
+            sigma, route = singular_values(matrix, method=method, device=device, return_method=True)
         except InputError:
             error = nonfinite_error(matrix)
             if error is None:
@@ -127,6 +136,8 @@ def tensor_spectra(
         # a few thousand numbers: the fits run on the CPU, where they do not wait on
         # kernel launches and device syncs, and (on a GPU) overlap the next spectrum
         out.append((label, rows, cols, sigma.cpu(), ""))
+        if methods is not None:
+            methods[label] = route
         if randomize is not None and rand_out is not None:
             from .randomize import shuffled
 
@@ -175,6 +186,13 @@ def _records(
     return rows_out, esds
 
 
+def add_spectrum_methods(rows: list[dict[str, Any]], methods: Mapping[str, str]) -> None:
+    """Give each analysed row its ``spectrum_method`` (the route of its singular values)."""
+    for row in rows:
+        if row.get("status") == "ok" and row["name"] in methods:
+            row["spectrum_method"] = methods[row["name"]]
+
+
 def _data_device(source: Any) -> torch.device:
     """Where an in-memory source's tensors live (the CPU for files)."""
     if isinstance(source, nn.Module):
@@ -198,11 +216,20 @@ def _resolve_workers(workers: int | None, n: int) -> int:
 
 @contextlib.contextmanager
 def _intra_op_threads(n: int):
-    """Temporarily set torch's intra-op thread count (restored on exit)."""
+    """Temporarily set torch's intra-op threads and every BLAS pool's to ``n`` (restored on exit).
+
+    torch's count does not reach SciPy's OpenBLAS, which forms the CPU Gram matrices
+    (:func:`infospec.spectra.gram.gram_matrix`): its pool is limited through
+    ``threadpoolctl`` (process-wide, like torch's setting).
+    """
+    import scipy.linalg.blas  # noqa: F401  (loaded first: threadpoolctl sees loaded pools only)
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
-        yield
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -557,6 +584,7 @@ def analyze(
 
     def first(entry):
         rand: dict[str, torch.Tensor] | None = None if seed is None else {}
+        methods: dict[str, str] = {}
         spectra = _spectra(
             entry,
             conv=conv,
@@ -565,12 +593,14 @@ def analyze(
             device=dev,
             randomize=seed,
             rand_out=rand,
+            methods=methods,
         )
-        return spectra, rand
+        return spectra, rand, methods
 
     def second(entry, value):
-        spectra, rand = value
+        spectra, rand, methods = value
         rows, esds = _records(entry, spectra, rel_distortion=rel_distortion, fits=fits)
+        add_spectrum_methods(rows, methods)
         if rand is not None:
             from .randomize import add_randomized
 

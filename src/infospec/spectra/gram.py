@@ -1,0 +1,205 @@
+r"""The Gram matrix of a weight matrix, formed blockwise, and its small eigenvalues refined.
+
+Two steps of :func:`infospec.singular_values` live here:
+
+* :func:`gram_matrix`: :math:`G = W^\top W` (``n <= m``) or :math:`W W^\top`, the smaller
+  side, accumulated in the working precision from blocks of ``W`` upcast one at a time
+  from its stored dtype (bf16, fp16, float32), so no working-precision copy of the whole
+  of ``W`` is made. On the CPU the products are symmetric rank-k updates (BLAS ``syrk``,
+  through :func:`scipy.linalg.blas.dsyrk`), which compute one triangle: half the
+  multiply-adds of a general product (``benchmarks/bench_weights.py --gram`` measures
+  both). On other devices each block is added with ``addmm`` (untested on CUDA).
+* :func:`refine_small_singular_values`: the Rayleigh-Ritz refinement of the eigenvalues of
+  ``G`` that the Gram route cannot resolve, from ``W`` itself (the route ``"gram+refine"``
+  of :func:`infospec.singular_values`).
+
+References
+----------
+G. H. Golub and C. F. Van Loan, *Matrix Computations*, 4th ed., sections 8.2.4 (subspace
+iteration) and 8.1.2 (Rayleigh-Ritz); B. N. Parlett, *The Symmetric Eigenvalue Problem*,
+SIAM 1998, chapter 11 (error bounds of Ritz values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+__all__ = ["gram_matrix", "refine_small_singular_values"]
+
+#: Size of one upcast block of ``W`` (bytes in the working precision): at most this much
+#: working-precision memory beyond ``W`` and ``G`` is held while ``G`` is formed.
+BLOCK_BYTES = 16 * 2**20
+
+_NUMPY = {torch.float64: np.float64, torch.float32: np.float32}
+
+
+def _blocks(
+    W: torch.Tensor, *, by_rows: bool, dtype: torch.dtype, scale: float | None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, block)``: row blocks ``(b, n)`` or column blocks ``(m, b)`` of ``W`` in ``dtype``.
+
+    Each block is a copy in ``dtype`` (a view when ``W`` is already in ``dtype`` and no
+    ``scale`` is given) of at most about :data:`BLOCK_BYTES`, divided by ``scale`` if given.
+    """
+    m, n = W.shape
+    width, total = (n, m) if by_rows else (m, n)
+    size = torch.empty((), dtype=dtype).element_size()
+    step = max(64, BLOCK_BYTES // (size * width))
+    for start in range(0, total, step):
+        block = W[start : start + step] if by_rows else W[:, start : start + step]
+        block = block.to(dtype)
+        if scale is not None:
+            block = block / scale
+        yield start, block
+
+
+def gram_matrix(
+    W: torch.Tensor, *, dtype: torch.dtype = torch.float64, scale: float | None = None
+) -> torch.Tensor:
+    r"""The Gram matrix of the smaller side of ``W``, accumulated blockwise in ``dtype``.
+
+    .. math::
+
+        G = \sum_b W_b^\top W_b \quad (n \le m,\ W_b \text{ row blocks}),\qquad
+        G = \sum_b W_{:,b} W_{:,b}^\top \quad (m < n),
+
+    every block upcast from ``W``'s stored dtype to ``dtype`` when it is used (and divided by
+    ``scale``, if given: the Gram matrix of ``W / scale``).
+
+    Parameters
+    ----------
+    W : torch.Tensor, shape (m, n)
+        Any floating dtype, on any device.
+    dtype : torch.float64 or torch.float32
+        Accumulation and output precision.
+    scale : float > 0, optional
+        Divide ``W`` by it first (when the squares of its entries would overflow or
+        underflow ``dtype``).
+
+    Returns
+    -------
+    G : torch.Tensor, shape (min(m, n), min(m, n))
+        On ``W``'s device. **Only its lower triangle is defined** (the CPU route leaves
+        zeros above the diagonal): read it with ``torch.linalg.eigvalsh(G, UPLO="L")``.
+    """
+    m, n = W.shape
+    by_rows = n <= m
+    side = min(m, n)
+    if W.device.type == "cpu" and dtype in _NUMPY:
+        from scipy.linalg.blas import get_blas_funcs
+
+        syrk = get_blas_funcs("syrk", dtype=_NUMPY[dtype])
+        gram = np.zeros((side, side), dtype=_NUMPY[dtype], order="F")
+        for _, block in _blocks(W, by_rows=by_rows, dtype=dtype, scale=scale):
+            a = block.numpy().T  # Fortran-ordered for a C-ordered block: no copy
+            # by rows: G += a a^T with a = block^T (n x b); by columns: G += a^T a with
+            # a = block^T (b x m); lower=1 fills the lower triangle of the Fortran array
+            gram = syrk(1.0, a, beta=1.0, c=gram, trans=0 if by_rows else 1, lower=1,
+                        overwrite_c=1)  # fmt: skip
+        return torch.from_numpy(gram)
+    gram = torch.zeros((side, side), dtype=dtype, device=W.device)
+    for _, block in _blocks(W, by_rows=by_rows, dtype=dtype, scale=scale):
+        if by_rows:
+            gram.addmm_(block.mT, block)
+        else:
+            gram.addmm_(block, block.mT)
+    return gram
+
+
+def _project(
+    W: torch.Tensor, X: torch.Tensor, *, dtype: torch.dtype, scale: float | None
+) -> torch.Tensor:
+    """``W X`` (``n <= m``, ``X`` of shape (n, p)) or ``W^T X`` (``m < n``), blockwise."""
+    m, n = W.shape
+    by_rows = n <= m
+    out = torch.empty((m if by_rows else n, X.shape[1]), dtype=dtype, device=X.device)
+    for start, block in _blocks(W, by_rows=by_rows, dtype=dtype, scale=scale):
+        block = block.to(X.device)
+        if by_rows:
+            out[start : start + block.shape[0]] = block @ X
+        else:
+            out[start : start + block.shape[1]] = block.mT @ X
+    return out
+
+
+def refine_small_singular_values(
+    W: torch.Tensor,
+    gram: torch.Tensor,
+    lam: torch.Tensor,
+    *,
+    count: int,
+    subspace: int,
+    scale: float | None = None,
+    iterations: int = 4,
+) -> torch.Tensor:
+    r"""The ``count`` smallest singular values of ``W``, refined from ``W`` itself.
+
+    The Gram route gives every eigenvalue :math:`\lambda_i` of :math:`G` to an absolute
+    error of about :math:`\epsilon\lambda_{\max}`, so the smallest carry few or no correct
+    digits. Their eigenvectors, however, are well determined as a subspace: the
+    ``subspace`` eigenvectors of the smallest eigenvalues, separated from the others by
+    :math:`\lambda_{p+1} \ge \tau\lambda_{\max}`, are found by subspace iteration with
+    :math:`(G + sI)^{-1}` (one Cholesky factorisation, ``iterations`` block solves,
+    :math:`s = \min(m, n)\,\epsilon\,\lambda_{\max}`), and the singular values of ``W``
+    restricted to that subspace (Rayleigh-Ritz: those of :math:`W X`, ``X`` its orthonormal
+    basis, of shape ``(min(m, n), subspace)``) replace the ``count`` smallest. :math:`W X`
+    is formed from ``W`` (blockwise, as :func:`gram_matrix`), not from ``G``, so its
+    singular values have the SVD's absolute error of about :math:`\epsilon\sigma_{\max}`;
+    the subspace's own error (from that of ``G``) adds a relative error of about
+    :math:`\epsilon^2\kappa_i^2/\tau` to :math:`\sigma_i^2`, :math:`\kappa_i =
+    \sigma_{\max}/\sigma_i` (Parlett, ch. 11). The extra cost is one Cholesky factorisation
+    of ``G`` (:math:`s^3/3` multiply-adds, a third of the Gram product) plus
+    :math:`O(mnp)`.
+
+    Parameters
+    ----------
+    W : torch.Tensor, shape (m, n)
+        The matrix, in its stored dtype.
+    gram : torch.Tensor, shape (s, s)
+        :func:`gram_matrix` of ``W`` (lower triangle), ``s = min(m, n)``, in the working
+        precision.
+    lam : torch.Tensor, shape (s,)
+        The eigenvalues of ``gram``, ascending (``torch.linalg.eigvalsh``).
+    count : int
+        How many of the smallest to refine (``count <= subspace``).
+    subspace : int
+        Dimension ``p`` of the subspace (every eigenvalue below :math:`\tau\lambda_{\max}`).
+    scale : float, optional
+        The scale ``gram`` was formed with (``W / scale``).
+    iterations : int
+        Subspace iterations; each multiplies the unwanted components by at most
+        :math:`\lambda_i/\lambda_{p+1}` for a wanted :math:`\lambda_i`.
+
+    Returns
+    -------
+    sigma : torch.Tensor, shape (count,)
+        The refined singular values (of ``W / scale`` when ``scale`` is given), descending.
+    """
+    dtype = gram.dtype
+    side = gram.shape[-1]
+    sym = gram.tril()
+    sym = sym + sym.tril(-1).mT
+    eps = torch.finfo(dtype).eps
+    lam_max = float(lam[-1].clamp_min(torch.finfo(dtype).tiny))
+    shift, applied = side * eps * lam_max, 0.0
+    for _ in range(60):  # G + shift I is positive definite once shift passes the round-off
+        sym.diagonal().add_(shift - applied)
+        applied = shift
+        factor, info = torch.linalg.cholesky_ex(sym)
+        if int(info) == 0:
+            break
+        shift *= 4.0
+    else:  # pragma: no cover - G + lam_max I is always positive definite
+        raise torch.linalg.LinAlgError("refinement: no Cholesky factor of the shifted Gram")
+    del sym
+    g = torch.Generator(device=gram.device).manual_seed(0)
+    X = torch.randn(side, subspace, dtype=dtype, device=gram.device, generator=g)
+    X = torch.linalg.qr(X).Q
+    for _ in range(iterations):
+        X = torch.linalg.qr(torch.cholesky_solve(X, factor)).Q
+    del factor
+    ritz = torch.linalg.svdvals(_project(W, X, dtype=dtype, scale=scale))
+    return ritz[-count:]

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from infospec import singular_values
+from infospec.analysis import analyze
+from infospec.spectra.gram import gram_matrix
+
+EPS = np.finfo(np.float64).eps
+
+
+def _matrix(rng, m, n, sigma):
+    u, _ = np.linalg.qr(rng.standard_normal((m, len(sigma))))
+    v, _ = np.linalg.qr(rng.standard_normal((n, len(sigma))))
+    return (u * sigma) @ v.T
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300), (256, 256)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_blockwise_gram_equals_float64_product(shape, dtype, monkeypatch):
+    monkeypatch.setattr("infospec.spectra.gram.BLOCK_BYTES", 8 * 64 * 8)  # many blocks
+    W = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    w = W.double()
+    ref = w.mT @ w if shape[1] <= shape[0] else w @ w.mT
+    got = gram_matrix(W)
+    torch.testing.assert_close(got.tril(), ref.tril(), rtol=1e-13, atol=1e-13 * ref.abs().max())
+
+
+@pytest.mark.parametrize("shape", [(150, 100), (100, 150), (160, 160)])
+@pytest.mark.parametrize("kappa", [1e6, 1e8, 1e10, 1e12, 1e14])
+def test_refined_route_matches_numpy_svd(shape, kappa, rng):
+    side = min(shape)
+    sigma = np.sort(
+        np.concatenate([rng.uniform(0.5, 1, side - 5), np.logspace(-3, -np.log10(kappa), 5)])
+    )[::-1]
+    W = _matrix(rng, *shape, sigma)
+    ref = np.linalg.svd(W, compute_uv=False)
+    got, route = singular_values(W, return_method=True)
+    assert route == "gram+refine"
+    tol = 1e-8 + 100 * EPS * ref[0] / ref
+    assert np.all(np.abs(got.numpy() - ref) / ref <= tol)
+    gram = singular_values(W, method="gram").numpy()
+    assert np.max(np.abs(gram - ref) / ref) > 1e-5  # the Gram route alone loses them
+
+
+def test_routes_well_conditioned_and_rank_deficient(rng):
+    W = rng.standard_normal((120, 60))
+    assert singular_values(W, return_method=True)[1] == "gram"
+    low = rng.standard_normal((120, 10)) @ rng.standard_normal((10, 60))
+    sigma, route = singular_values(low, return_method=True)
+    assert route == "svd"
+    np.testing.assert_allclose(
+        sigma.numpy(), np.linalg.svd(low, compute_uv=False), rtol=0, atol=1e-12
+    )
+
+
+def test_analyze_records_the_route_per_row(rng):
+    good = torch.from_numpy(rng.standard_normal((80, 60)))
+    ill = torch.from_numpy(_matrix(rng, 80, 60, np.r_[np.ones(59), 1e-8]))
+    report = analyze({"good": good, "ill": ill}, progress=False, workers=1)
+    df = report.to_dataframe().set_index("name")
+    assert df.loc["good", "spectrum_method"] == "gram"
+    assert df.loc["ill", "spectrum_method"] == "gram+refine"
+    lam = report.spectra["weights/ill"]
+    np.testing.assert_allclose(lam[-1], 1e-16, rtol=1e-6)

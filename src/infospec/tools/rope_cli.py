@@ -12,7 +12,6 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32", "fp64"), default="fp32")
     p.add_argument("--eps", type=float, default=0.01)
     p.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,7 +30,10 @@ _FORMATS = ("table", "csv", "json", "html")
 #: ``add_parser(sub)`` (registering the subcommand named here) and ``run(args) -> int``,
 #: and imports nothing heavy (torch) at module level, so ``infospec --help`` stays fast.
 #: A new verb is one line here, not a new branch of :func:`main`.
-_COMMAND_MODULES: tuple[tuple[str, str], ...] = ()
+_COMMAND_MODULES: tuple[tuple[str, str], ...] = (
+    ("rope", "infospec.tools.rope_cli"),
+    ("patches", "infospec.tools.patches_cli"),
+)
 #: ``describe`` shortens longer tensor names (with an ellipsis) to keep one line per tensor.
 _NAME_CHARS = 120
 

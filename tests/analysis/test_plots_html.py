@@ -114,7 +114,9 @@ def test_esd_curves_match_the_records(report, index):
     t = x / n_big
     ref = np.sqrt(np.clip((hi - t) * (t - lo), 0, None)) / (2 * math.pi * s2 * q * t)
     bulk = (n - rec["mp_num_spikes"]) / n
-    np.testing.assert_allclose(y, bulk * ref / n_big, rtol=1e-10)
+    # at the edges sqrt((hi - t)(t - lo)) turns a round-off of eps * hi in t into about
+    # sqrt(eps) of the peak: an absolute tolerance of 1e-7 of the peak there
+    np.testing.assert_allclose(y, bulk * ref / n_big, rtol=1e-10, atol=1e-7 * float(y.max()))
     # ... which integrates over lambda to the bulk's share (sqrt edges: coarse quadrature)
     assert np.trapezoid(y, x) == pytest.approx(bulk, rel=0.03)
     (edge,) = [ln for ln in ax.get_lines() if ln.get_gid() == "mp_edge"]

@@ -259,7 +259,14 @@ def test_block_triangular_gram_equals_the_product(gen, d):
     y = torch.randn(200, d, generator=gen, dtype=torch.float64)
     g = gram(y)
     torch.testing.assert_close(g, y.mT @ y, rtol=1e-13, atol=1e-10)
-    assert torch.equal(g, g.mT)  # mirrored exactly
+    # the blocks below the diagonal blocks are copies of those above, exactly; the diagonal
+    # blocks are whole BLAS products, symmetric only to round-off (BLAS promises no more)
+    w = -(-d // (2 if d < 1024 else 3))
+    off = torch.ones(d, d, dtype=torch.bool)
+    for a0 in range(0, d, w):
+        off[a0 : a0 + w, a0 : a0 + w] = False
+    assert torch.equal(g[off], g.mT[off])
+    torch.testing.assert_close(g, g.mT, rtol=1e-14, atol=1e-11)
 
 
 def test_precision_errors():

@@ -39,8 +39,9 @@ def test_refined_route_matches_numpy_svd(shape, kappa, rng):
     assert route == "gram+refine"
     tol = 1e-8 + 100 * EPS * ref[0] / ref
     assert np.all(np.abs(got.numpy() - ref) / ref <= tol)
-    gram = singular_values(W, method="gram").numpy()
-    assert np.max(np.abs(gram - ref) / ref) > 1e-5  # the Gram route alone loses them
+    if kappa >= 1e8:  # the Gram route alone loses them (its error is about eps kappa^2)
+        gram = singular_values(W, method="gram").numpy()
+        assert np.max(np.abs(gram - ref) / ref) > 1e-5
 
 
 def test_routes_well_conditioned_and_rank_deficient(rng):

@@ -103,7 +103,7 @@ def _refused(path, *matches):
 
 def test_each_refusal_names_the_format_and_a_command(tmp_path):
     (tmp_path / "m.gguf").write_bytes(b"GGUF" + struct.pack("<I", 3) + bytes(24))
-    _refused(tmp_path / "m.gguf", "GGUF file", "gguf-dump", "infospec analyze MODEL_FOLDER")
+    _refused(tmp_path / "m.gguf", "GGUF file", "holds no tensors")  # read by GGUFSource
     (tmp_path / "m.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(24))
     _refused(tmp_path / "m.h5", "HDF5 file", "python -c", "h5py", "then run: infospec analyze")
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x04test" + bytes(8))
@@ -164,4 +164,4 @@ def test_cli_describe_and_analyze_a_checkpoint(tmp_path, net, capsys):
     (tmp_path / "m.gguf").write_bytes(b"GGUF" + bytes(28))
     assert main(["describe", str(tmp_path / "m.gguf")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("infospec: error: The file") and "gguf-dump" in err
+    assert err.startswith("infospec: error: The GGUF file") and "GGUF version 0" in err

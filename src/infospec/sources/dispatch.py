@@ -19,7 +19,7 @@ __all__ = ["open_source"]
 
 _ACCEPTED = (
     "a torch.nn.Module, a state dict (a mapping of names to tensors), a path (str or "
-    "os.PathLike) to a checkpoint file (safetensors, torch.save, TorchScript), a sharded "
+    "os.PathLike) to a checkpoint file (safetensors, torch.save, TorchScript, GGUF), a sharded "
     "checkpoint index or a model folder, or a WeightSource"
 )
 _SAFETENSORS_FILES = ("*.safetensors", "*.safetensors.index.json")
@@ -73,6 +73,10 @@ def _open_path(path: Path, min_dim: int) -> WeightSource:
         from .torchscript_source import TorchScriptSource
 
         return TorchScriptSource(path, min_dim=min_dim)
+    if fmt == "gguf":
+        from .gguf_source import GGUFSource
+
+        return GGUFSource(path, min_dim=min_dim)
     if fmt == "unknown" and path.suffix.lower() == ".safetensors":
         return SafetensorsSource(path, min_dim=min_dim)  # says what is wrong with it
     if fmt == "unknown" and path.suffix.lower() == ".onnx":
@@ -96,14 +100,15 @@ def open_source(obj: Any, *, min_dim: int = DEFAULT_MIN_DIM) -> WeightSource:
     ``pytorch_model.bin.index.json`` index, a
     model folder with only such files
     a ``torch.jit.save`` archive                 :class:`TorchScriptSource`
+    a GGUF file (llama.cpp; needs ``gguf``)      :class:`GGUFSource`
     a :class:`WeightSource`                      returned as is
     ===========================================  ==========================
 
     A file's format is told from its first bytes, not its name
     (:func:`infospec.sources.formats.sniff`): a ``.bin`` that holds safetensors is read
-    as safetensors. GGUF, ONNX, HDF5, NumPy files and plain pickles are refused with a
-    command that converts them. A folder with both safetensors and pickle files is read
-    from its safetensors files.
+    as safetensors. ONNX, HDF5, NumPy files and plain pickles are refused with a command
+    that converts them. A folder with both safetensors and pickle files is read from its
+    safetensors files.
 
     Opening lists the tensors and checks file headers; no tensor data is read (a
     ``torch.save`` file is memory-mapped; a TorchScript archive and an old-format,

@@ -14,7 +14,7 @@ format             recognised by
 ``torch-legacy``   a pickle (protocol 2) whose first object is PyTorch's legacy
                    magic number: ``torch.save(..., _use_new_zipfile_serialization=False)``
 ``pickle``         any other pickle stream (``\\x80`` and a protocol 2 to 5)
-``gguf``           ``GGUF`` (llama.cpp)
+``gguf``           ``GGUF`` (llama.cpp; read by :class:`~infospec.sources.gguf_source.GGUFSource`)
 ``hdf5``           ``\\x89HDF\\r\\n\\x1a\\n`` (Keras ``.h5``)
 ``npy``            ``\\x93NUMPY``
 ``npz``            a zip archive of ``.npy`` members
@@ -180,15 +180,10 @@ def refusal(path: Path, fmt: str) -> SourceError:
     """
     then = then_analyze(path)
     lit = _lit(path)
-    if fmt == "gguf":
-        how = (
-            "GGUF tensors are block-quantized for llama.cpp; analyse the checkpoint it was "
-            "converted from instead (infospec analyze MODEL_FOLDER, the folder with the "
-            "safetensors files), or list its tensors with: gguf-dump "
-            f"{shlex.quote(str(path))} (pip install gguf)"
-        )
+    if fmt == "gguf":  # read by GGUFSource; refused only without the gguf package
         return SourceError(
-            f"The file '{path}' is a GGUF file, which infospec does not read: {how}."
+            f"The file '{path}' is a GGUF file; reading it needs the gguf package: "
+            f"pip install 'infospec[gguf]'."
         )
     if fmt == "onnx":
         code = (

@@ -243,3 +243,45 @@ def test_nonfinite_factor_is_an_error_row(tmp_path, gen):
             layers="nothing-like-this",
             progress=False,
         )
+
+
+def test_gpt2_fan_in_fan_out_adapter_against_peft(tmp_path):
+    """GPT-2's Conv1D stores (in, out); peft's delta and merged weights are in that layout.
+
+    infospec lists both as the (out, in) matrix: equal to the transpose of peft's, which
+    matters for the square c_proj (an untransposed comparison differs by about 0.2 there).
+    """
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, n_positions=64, vocab_size=100)
+    model = transformers.GPT2Model(cfg)
+    model.save_pretrained(tmp_path / "base")
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True
+    )
+    wrapped = peft.get_peft_model(model, config)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    wrapped.save_pretrained(tmp_path / "adapter")
+    modules = dict(wrapped.named_modules())
+    deltas = {
+        n: modules[f"base_model.model.{n}"].get_delta_weight("default").detach().double()
+        for n in ("h.0.attn.c_attn", "h.0.attn.c_proj", "h.0.mlp.c_proj")
+    }
+    merged = {k: v.double() for k, v in wrapped.merge_and_unload().state_dict().items()}
+    entries = {
+        e.name: e for e in PeftSource(tmp_path / "adapter", base=tmp_path / "base").entries()
+    }
+    assert set(entries) == {f"{n}.weight{s}" for n in deltas for s in ("", "[lora]")}
+    for module, ref in deltas.items():
+        delta, full = entries[f"{module}.weight[lora]"], entries[f"{module}.weight"]
+        assert delta.shape == full.shape == tuple(ref.T.shape)  # (out, in)
+        # peft forms its products in float32: agreement to float32 round-off
+        torch.testing.assert_close(delta.load().double(), ref.T, rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            full.load().double(), merged[f"{module}.weight"].T, rtol=0, atol=1e-6
+        )
+    square = entries["h.0.attn.c_proj.weight[lora]"].load().double()
+    assert float((square - deltas["h.0.attn.c_proj"]).abs().max()) > 0.05  # orientation matters

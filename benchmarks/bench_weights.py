@@ -1,36 +1,55 @@
-"""infospec's weight report against WeightWatcher 0.7.7, on the same matrices, in one run.
+"""infospec's weight report against WeightWatcher 0.7.7, on the same matrices, interleaved.
 
-For each model it times, on this machine:
+Honest by construction: in each configuration every contender runs once per round, in an
+order rotated from round to round (so no contender always runs first, on a cold cache, or
+last, on a hot machine); each contender's figure is the **median of the rounds** with the
+spread (min-max) beside it; every run is timed, ``mp_fit=True`` included; wall time and
+the process's CPU time (all threads) are both printed; the load average is printed before
+and after each configuration.
 
-* ``floor``: the bare float64 eigendecompositions of the same matrices (each tensor upcast
-  to float64, Gram matrix on the smaller side, ``torch.linalg.eigvalsh``): the least any
-  exact spectral report must do;
-* ``infospec``: :func:`infospec.analyze` on the model, every measure and fit (weights only);
-* ``ww``: ``WeightWatcher(model).analyze()`` with its defaults (power-law fit per layer);
-* ``ww_mp``: ``analyze(mp_fit=True)``, the metric set comparable with infospec's (it adds
-  the Marchenko-Pastur fit).
+Contenders, on the layers WeightWatcher analyses (its ``longname`` column; infospec is
+given exactly those tensors):
 
-and prints the times, the ratios, and how many layers' alphas agree within 2 %.
+* ``floor seq``: the bare float64 eigendecompositions of the same matrices, one after
+  another (each tensor upcast to float64, the Gram matrix on the smaller side by a general
+  matrix multiply, ``torch.linalg.eigvalsh``): the least any exact spectral report must do;
+* ``floor pool``: the same work on infospec's own CPU worker schedule (``workers`` threads
+  of one intra-op thread each, :func:`infospec.analysis.analyze._map_in_order`), the floor
+  that ``analyze``'s scheduling alone would reach;
+* ``infospec``: :func:`infospec.analyze`, every measure and fit (weights only);
+* ``ww``: ``WeightWatcher(model).analyze()`` with its defaults (a power-law fit per layer);
+* ``ww mp``: ``analyze(mp_fit=True)``, the metric set comparable with infospec's (it adds
+  the Marchenko-Pastur fit); ``--no-mp-fit`` leaves it out.
 
-Models: (a) MiniLM-L6 (the built-in example), (b) a randomly initialised BERT-base-shaped
-model (transformers ``BertModel(BertConfig())``, seeded). The layer set is the one
-WeightWatcher analyses (its ``longname`` column); infospec is given exactly those tensors.
+Configurations (``--threads``): ``1`` pins **every** library to one thread: torch
+(``torch.set_num_threads``) and every BLAS/OpenMP pool in the process through
+``threadpoolctl`` (torch's setting does not reach SciPy's or NumPy's OpenBLAS, which
+WeightWatcher and the fits use), and ``analyze(workers=1)``. ``default`` leaves every
+library at its own default (infospec's default worker pool).
+
+Models: MiniLM-L6 (the built-in example) and a randomly initialised BERT-base-shaped model
+(transformers ``BertModel(BertConfig())``, seeded).
 
 Usage::
 
     pip install torch==2.13.0 && pip install -e ".[bench]"
-    python benchmarks/bench_weights.py [--models minilm bert-base] [--threads N] [--repeat R]
+    python benchmarks/bench_weights.py [--models minilm bert-base] [--threads 1 default]
+                                       [--rounds 3] [--no-mp-fit]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import statistics
 import time
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 
 def _minilm():
@@ -52,81 +71,156 @@ def _bert_base():
 MODELS = {"minilm": _minilm, "bert-base": _bert_base}
 
 
-def _best(fn, repeat):
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
+def _eig_floor(w: torch.Tensor) -> torch.Tensor:
+    w = w.detach().to(torch.float64)
+    w = w.reshape(w.shape[0], -1)
+    g = w.mT @ w if w.shape[1] <= w.shape[0] else w @ w.mT
+    return torch.linalg.eigvalsh(g)
 
 
-def _floor(model, names):
+def _floors(model, names, workers):
+    from infospec.analysis.analyze import _map_in_order
+
     params = dict(model.named_parameters())
+    tensors = [params[n] for n in names]
 
-    def run():
-        for n in names:
-            w = params[n].detach().to(torch.float64)
-            w = w.reshape(w.shape[0], -1)
-            g = w.mT @ w if w.shape[1] <= w.shape[0] else w @ w.mT
-            torch.linalg.eigvalsh(g)
+    def seq():
+        for w in tensors:
+            _eig_floor(w)
 
-    return run
+    def pool():
+        list(
+            _map_in_order(_eig_floor, lambda w, lam: None, tensors, workers=workers, pipeline=False)
+        )
+
+    return seq, pool
 
 
-def bench(name, repeat):
+@contextmanager
+def _threads(setting: str):
+    """Every library on one thread (``"1"``), or every library at its default."""
+    before = torch.get_num_threads()
+    if setting == "1":
+        torch.set_num_threads(1)
+        with threadpool_limits(limits=1):
+            yield
+    else:
+        yield
+    torch.set_num_threads(before)
+
+
+def _run(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - w0, time.process_time() - c0, out
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def bench(name: str, setting: str, rounds: int, mp_fit: bool) -> dict:
     import weightwatcher as ww
 
     import infospec
+    from infospec.analysis.analyze import _resolve_workers
 
     model = MODELS[name]()
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
     watcher = ww.WeightWatcher(model=model)
-    t_ww, details = _best(lambda: watcher.analyze(), repeat)
-    t_ww_mp, _ = _best(lambda: watcher.analyze(mp_fit=True), 1)
-    names = [f"{n}.weight" for n in details["longname"]]
-    t_floor, _ = _best(_floor(model, names), repeat)
-    t_is, report = _best(lambda: infospec.analyze(model, layers=names, progress=False), repeat)
+    with _threads(setting):
+        details = watcher.analyze()  # the layer set (untimed warm-up of WeightWatcher too)
+        names = [f"{n}.weight" for n in details["longname"]]
+        workers = 1 if setting == "1" else _resolve_workers(None, len(names))
+        seq, pool = _floors(model, names, workers)
+        contenders = {
+            "floor seq": seq,
+            "floor pool": pool,
+            "infospec": lambda: infospec.analyze(
+                model, layers=names, progress=False, workers=workers
+            ),
+            "ww": lambda: watcher.analyze(),
+        }
+        if mp_fit:
+            contenders["ww mp"] = lambda: watcher.analyze(mp_fit=True)
+        infospec.analyze(model, layers=names, progress=False, workers=workers)  # warm-up
+        load_before = _load()
+        times: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
+        order = list(contenders)
+        report = None
+        for r in range(rounds):
+            for key in order[r % len(order) :] + order[: r % len(order)]:
+                wall, cpu, out = _run(contenders[key])
+                times[key].append((wall, cpu))
+                if key == "infospec":
+                    report = out
+        load_after = _load()
     df = report.to_dataframe().set_index("name")
     ours = df.loc[names, "alpha"].to_numpy(float)
     theirs = details["alpha"].to_numpy(float)
     rel = np.abs(ours - theirs) / np.abs(theirs)
+    routes = df.loc[names, "spectrum_method"].value_counts().to_dict()
     return {
         "model": name,
+        "threads": setting,
+        "workers": workers,
         "layers": len(names),
-        "floor_s": t_floor,
-        "infospec_s": t_is,
-        "ww_s": t_ww,
-        "ww_mp_s": t_ww_mp,
+        "times": times,
+        "load": (load_before, load_after),
         "alpha_within_2pct": float(np.mean(rel <= 0.02)),
-        "alpha_median_rel_diff": float(np.median(rel)),
+        "alpha_max_rel_diff": float(np.max(rel)),
+        "routes": routes,
     }
 
 
-def main():
+def _median(samples, i=0) -> float:
+    return statistics.median(s[i] for s in samples)
+
+
+def _spread(samples) -> str:
+    walls = [s[0] for s in samples]
+    return f"{min(walls):.3g}-{max(walls):.3g}"
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
-    ap.add_argument("--repeat", type=int, default=2, help="best of R runs (default 2)")
+    ap.add_argument("--threads", nargs="+", default=["1", "default"], choices=["1", "default"])
+    ap.add_argument("--rounds", type=int, default=3, help="rounds, median taken (default 3)")
+    ap.add_argument("--no-mp-fit", dest="mp_fit", action="store_false", help="skip ww mp")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     warnings.filterwarnings("ignore")
-    rows = [bench(m, args.repeat) for m in args.models]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeat}")
-    hdr = (
-        f"{'model':<10} {'layers':>6} {'floor s':>8} {'infospec s':>10} {'ww s':>8} "
-        f"{'ww mp s':>8} {'ww/is':>6} {'ww_mp/is':>8} {'is/floor':>8} {'alpha<=2%':>9}"
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch default threads "
+        f"{torch.get_num_threads()}; median of {args.rounds} interleaved rounds"
     )
-    print(hdr)
-    print("-" * len(hdr))
-    for r in rows:
-        print(
-            f"{r['model']:<10} {r['layers']:>6} {r['floor_s']:>8.3f} {r['infospec_s']:>10.3f} "
-            f"{r['ww_s']:>8.2f} {r['ww_mp_s']:>8.2f} {r['ww_s'] / r['infospec_s']:>6.1f} "
-            f"{r['ww_mp_s'] / r['infospec_s']:>8.1f} {r['infospec_s'] / r['floor_s']:>8.2f} "
-            f"{100 * r['alpha_within_2pct']:>8.0f}%"
-        )
+    for model in args.models:
+        for setting in args.threads:
+            row = bench(model, setting, args.rounds, args.mp_fit)
+            t = row["times"]
+            print(
+                f"\n{model}, threads {setting} (infospec workers {row['workers']}), "
+                f"{row['layers']} layers; load average before {row['load'][0]}, "
+                f"after {row['load'][1]}; routes {row['routes']}; alpha within 2 % of WW on "
+                f"{100 * row['alpha_within_2pct']:.0f} % (max rel. diff. "
+                f"{row['alpha_max_rel_diff']:.1e})"
+            )
+            print("| contender | wall s (median) | spread | CPU s (median) | wall / infospec |")
+            print("|---|---|---|---|---|")
+            ref = _median(t["infospec"])
+            for key, samples in t.items():
+                print(
+                    f"| {key} | {_median(samples):.3f} | {_spread(samples)} | "
+                    f"{_median(samples, 1):.3f} | {_median(samples) / ref:.2f} |"
+                )
+            print(
+                f"infospec / floor pool {ref / _median(t['floor pool']):.2f}, "
+                f"infospec / floor seq {ref / _median(t['floor seq']):.2f}, "
+                f"ww / infospec {_median(t['ww']) / ref:.2f}"
+                + (f", ww mp / infospec {_median(t['ww mp']) / ref:.1f}" if "ww mp" in t else "")
+            )
 
 
 if __name__ == "__main__":

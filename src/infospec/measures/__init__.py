@@ -13,6 +13,7 @@ from .information import (
     rate_reduction,
     water_filling_capacity,
 )
+from .latent import LatentCapacity, latent_capacity
 from .marchenko_pastur import (
     MarchenkoPasturEdges,
     MarchenkoPasturFit,
@@ -21,29 +22,53 @@ from .marchenko_pastur import (
     marchenko_pastur_edges,
     marchenko_pastur_pdf,
 )
+from .mixture import (
+    MixtureEntropyBounds,
+    MonteCarloEstimate,
+    mixture_entropy_bounds,
+    mixture_entropy_monte_carlo,
+    mixture_entropy_series,
+)
+from .perception import (
+    DistortionRatePerception,
+    RateDistortionPerception,
+    distortion_rate_perception,
+    rate_distortion_perception,
+)
 from .power_law import PowerLawFit, fit_power_law
 from .rank import effective_rank, participation_ratio, stable_rank
 
 __all__ = [
     "DistortionRate",
+    "DistortionRatePerception",
+    "LatentCapacity",
     "MarchenkoPasturEdges",
     "MarchenkoPasturFit",
+    "MixtureEntropyBounds",
+    "MonteCarloEstimate",
     "PowerLawFit",
     "RateDistortion",
+    "RateDistortionPerception",
     "WaterFilling",
     "coding_rate",
     "distortion_rate",
+    "distortion_rate_perception",
     "effective_rank",
     "fit_marchenko_pastur",
     "fit_power_law",
     "gaussian_capacity",
     "gaussian_entropy",
+    "latent_capacity",
     "log_spectrum_variance",
     "marchenko_pastur_cdf",
     "marchenko_pastur_edges",
     "marchenko_pastur_pdf",
+    "mixture_entropy_bounds",
+    "mixture_entropy_monte_carlo",
+    "mixture_entropy_series",
     "participation_ratio",
     "rate_distortion",
+    "rate_distortion_perception",
     "rate_reduction",
     "spectral_flatness",
     "stable_rank",

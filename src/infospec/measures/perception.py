@@ -4,7 +4,7 @@ Lossy compression that must also keep the reconstructions *realistic* (distribut
 source) pays in distortion. For :math:`X \sim \mathcal N(m, \sigma^2)`, mean squared error
 :math:`D = \mathbb E(X - \hat X)^2` and the perception index the squared 2-Wasserstein
 distance :math:`W_2^2(p_X, p_{\hat X}) \le P`, the trade-off has a closed form
-(Zhang et al. 2021, Theorem 2, after Blau & Michaeli 2019):
+(Zhang et al. 2021, after Blau & Michaeli 2019):
 
 .. math::
 
@@ -155,7 +155,7 @@ def distortion_rate_perception(
 
     References
     ----------
-    G. Zhang, J. Qian, J. Chen and A. Khisti, NeurIPS 2021, Theorem 2.
+    G. Zhang, J. Qian, J. Chen and A. Khisti, NeurIPS 2021 (the scalar Gaussian case).
 
     Examples
     --------

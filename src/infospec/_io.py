@@ -47,6 +47,9 @@ _CSV_HEADERS = (
     "step,table,layer,matrix,status",  # Monitor log
 )
 
+#: A PNG file's first bytes, and the text chunk infospec's figures carry (``Software``).
+_PNG_SIGNATURE, _PNG_MARK = b"\x89PNG\r\n\x1a\n", b"tEXtSoftware\x00infospec"
+
 #: Files of an input folder looked at (to this depth, at most this many) by check_output.
 _FOLDER_DEPTH, _FOLDER_FILES = 3, 20000
 
@@ -62,6 +65,8 @@ def is_infospec_output(path: str | os.PathLike) -> bool:
       activations and skipped tables, ``track``'s long table, a Monitor log);
     * an HTML page (``<!doctype html>``) whose title starts with ``infospec``;
     * a plain-text summary starting with ``infospec report:``;
+    * a PNG figure whose ``Software`` text chunk starts with ``infospec`` (``infospec
+      spectrum``);
     * an empty file (nothing to lose).
 
     Anything else (a checkpoint, a ``config.json``, a file that cannot be read) is not.
@@ -75,6 +80,8 @@ def is_infospec_output(path: str | os.PathLike) -> bool:
         return False
     if not head:
         return True
+    if head.startswith(_PNG_SIGNATURE):
+        return _PNG_MARK in head
     if b"\x00" in head:
         return False
     text = head.decode("utf-8", errors="replace")

@@ -11,9 +11,20 @@ from typing import Any
 from .._lazy import lazy_attribute
 
 __all__ = [
+    "DiffusionNoise",
+    "RadialPowerLaw",
+    "RadialSpectrum",
     "StreamingCovariance",
     "covariance_eigenvalues",
+    "diffusion_noise_levels",
+    "fit_radial_power_law",
+    "frame_entropy",
+    "frame_flatness",
     "ledoit_wolf_shrinkage",
+    "noise_cutoff_frequency",
+    "noise_level_information",
+    "power_spectrogram",
+    "radial_power_spectrum",
     "singular_values",
 ]
 
@@ -22,6 +33,17 @@ _HOME = {
     "covariance_eigenvalues": "covariance",
     "ledoit_wolf_shrinkage": "covariance",
     "singular_values": "matrices",
+    "frame_entropy": "signals",
+    "frame_flatness": "signals",
+    "power_spectrogram": "signals",
+    "RadialPowerLaw": "images",
+    "RadialSpectrum": "images",
+    "fit_radial_power_law": "images",
+    "noise_cutoff_frequency": "images",
+    "noise_level_information": "images",
+    "radial_power_spectrum": "images",
+    "DiffusionNoise": "diffusion",
+    "diffusion_noise_levels": "diffusion",
 }
 
 

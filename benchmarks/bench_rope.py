@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from infospec.tools.rope import long_term_decay, rope_feasibility
+from infospec.tools.rope import long_term_decay, minimal_rope_base, rope_feasibility, rope_table
 
 CFG = dict(
     rope_theta=500000.0,
@@ -34,6 +34,16 @@ def main() -> None:
         tp = time.perf_counter() - t
         assert abs(peer - long_term_decay(th, L)[0]) < 1e-12
         print(f"{L:>10} {ours:>10.3f} {tp:>10.3f} {tp / ours:>7.2f}")
+    t = time.perf_counter()
+    rows = rope_table()
+    print(
+        f"rope --table: {len(rows)} published models at their max_position_embeddings "
+        f"in {time.perf_counter() - t:.3f} s"
+    )
+    for L in (4001, 32001):
+        t = time.perf_counter()
+        b = minimal_rope_base(L)
+        print(f"minimal_rope_base({L}) = {b:.4g} in {time.perf_counter() - t:.3f} s")
     print("load after", os.getloadavg())
 
 

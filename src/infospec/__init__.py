@@ -42,6 +42,9 @@ _HOME: dict[str, str] = {
     "svd_smooth": "transforms",
     "svd_sharpen": "transforms",
     "rmt_project": "transforms",
+    "rope_feasibility": "tools.rope",
+    "minimal_rope_base": "tools.rope",
+    "entropy_patches": "tools.patching",
 }
 
 #: Subpackages reachable as attributes (``infospec.sources.open_source``).

@@ -30,9 +30,11 @@ __all__ = [
     "RopeVerdict",
     "long_term_decay",
     "minimal_rope_base",
+    "published_rope_models",
     "rope_config",
     "rope_feasibility",
     "rope_frequencies",
+    "rope_table",
 ]
 
 #: Significand bits (with the implicit one) of the dtypes in which angles may be computed.
@@ -68,8 +70,11 @@ def _field(cfg: dict, name: str, where: str) -> Any:
 def rope_config(config: dict | str | Path) -> RopeConfig:
     """Parse the RoPE fields of a Hugging Face ``config.json`` (dict, file or model folder).
 
-    ``head_dim`` is the config's ``head_dim`` or ``hidden_size // num_attention_heads``; the
-    rotary dimension is ``int(head_dim * partial_rotary_factor)`` as in transformers.
+    ``head_dim`` is the config's ``qk_rope_head_dim`` (DeepSeek-V2/V3), else ``head_dim``, else
+    ``hidden_size // num_attention_heads``; the rotary dimension is
+    ``int(head_dim * partial_rotary_factor)`` as in transformers. For the ``llama3``, ``yarn``
+    and ``longrope`` types a top-level ``original_max_position_embeddings`` (Phi-3's configs)
+    takes priority over the one inside ``rope_scaling``, as in transformers.
 
     Raises
     ------
@@ -107,7 +112,9 @@ def rope_config(config: dict | str | Path) -> RopeConfig:
             f"{where} has no 'rope_theta' field: the model has no RoPE or the base is implicit; "
             "add 'rope_theta' (for example 10000.0) to the config."
         )
-    head_dim = cfg.get("head_dim")
+    # DeepSeek-V2/V3 (multi-head latent attention): only qk_rope_head_dim dimensions rotate;
+    # transformers sets head_dim = qk_rope_head_dim for them
+    head_dim = cfg.get("qk_rope_head_dim", cfg.get("head_dim"))
     if head_dim is None:
         hidden = _field(cfg, "hidden_size", where)
         heads = _field(cfg, "num_attention_heads", where)
@@ -123,6 +130,10 @@ def rope_config(config: dict | str | Path) -> RopeConfig:
         raise InputError(
             f"{where}: rope_scaling type {kind!r} is not supported; choose one of {_SCALING_TYPES}"
         )
+    if kind in ("llama3", "yarn", "longrope") and cfg.get("original_max_position_embeddings"):
+        # Phi-3 keeps the pre-training length outside rope_scaling; transformers gives the
+        # top-level field priority (PreTrainedConfig.standardize_rope_params)
+        scaling["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
     return RopeConfig(
         rope_theta=float(theta),
         head_dim=int(head_dim),
@@ -245,28 +256,80 @@ def long_term_decay(theta: np.ndarray, context: int, *, block: int = 1024, retur
     return float(curve[where]), where
 
 
+def _decay_holds(theta: np.ndarray, context: int) -> bool:
+    """``B(m) >= 0`` for every ``m < context``, checked on growing prefixes (exact, stops early)."""
+    n = min(context, 1024)
+    while True:
+        if long_term_decay(theta, n)[0] < 0:
+            return False
+        if n == context:
+            return True
+        n = min(context, n * 8)
+
+
 def minimal_rope_base(
     context: int, *, head_dim: int = 128, grid: np.ndarray | None = None
 ) -> float:
-    """The first base on ``grid`` for which ``B(m) >= 0`` for all ``m < context`` (Men et al.).
+    r"""The first base on ``grid`` for which ``B(m) >= 0`` for all ``m < context`` (Men et al.).
 
-    The criterion is not monotone in the base, so this is the *first passing grid value* of a
-    scan, not a threshold. The default grid is ``10 ** np.arange(2, 12.001, 0.01)``.
+    Men et al. 2024 (arXiv 2405.14591, eq. 11) define the lower bound of the base for a context
+    length ``L`` as :math:`\inf\{b : B_{m,\theta} \ge 0\ \forall m \in [0, L]\}` with
+    :math:`\theta_i = b^{-2i/d}` and solve it numerically. The criterion is not monotone in the
+    base: below the point from which every base passes, the passing bases form narrow intervals
+    between failing ones, so the result is the *first passing grid value* of this scan and
+    depends on the grid, not a threshold. Their eq. 11 includes ``m = L``: their
+    ``base_L`` is ``minimal_rope_base(L + 1)``.
+
+    Parameters
+    ----------
+    context : int >= 1
+        The number of positions ``m = 0 .. context-1`` that must satisfy ``B(m) >= 0``.
+    head_dim : even int >= 2, default 128
+        The rotary dimension ``d``.
+    grid : array of float, optional
+        The bases tried, in order; default ``10 ** np.arange(2, 12.001, 0.01)``.
+
+    Returns
+    -------
+    float, the first grid value that passes.
+
+    Raises
+    ------
+    InputError
+        If ``context < 1``, ``head_dim`` is not an even int >= 2, or no grid value passes.
+
+    Examples
+    --------
+    Against Men et al.'s Table 2 (``1k`` = 1000 positions; 4.3e3 published):
+
+    >>> round(minimal_rope_base(1001), -1)
+    4270.0
     """
+    context = int(context)
+    if context < 1:
+        raise InputError(f"The 'context' parameter must be an int >= 1. Got {context} instead.")
+    if int(head_dim) != head_dim or head_dim < 2 or head_dim % 2:
+        raise InputError(f"The 'head_dim' parameter must be an even int >= 2. Got {head_dim}.")
     if grid is None:
         grid = 10.0 ** np.arange(2, 12.001, 0.01)
-    exps = np.arange(0, head_dim, 2, dtype=np.float64) / head_dim
+    exps = np.arange(0, int(head_dim), 2, dtype=np.float64) / int(head_dim)
     for b in np.asarray(grid, dtype=np.float64):
-        if long_term_decay(1.0 / b**exps, context)[0] >= 0:
+        if _decay_holds(1.0 / b**exps, context):
             return float(b)
     raise InputError(f"no base on the grid passes for context={context}; extend 'grid'")
 
 
 @dataclass
 class RopeVerdict:
-    """One row per bound: name, required value, actual value, pass, margin (actual/required)."""
+    """One row per bound: name, required value, actual value, pass, margin (actual/required).
+
+    ``context`` is the context length ``L`` judged and ``theta`` the effective frequencies
+    (radians per token) at that length, from which :func:`long_term_decay` gives ``B(m)``.
+    """
 
     rows: list[dict]
+    context: int = 0
+    theta: np.ndarray | None = field(default=None, repr=False)
 
     def to_json(self) -> str:
         return json.dumps(self.rows, indent=2)
@@ -333,4 +396,63 @@ def rope_feasibility(
         else:
             r["passed"] = r["actual"] >= r["required"]
             r["margin"] = r["actual"] / r["required"]
-    return RopeVerdict(rows)
+    return RopeVerdict(rows, context=L, theta=theta)
+
+
+def published_rope_models() -> list[dict]:
+    """The shipped table of published models' RoPE settings (``infospec/data/rope_models.json``).
+
+    Each row has ``name``, ``hub_url`` (the model's ``config.json`` on the Hugging Face Hub),
+    ``model_type``, ``config`` (the RoPE fields of that ``config.json``, copied as found) and
+    ``source`` (the copy the values were read from: the Hub was not reachable when the table
+    was made, so every row names a public copy of the file and its commit).
+
+    Returns
+    -------
+    list of dict, a fresh copy on every call.
+    """
+    from importlib.resources import files
+
+    text = files("infospec").joinpath("data", "rope_models.json").read_text(encoding="utf-8")
+    return json.loads(text)["models"]
+
+
+def rope_table(*, context: int | None = None, dtype: str = "fp32", eps: float = 0.01) -> list[dict]:
+    """:func:`rope_feasibility` of every model of :func:`published_rope_models`.
+
+    Parameters
+    ----------
+    context : int >= 1, optional
+        One context length for all models; default each model's ``max_position_embeddings``.
+    dtype, eps
+        As for :func:`rope_feasibility`.
+
+    Returns
+    -------
+    list of dict
+        Per model: ``name``, ``hub_url``, ``source``, ``context`` (the ``L`` judged),
+        ``rope_theta``, ``effective_base`` (after ``rope_scaling``, see :func:`rope_feasibility`),
+        ``rotary_dim``, ``scaling`` (the ``rope_scaling`` type), ``passed``
+        (every bound) and ``verdict`` (the :class:`RopeVerdict`).
+    """
+    if context is not None and int(context) < 1:
+        raise InputError(f"The 'context' parameter must be an int >= 1. Got {context} instead.")
+    out = []
+    for model in published_rope_models():
+        cfg = rope_config(model["config"])
+        v = rope_feasibility(cfg, context=context, dtype=dtype, eps=eps)
+        out.append(
+            dict(
+                name=model["name"],
+                hub_url=model["hub_url"],
+                source=model["source"],
+                context=v.context,
+                rope_theta=cfg.rope_theta,
+                effective_base=next(r["actual"] for r in v.rows if r["bound"].startswith("DC")),
+                rotary_dim=cfg.rotary_dim,
+                scaling=cfg.scaling_type,
+                passed=v.passed,
+                verdict=v,
+            )
+        )
+    return out

@@ -6,7 +6,9 @@ SOURCE`` lists what would be analysed, instantly. Errors print one line naming t
 layer or option in the command line's words (``--min-dim``, not ``min_dim``) and exit with
 status 2; numeric options are checked before anything is read. Ctrl-C exits with 130 and
 leaves no partial file. Skipped tensors are counted per reason (``--verbose`` names them);
-``--progress`` shows progress even when stderr is not a terminal.
+``--progress`` shows progress even when stderr is not a terminal. Under torchrun
+(``RANK`` and ``WORLD_SIZE`` set) ``analyze`` runs distributed and only rank 0 writes
+(:mod:`infospec.analysis.distributed`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ _FORMATS = ("table", "csv", "json", "html")
 _COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("rope", "infospec.tools.rope_cli"),
     ("patches", "infospec.tools.patches_cli"),
-    ("spectrum", "infospec.tools.spectrum_cli"),
 )
 #: ``describe`` shortens longer tensor names (with an ellipsis) to keep one line per tensor.
 _NAME_CHARS = 120
@@ -76,7 +77,10 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         help="per-layer spectral report of a model, in bits",
         description="Analyse every weight matrix of a model (and, with data, every layer's "
         "activations) into one per-layer report. With no SOURCE: the built-in "
-        "MiniLM-L6 example, weights and activations on a bundled corpus.",
+        "MiniLM-L6 example, weights and activations on a bundled corpus. Under torchrun "
+        "(torchrun --nproc-per-node N -m infospec analyze SOURCE; RANK and WORLD_SIZE set) "
+        "the tensors, and the --data texts, are shared out over the ranks and rank 0 "
+        "writes the report.",
     )
     p.add_argument(
         "source",
@@ -684,11 +688,31 @@ def _run_analyze(args: argparse.Namespace) -> int:
             "--data FILE (one text per line, or 'example') with a model folder, or use "
             "--table weights."
         )
-    from .analysis import analyze
+    from .analysis.distributed import launched_by_torchrun, process_group
 
     folder = Path(args.source) if args.source else _example_source()
     data_file = data_arg if data_arg not in (None, "example") else None
     _check_out(args, out, folder, data_file, args.base)
+    if not launched_by_torchrun():
+        report = _analyze_report(args, folder, data_arg, None)
+        return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
+    # under torchrun (or srun with RANK and WORLD_SIZE set): every rank analyses its share
+    # and gets the same report; rank 0 writes it
+    with process_group("analyze") as pg:
+        report = _analyze_report(args, folder, data_arg, pg)
+    if pg.rank != 0:
+        return 0
+    return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
+
+
+def _analyze_report(args: argparse.Namespace, folder: Path, data_arg: str | None, pg: Any) -> Any:
+    """The report of ``infospec analyze``; with ``pg``, this rank's part of a distributed run.
+
+    Distributed, the texts of ``--data`` are dealt out to the ranks (text ``i`` to rank
+    ``i % world``) and every rank returns the same report.
+    """
+    from .analysis import analyze
+
     progress = args.progress
     options: dict[str, Any] = {
         "layers": args.layers,
@@ -700,6 +724,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
         "min_dim": args.min_dim,
         "workers": args.workers,
         "randomize": False if args.randomize is None else args.randomize,
+        "distributed": pg is not None,
     }
     if data_arg is not None:
         start = time.perf_counter()
@@ -708,7 +733,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
         load_seconds = time.perf_counter() - start
         from .example import example_batches
 
-        batches = example_batches(tokenizer, texts, batch_size=args.batch_size)
+        mine = texts if pg is None else texts[pg.rank :: pg.world]
+        batches = example_batches(tokenizer, mine, batch_size=args.batch_size)
         report = analyze(
             model,
             batches,
@@ -719,9 +745,8 @@ def _run_analyze(args: argparse.Namespace) -> int:
         report.meta["source"] = f"{folder} (+ {len(texts)} texts from {data_arg})"
         report.meta["model_load_seconds"] = load_seconds
         _add_file_only_tensors(report, folder, args.layers, args.min_dim)
-    else:
-        report = analyze(_weight_source(folder, args.base, args.min_dim), **options)
-    return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
+        return report
+    return analyze(_weight_source(folder, args.base, args.min_dim), **options)
 
 
 def _output_format(args: argparse.Namespace, default_html: str) -> tuple[str, str | None]:

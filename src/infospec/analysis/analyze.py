@@ -15,16 +15,19 @@ import torch
 from torch import nn
 
 from .._errors import InfospecError, InputError, SourceError
-from .._names import match_names
 from .._progress import progress_bar
 from .._validation import check_choice, check_device, check_positive, check_probability
 from ..sources import open_source
 from ..sources.entry import skip_reason_under
-from ..spectra.activations import ActivationCovariances
 from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES, as_matrices
 from ..spectra.covariance import PRECISIONS
 from ..spectra.matrices import singular_values
-from .activations import activation_record
+
+# _forward and _observed_modules re-exported: the low-rank transform, tests and benchmarks
+# drive the forward pass themselves
+from .activation_pass import _forward as _forward
+from .activation_pass import _observed_modules as _observed_modules
+from .activation_pass import activation_pass
 from .report import Report
 from .weights import weight_record
 
@@ -351,66 +354,6 @@ def run_stages(
         meta["fit_seconds"] = sum(stage_seconds["fits"])
 
 
-#: Report name of the model itself when it is the observed module (a bare nn.Linear, say).
-ROOT_NAME = "(model)"
-
-
-def _observed_modules(
-    model: nn.Module, weight_names: Sequence[str], activation_layers: str | Sequence[str] | None
-) -> dict[str, nn.Module]:
-    named = dict(model.named_modules())
-    if activation_layers is None:
-        owners = []
-        for w in weight_names:
-            owner = w.rsplit(".", 1)[0] if "." in w else ""
-            if owner in named and owner not in owners:
-                owners.append(owner)
-        # a bare layer (the model is itself the weight's owner) is reported as "(model)"
-        return {(n or ROOT_NAME): named[n] for n in owners}
-    chosen = match_names(
-        [n for n in named if n],
-        activation_layers,
-        param="activation_layers",
-        func="analyze",
-        what="module",
-    )
-    return {n: named[n] for n in chosen}
-
-
-def _forward(
-    model: nn.Module, batch: Any, device, collector: ActivationCovariances, index: int
-) -> None:
-    def move(x):
-        return x.to(device) if isinstance(x, torch.Tensor) and device is not None else x
-
-    try:
-        if isinstance(batch, Mapping):
-            kwargs = {k: move(v) for k, v in batch.items()}
-            mask = kwargs.get("attention_mask")
-            collector.set_token_mask(mask if isinstance(mask, torch.Tensor) else None)
-            model(**kwargs)
-        elif isinstance(batch, (tuple, list)):
-            collector.set_token_mask(None)
-            model(*[move(b) for b in batch])
-        elif isinstance(batch, torch.Tensor):
-            collector.set_token_mask(None)
-            model(move(batch))
-        else:
-            raise InputError(
-                f"Batch {index} of 'data' is a {type(batch).__name__}; a batch "
-                f"must be a tensor, a tuple of tensors or a dict of model inputs."
-            )
-    except (RuntimeError, TypeError, IndexError, ValueError) as exc:
-        if isinstance(exc, InfospecError):
-            raise
-        shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-        raise InputError(
-            f"Batch {index} of 'data' ({shape}) failed in the model's forward "
-            f"pass: {str(exc).splitlines()[0]}. Every batch must be a valid "
-            f"input of the model (same feature width, dtype and device)."
-        ) from exc
-
-
 def analyze(
     source: Any,
     data: Iterable[Any] | None = None,
@@ -432,6 +375,7 @@ def analyze(
     progress: bool | None = None,
     workers: int | None = None,
     randomize: bool | int = False,
+    distributed: bool = False,
 ) -> Report:
     """Analyse every weight matrix of a model, and, given data, every observed layer's activations.
 
@@ -507,12 +451,27 @@ def analyze(
         ``rand_bulk_max`` and ``trap_ratio``, and the shuffled ESD in ``report.spectra``
         under ``"randomized/<name>"``. An int is the seed (True: 0). One more spectrum
         per matrix; a LoRA delta (read from its factors) gets no such columns.
+    distributed : bool, default False
+        Spread the analysis over the processes of ``torch.distributed``
+        (:mod:`infospec.analysis.distributed`); call it on every rank with the same
+        arguments. The tensors are shared out by cost (about ``m * n * min(m, n)`` each),
+        each rank reading only its own, and the records gathered; with ``data`` (each
+        rank's own shard of the batches) the activation covariances are pooled over the
+        ranks. Each rank computes on its own GPU (``cuda:LOCAL_RANK``) under NCCL or when
+        ``device="cuda"``, else on the CPU. With no process group initialised, one is
+        started from torchrun's variables (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+        ``MASTER_PORT``) and left running. A tensor that fails on a rank is an error row;
+        a failure that ends the run (an unreadable file, a bad batch, an interrupt) is
+        raised on every rank.
 
     Returns
     -------
     Report
         Records per weight matrix and per observed layer, skipped tensors with reasons,
-        spectra, and metadata.
+        spectra, and metadata. With ``distributed``, every rank returns the same report
+        (the rows in the order of a single-process run); its ``meta`` adds
+        ``world_size``, ``rank_items`` (tensors per rank), ``rank_seconds`` (each rank's
+        time in the weight stages) and, with data, ``rank_batches``.
 
     Raises
     ------
@@ -520,7 +479,9 @@ def analyze(
         If the source cannot be opened or read.
     InputError
         If an option is invalid, ``layers`` matches nothing, ``data`` is given with a
-        source that is not a module, or a batch fails in the model.
+        source that is not a module, a batch fails in the model, or ``distributed=True``
+        finds neither a process group nor torchrun's variables (the message says how to
+        launch).
 
     Examples
     --------
@@ -556,6 +517,16 @@ def analyze(
             f"(activations come from a forward pass); got {type(source).__name__}."
             " Load the model first, or omit data for a weights-only report."
         )
+    if not isinstance(distributed, bool):
+        raise InputError(
+            f"The 'distributed' parameter of analyze must be True or False; got {distributed!r}."
+        )
+    pg = None
+    if distributed:
+        from .distributed import join_process_group, rank_device
+
+        pg, _ = join_process_group(func)
+        dev = rank_device(dev, pg)
     src = open_source(source) if min_dim is None else open_source(source, min_dim=min_dim)
     entries = src.select(layers)
     report = Report(
@@ -608,15 +579,23 @@ def analyze(
         return rows, esds
 
     pipeline = (dev or _data_device(source)).type != "cpu"
-    for rows, esds in run_stages(
-        first, second, todo, report.meta, workers=workers, pipeline=pipeline, progress=progress
-    ):
+    options = {"workers": workers, "pipeline": pipeline, "progress": progress}
+    if pg is None:
+        stages = run_stages(first, second, todo, report.meta, **options)
+    else:
+        from .distributed import entry_cost, run_stages_distributed
+
+        costs = [entry_cost(e, conv=conv, split_in_proj=split_in_proj) for e in todo]
+        stages = run_stages_distributed(
+            first, second, todo, report.meta, pg=pg, costs=costs, **options
+        )
+    for rows, esds in stages:
         report.weights.extend(rows)
         report.spectra.update(esds)
     report.meta["weight_seconds"] = time.perf_counter() - t0
 
     if data is not None:
-        _activations(
+        activation_pass(
             source,
             data,
             [e.name for e in todo],
@@ -631,116 +610,10 @@ def analyze(
             rel_noise=rel_noise,
             progress=progress,
             workers=workers,
+            pg=pg,
         )
     report.meta["seconds"] = time.perf_counter() - t0
     return report
-
-
-def _activations(
-    model: nn.Module,
-    data: Iterable[Any],
-    weight_names: Sequence[str],
-    report: Report,
-    *,
-    activation_layers,
-    device,
-    max_tokens,
-    precision,
-    linear_inputs,
-    eps,
-    rel_distortion,
-    rel_noise,
-    progress,
-    workers,
-) -> None:
-    start = time.perf_counter()
-    modules = _observed_modules(model, weight_names, activation_layers)
-    if not modules:
-        raise InputError(
-            "analyze found no module to observe for activations (the model has "
-            "no analysed weight layers); pass activation_layers=REGEX."
-        )
-    was_training = model.training
-    model.eval()
-    total = len(data) if hasattr(data, "__len__") else None
-    batches = 0
-    try:
-        with (
-            ActivationCovariances(
-                modules,
-                max_tokens=max_tokens,
-                device=device,
-                precision=precision,
-                linear_inputs=linear_inputs,
-            ) as acts,
-            torch.no_grad(),
-        ):
-            bar = progress_bar(
-                data, total=total, desc="activations", unit="batch", enabled=progress
-            )
-            for i, batch in enumerate(bar):
-                _forward(model, batch, device, acts, i)
-                batches += 1
-            passes = time.perf_counter() - start
-            if batches == 0:
-                raise InputError(
-                    "The 'data' argument of analyze yielded no batch; give at "
-                    "least one batch or data=None."
-                )
-            accumulators = acts.accumulators  # linear layers through inputs mapped here
-
-            def measure(name: str):
-                acc = accumulators[name]
-                eig = acc.eigenvalues()
-                rec = activation_record(
-                    eig,
-                    acc.count,
-                    eps=eps,
-                    rel_distortion=rel_distortion,
-                    rel_noise=rel_noise,
-                    input_dtype=acts.dtypes.get(name, torch.float64),
-                )
-                return eig, rec
-
-            ready = [
-                n
-                for n in modules
-                if n not in acts.errors and n in accumulators and accumulators[n].count >= 2
-            ]
-            # one intra-op thread per worker, as for the weights: a symmetric eigensolver
-            # gains little from threads, and a busy machine stalls it badly (a 384-wide
-            # eigvalsh took 0.02-2 s on 2 threads of a loaded 2-core machine, 0.015 s on 1)
-            pool_size = _resolve_workers(workers, len(ready))
-            with _intra_op_threads(1), ThreadPoolExecutor(max_workers=pool_size) as pool:
-                measured = dict(zip(ready, pool.map(measure, ready), strict=True))
-            for name in modules:
-                row: dict[str, Any] = {"name": name, "module": type(modules[name]).__name__}
-                if name in acts.errors:
-                    report.activations.append(
-                        {**row, "status": "error", "warning": acts.errors[name]}
-                    )
-                    continue
-                if name not in measured:
-                    report.activations.append(
-                        {
-                            **row,
-                            "status": "error",
-                            "warning": "fewer than 2 activation rows were seen",
-                        }
-                    )
-                    continue
-                eig, rec = measured[name]
-                report.activations.append({**row, "status": "ok", **rec})
-                report.spectra[f"activations/{name}"] = eig.cpu().numpy()
-    finally:
-        model.train(was_training)
-    report.meta["batches"] = batches
-    # host time: on a GPU the forward passes and the hooks overlap the device's work
-    report.meta["activation_seconds"] = total_seconds = time.perf_counter() - start
-    report.meta["activation_forward_seconds"] = passes - acts.seconds
-    report.meta["activation_accumulate_seconds"] = acts.seconds
-    # the covariances' eigenvalues and the measures
-    report.meta["activation_measure_seconds"] = total_seconds - passes
 
 
 def _randomize_seed(randomize: Any) -> int | None:

@@ -229,14 +229,6 @@ def _process_group_size(group: Any = None) -> int:
     return dist.get_world_size(group)
 
 
-def _dtype_of_eps(eps: float) -> torch.dtype:
-    """The floating dtype whose machine epsilon is ``eps`` (float64 for 0 or unknown)."""
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        if eps == torch.finfo(dtype).eps:
-            return dtype
-    return torch.float64
-
-
 class _LogFile:
     """Appends one record per line to a .jsonl or .csv file, each line in one write."""
 
@@ -759,89 +751,38 @@ class Monitor:
         return dist.get_rank(self.group)
 
     def _pooled(self, collector: ActivationCovariances) -> tuple[dict, dict[str, str], dict]:
-        """Every rank's accumulators merged, layer by layer, in the same order everywhere.
+        """Every rank's accumulators merged (:func:`~infospec.spectra.pooling.pool_over_ranks`).
 
-        A first ``all_gather`` checks that every rank watches the same layers. A second
-        gathers each rank's (width, rows, error, input precision, on CUDA) per layer, so
-        every rank knows which layers have rows anywhere, which failed somewhere, the
-        coarsest input dtype (for the rank floor) and one device for the reduction; then
-        each layer with rows is reduced (a rank without rows for it takes part with an
-        empty accumulator). Returns the pooled accumulators, the error of each failed
-        layer and the input dtype of each pooled layer, all the same on every rank.
+        Returns the pooled accumulators, the error of each failed layer and the input dtype
+        of each pooled layer, all the same on every rank; the reason of a layer that failed
+        here is a warning on this rank.
         """
-        import zlib
+        from ..spectra.pooling import pool_over_ranks
 
-        import torch.distributed as dist
-
-        world = self._world()
-        names = list(self.layers)
-        accs = collector.accumulators
-        # small tensors travel on the CPU, except under a pure NCCL backend (GPU only)
-        nccl_only = dist.get_backend(self.group) == "nccl"
-        cuda = torch.device("cuda", torch.cuda.current_device()) if nccl_only else None
-
-        def gather(rows: list[list[float]]) -> torch.Tensor:
-            mine = torch.tensor(rows, dtype=torch.float64, device=cuda)
-            out = [torch.empty_like(mine) for _ in range(world)]
-            dist.all_gather(out, mine, group=self.group)
-            return torch.stack(out).cpu()
-
-        fingerprint = float(zlib.crc32("\n".join(names).encode("utf-8")))
-        seen = gather([[float(len(names)), fingerprint]])[:, 0]
-        if not bool((seen == seen[0]).all()):
-            raise InputError(
-                "Monitor(distributed=True): the ranks watch different layers (counts "
-                f"{[int(n) for n in seen[:, 0].tolist()]}). Create the monitor with the same "
-                "model and 'layers' on every rank."
-            )
-        state = []
-        for n in names:
-            acc = accs.get(n)
-            dtype = collector.dtypes.get(n, torch.float64)
-            state.append(
-                [
-                    float(acc.dim) if acc is not None else 0.0,
-                    float(acc.count) if acc is not None else 0.0,
-                    1.0 if n in collector.errors else 0.0,
-                    torch.finfo(dtype).eps if acc is not None else 0.0,
-                    1.0 if acc is not None and acc.mean.device.type == "cuda" else 0.0,
-                ]
-            )
-        table = gather(state).reshape(world, len(names), 5)
-        pooled: dict[str, StreamingCovariance] = {}
-        errors: dict[str, str] = {}
-        dtypes: dict[str, torch.dtype] = {}
-        for i, name in enumerate(names):
-            dims = {int(d) for d in table[:, i, 0].tolist() if d > 0}
-            failed = [r for r in range(world) if table[r, i, 2] > 0]
+        for name in self.layers:
             if name in collector.errors:  # the reason, on the rank that knows it
                 self._warn_once(
                     f"rank-error/{name}",
                     f"Monitor, rank {self._rank()}: {collector.errors[name]}",
                 )
-            if failed:
-                # the same words on every rank, so that every rank logs the same rows
-                errors[name] = (
-                    f"layer '{_display(name)}' could not be measured on rank(s) {failed} of "
-                    f"the group (non-finite, non-floating or width-changing outputs; a "
-                    f"warning on that rank says which); its statistics for this measurement "
-                    f"stop there"
-                )
-                continue
-            if not dims:
-                continue
-            if len(dims) > 1:
-                errors[name] = f"ranks disagree on the output width: {sorted(dims)}"
-                continue
-            on_cuda = nccl_only or bool((table[:, i, 4] > 0).any())
-            where = torch.device("cuda", torch.cuda.current_device()) if on_cuda else "cpu"
-            mine = StreamingCovariance(dims.pop(), device=where)
-            acc = accs.get(name)
-            if acc is not None:
-                mine.merge(acc)
-            pooled[name] = mine.all_reduce(self.group)
-            dtypes[name] = _dtype_of_eps(float(table[:, i, 3].max()))
-        return pooled, errors, dtypes
+
+        def failed_message(name: str, failed: list[int]) -> str:
+            # the same words on every rank, so that every rank logs the same rows
+            return (
+                f"layer '{_display(name)}' could not be measured on rank(s) {failed} of "
+                f"the group (non-finite, non-floating or width-changing outputs; a "
+                f"warning on that rank says which); its statistics for this measurement "
+                f"stop there"
+            )
+
+        return pool_over_ranks(
+            collector,
+            self.layers,
+            self.group,
+            who="Monitor(distributed=True)",
+            fix="Create the monitor with the same model and 'layers' on every rank.",
+            failed_message=failed_message,
+        )
 
     def _activation_rows(self) -> list[dict[str, Any]]:
         collector = self._collector

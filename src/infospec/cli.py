@@ -35,6 +35,7 @@ _FORMATS = ("table", "csv", "json", "html")
 _COMMAND_MODULES: tuple[tuple[str, str], ...] = (
     ("rope", "infospec.tools.rope_cli"),
     ("patches", "infospec.tools.patches_cli"),
+    ("spectrum", "infospec.tools.spectrum_cli"),
 )
 #: ``describe`` shortens longer tensor names (with an ellipsis) to keep one line per tensor.
 _NAME_CHARS = 120

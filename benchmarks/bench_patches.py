@@ -10,8 +10,9 @@ import os
 import time
 from pathlib import Path
 
-from infospec.tools.ngram import ByteNgram
+from infospec.tools.ngram import ByteNgram, corpus_ngram
 from infospec.tools.patching import entropy_patches
+from infospec.tools.tokens import minilm_tokenizer, token_starts
 
 
 def main() -> None:
@@ -30,6 +31,19 @@ def main() -> None:
             f"order {order}: fit {mb / 2 / fit:6.1f} MB/s  patch {mb / run:6.1f} MB/s  "
             f"patches {starts.size}  mean length {len(text) / starts.size:.2f}"
         )
+    model = corpus_ngram()
+    t = time.perf_counter()
+    starts = entropy_patches(text, model, threshold=3.0)
+    run = time.perf_counter() - t
+    print(
+        f"shipped corpus model (order 3): patch {len(text) / 1e6 / run:6.1f} MB/s  "
+        f"patches {starts.size}  bits/byte {model.bits_per_byte(text):.3f}"
+    )
+    tok = minilm_tokenizer()
+    t = time.perf_counter()
+    tokens = token_starts(text, tok)
+    run = time.perf_counter() - t
+    print(f"MiniLM token starts: {len(text) / 1e6 / run:6.2f} MB/s  tokens {tokens.size}")
     sample = text[:100_000]
     t = time.perf_counter()
     counts: dict = {}

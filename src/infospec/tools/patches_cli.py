@@ -1,4 +1,10 @@
-"""``infospec patches FILE``: entropy patches of a file's bytes with the byte n-gram model."""
+"""``infospec patches FILE``: entropy patches of a file's bytes with a byte n-gram model.
+
+The model is the shipped one fitted on the built-in corpus (``--model corpus``, the default,
+so bits per byte are out of sample) or one fitted on the file itself (``--model file``, in
+sample). The statistics are set beside fixed-size patches of the same mean length and the
+MiniLM-L6 tokenizer's tokens on the same text.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,34 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold-add", type=float, default=None, help="nats, for --mode both")
     p.add_argument("--mode", choices=("global", "monotonic", "both"), default="global")
     p.add_argument("--max-patch-length", type=int, default=None)
-    p.add_argument("--order", type=int, default=3, help="n-gram order, fitted on the file")
+    p.add_argument(
+        "--model",
+        choices=("corpus", "file"),
+        default="corpus",
+        help="the shipped n-gram fitted on the built-in corpus (default), or one fitted on FILE",
+    )
+    p.add_argument("--order", type=int, default=None, help="n-gram order for --model file (3)")
+    p.add_argument("--no-tokens", action="store_true", help="skip the MiniLM token comparison")
     p.add_argument("--output", default=None, help="write the patch start offsets, one a line")
+
+
+def _token_lines(data: bytes, starts) -> list[str]:
+    from .._errors import InfospecError
+    from .tokens import boundary_agreement, token_starts
+
+    try:
+        tokens = token_starts(data)
+    except InfospecError as exc:  # not UTF-8 text, or the tokenizer's package is missing
+        return [f"MiniLM tokens: skipped ({exc})"]
+    if tokens.size == 0:
+        return ["MiniLM tokens: none (the text has no non-space characters)"]
+    agree = boundary_agreement(starts, tokens)
+    return [
+        f"MiniLM tokens {tokens.size}  bytes/token {len(data) / tokens.size:.3f}  "
+        f"patches/token {starts.size / tokens.size:.3f}",
+        f"patch starts on a token start {agree['patch_on_token']:.1%}  "
+        f"token starts on a patch start {agree['token_on_patch']:.1%}",
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,16 +53,26 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from .._errors import SourceError
+    from .._errors import InputError, SourceError
     from .._io import atomic_write
-    from .ngram import ByteNgram
+    from .ngram import ByteNgram, corpus_ngram
     from .patching import entropy_patches
 
+    if args.model == "corpus" and args.order is not None:
+        raise InputError(
+            "--order sets the order of a model fitted on FILE: use it with --model file (the "
+            "shipped corpus model has order 3)."
+        )
     try:
         data = Path(args.file).read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read {args.file}: {exc}") from exc
-    model = ByteNgram(args.order).fit(data)
+    if args.model == "file":
+        model = ByteNgram(3 if args.order is None else args.order).fit(data)
+        which = "in-sample, fitted on FILE"
+    else:
+        model = corpus_ngram()
+        which = "the shipped corpus model"
     starts = entropy_patches(
         data,
         model,
@@ -39,14 +81,14 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         max_patch_length=args.max_patch_length,
     )
-    lengths = np.diff(np.append(starts, len(data)))
-    print(
-        f"bytes {len(data)}  patches {starts.size}  bits/byte (in-sample) "
-        f"{model.bits_per_byte(data):.4f}"
-        if data
-        else "empty file"
-    )
-    if lengths.size:
+    if not data:
+        print("empty file")
+    else:
+        print(
+            f"bytes {len(data)}  patches {starts.size}  bits/byte "
+            f"{model.bits_per_byte(data):.4f} ({which}, order {model.order})"
+        )
+        lengths = np.diff(np.append(starts, len(data)))
         q = np.percentile(lengths, [50, 90, 99])
         print(
             f"patch length mean {lengths.mean():.3f}  median {q[0]:g}  p90 {q[1]:g}  "
@@ -54,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         )
         size = max(1, round(lengths.mean()))
         print(f"fixed-size patches of {size} bytes: {-(-len(data) // size)}")
+        if not args.no_tokens:
+            print("\n".join(_token_lines(data, starts)))
     if args.output:
         with atomic_write(args.output) as fh:
             fh.write("".join(f"{s}\n" for s in starts.tolist()))

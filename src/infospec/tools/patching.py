@@ -39,8 +39,8 @@ def entropy_patches(
     ----------
     data : bytes or str, optional when ``entropies`` is given.
     model : object with ``entropies(data) -> (n,)`` nats, or a callable returning next-byte
-        probabilities of shape (n, 256); default: a :class:`~infospec.tools.ngram.ByteNgram`
-        fitted on ``data`` itself when neither model nor entropies is given.
+        probabilities of shape (n, 256); default: the shipped
+        :func:`~infospec.tools.ngram.corpus_ngram` (order 3, fitted on the built-in corpus).
     entropies : array (n,), nats, instead of a model.
     threshold, threshold_add : float, nats.
     mode : {"global", "monotonic", "both"}
@@ -78,10 +78,10 @@ def entropy_patches(
 
 
 def _model_entropies(data, model) -> np.ndarray:
-    from .ngram import ByteNgram
+    from .ngram import corpus_ngram
 
     if model is None:
-        model = ByteNgram().fit(data)
+        model = corpus_ngram()
     if hasattr(model, "entropies"):
         return model.entropies(data)
     if not callable(model):

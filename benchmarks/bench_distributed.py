@@ -17,7 +17,8 @@ core. Per run: the time of the ``analyze`` call (rank 0's, which ends with the g
 every rank's share is in it), the wall time of the whole command (interpreter, imports
 and, for torchrun, the rendezvous), and each process's peak resident set (``VmHWM``,
 Linux) in all and above what it held after importing torch and analysing one small
-tensor. Ratios are against the first run; ``max rel diff`` is the largest relative
+tensor. Ratios are against the first run; the balance line gives each rank's time in
+its share; ``max rel diff`` is the largest relative
 difference of a report column from the first run's, which the distributed run must keep
 within 1e-12 (it computes every matrix as the one-thread process does; threads of one
 process may round differently).
@@ -200,6 +201,12 @@ def main() -> None:
     dist_run = list(runs.values())[-1]["results"][0]["weights"]
     worst = _same(dist_run, reference)
     assert worst <= 1e-12, f"the distributed report differs by {worst:.1e} from one process"
+    seconds = list(runs.values())[-1]["results"][0]["rank_seconds"]
+    print(
+        "balance: each rank's seconds in the stages "
+        + ", ".join(f"{t:.2f}" for t in seconds)
+        + f" (the slowest {max(seconds) / (sum(seconds) / len(seconds)):.2f}x their mean)"
+    )
     print("the distributed report: the rows of one process, in order, every column within 1e-12")
 
 

@@ -362,22 +362,26 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     fmt, out = _output_format(args, "infospec-compare.html")
     _check_out(args, out, args.base, args.tuned)
-    report = compare(
-        args.base,
-        args.tuned,
-        layers=args.layers,
-        rename=_parse_rename(args.rename),
-        k=args.k,
-        strict=args.strict,
-        device=args.device,
-        conv=args.conv,
-        rel_distortion=args.rel_distortion,
-        min_dim=args.min_dim,
-        fits=not args.no_fits,
-        progress=args.progress,
-        workers=args.workers,
+    report, writes = _on_ranks(
+        "compare",
+        lambda pg: compare(
+            args.base,
+            args.tuned,
+            layers=args.layers,
+            rename=_parse_rename(args.rename),
+            k=args.k,
+            strict=args.strict,
+            device=args.device,
+            conv=args.conv,
+            rel_distortion=args.rel_distortion,
+            min_dim=args.min_dim,
+            fits=not args.no_fits,
+            progress=args.progress,
+            workers=args.workers,
+            distributed=pg is not None,
+        ),
     )
-    return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
+    return _emit(report, fmt, out, table=args.table, verbose=args.verbose) if writes else 0
 
 
 def _add_progress(p: argparse.ArgumentParser) -> None:
@@ -689,21 +693,27 @@ def _run_analyze(args: argparse.Namespace) -> int:
             "--data FILE (one text per line, or 'example') with a model folder, or use "
             "--table weights."
         )
-    from .analysis.distributed import launched_by_torchrun, process_group
-
     folder = Path(args.source) if args.source else _example_source()
     data_file = data_arg if data_arg not in (None, "example") else None
     _check_out(args, out, folder, data_file, args.base)
+    report, writes = _on_ranks("analyze", lambda pg: _analyze_report(args, folder, data_arg, pg))
+    return _emit(report, fmt, out, table=args.table, verbose=args.verbose) if writes else 0
+
+
+def _on_ranks(verb: str, compute: Any) -> tuple[Any, bool]:
+    """``compute(None)``, or under torchrun ``compute(pg)`` on every rank; and who writes.
+
+    Under torchrun (or srun with ``RANK`` and ``WORLD_SIZE`` set) a process group is
+    started for the verb and destroyed after it (:mod:`infospec.analysis.distributed`):
+    every rank computes its share and gets the same report, and only rank 0 writes it.
+    """
+    from .analysis.distributed import launched_by_torchrun, process_group
+
     if not launched_by_torchrun():
-        report = _analyze_report(args, folder, data_arg, None)
-        return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
-    # under torchrun (or srun with RANK and WORLD_SIZE set): every rank analyses its share
-    # and gets the same report; rank 0 writes it
-    with process_group("analyze") as pg:
-        report = _analyze_report(args, folder, data_arg, pg)
-    if pg.rank != 0:
-        return 0
-    return _emit(report, fmt, out, table=args.table, verbose=args.verbose)
+        return compute(None), True
+    with process_group(verb) as pg:
+        report = compute(pg)
+    return report, pg.rank == 0
 
 
 def _analyze_report(args: argparse.Namespace, folder: Path, data_arg: str | None, pg: Any) -> Any:

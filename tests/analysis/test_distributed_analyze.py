@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from infospec import InputError, SourceError, analyze
+from infospec import InputError, SourceError, analyze, compare
 from infospec.analysis.distributed import assign_by_cost, entry_cost
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is missing")
@@ -32,15 +32,23 @@ SHAPES = {
 }
 
 
-def _checkpoint(path) -> str:
+def _checkpoint(path, *, tuned: bool = False) -> str:
+    """The test checkpoint; ``tuned``: each matrix plus a rank-2 change (seed 8)."""
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(7)
+    change = torch.Generator().manual_seed(8)
     tensors = {}
     for name, shape in SHAPES.items():
         t = torch.randn(*shape, generator=g, dtype=torch.float32)
         if name == "nan.weight":
             t[3, 5] = float("nan")
+        if tuned and len(shape) == 2:
+            t += (
+                0.1
+                * torch.randn(shape[0], 2, generator=change)
+                @ torch.randn(2, shape[1], generator=change)
+            )
         tensors[name] = t
     save_file(tensors, str(path))
     return str(path)
@@ -79,12 +87,13 @@ def _tables(report) -> dict:
     }
 
 
-def _worker(rank: int, world: int, tmp: str, ckpt: str) -> None:
+def _worker(rank: int, world: int, tmp: str, ckpt: str, tuned: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world)
     try:
         out: dict = {}
         weights = analyze(ckpt, distributed=True, workers=1, progress=False)
         out["weights"] = _tables(weights)
+        out["compare"] = _tables(compare(ckpt, tuned, distributed=True, workers=1, progress=False))
         both = analyze(Net(), _batches(rank), distributed=True, workers=1, progress=False)
         out["activations"] = _tables(both)
         # an unreadable tensor on the last rank ends the run on every rank, with its name
@@ -128,7 +137,8 @@ def _same_rows(got: list[dict], want: list[dict]) -> None:
 @pytest.mark.parametrize("world", [2, 3])
 def test_distributed_report_equals_single_process(tmp_path, world):
     ckpt = _checkpoint(tmp_path / "model.safetensors")
-    mp.spawn(_worker, args=(world, str(tmp_path), ckpt), nprocs=world, join=True)
+    tuned = _checkpoint(tmp_path / "tuned.safetensors", tuned=True)
+    mp.spawn(_worker, args=(world, str(tmp_path), ckpt, tuned), nprocs=world, join=True)
     alone = analyze(ckpt, workers=1, progress=False)
     pooled = [torch.load(f"{tmp_path}/out.{r}")["weights"] for r in range(world)]
     for got in pooled:  # every rank returns the same report
@@ -143,6 +153,15 @@ def test_distributed_report_equals_single_process(tmp_path, world):
     assert nan_row["status"] == "error"
     assert nan_row["warning"] == "tensor contains 1 NaN and 0 infinite value(s); not analysed"
     assert [r["name"] for r in alone.skipped] == ["bias"]
+
+    # compare: the pairs shared out the same way
+    diff = compare(ckpt, tuned, workers=1, progress=False)
+    assert [r["name"] for r in diff.weights if r["status"] == "error"] == ["nan.weight"]
+    assert len(diff.weights) == 6
+    for r in range(world):
+        got = torch.load(f"{tmp_path}/out.{r}")["compare"]
+        _same_rows(got["weights"], diff.weights)
+        _same_rows(got["skipped"], diff.skipped)
 
     # activations: each rank streamed its own shard; the pooled covariance is all of them
     data = [b for r in range(world) for b in _batches(r)]

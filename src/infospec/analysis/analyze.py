@@ -517,16 +517,9 @@ def analyze(
             f"(activations come from a forward pass); got {type(source).__name__}."
             " Load the model first, or omit data for a weights-only report."
         )
-    if not isinstance(distributed, bool):
-        raise InputError(
-            f"The 'distributed' parameter of analyze must be True or False; got {distributed!r}."
-        )
-    pg = None
-    if distributed:
-        from .distributed import join_process_group, rank_device
+    from .distributed import setup, stages_on
 
-        pg, _ = join_process_group(func)
-        dev = rank_device(dev, pg)
+    pg, dev = setup(distributed, dev, func)
     src = open_source(source) if min_dim is None else open_source(source, min_dim=min_dim)
     entries = src.select(layers)
     report = Report(
@@ -579,16 +572,18 @@ def analyze(
         return rows, esds
 
     pipeline = (dev or _data_device(source)).type != "cpu"
-    options = {"workers": workers, "pipeline": pipeline, "progress": progress}
-    if pg is None:
-        stages = run_stages(first, second, todo, report.meta, **options)
-    else:
-        from .distributed import entry_cost, run_stages_distributed
-
-        costs = [entry_cost(e, conv=conv, split_in_proj=split_in_proj) for e in todo]
-        stages = run_stages_distributed(
-            first, second, todo, report.meta, pg=pg, costs=costs, **options
-        )
+    stages = stages_on(
+        pg,
+        first,
+        second,
+        todo,
+        report.meta,
+        conv=conv,
+        split_in_proj=split_in_proj,
+        workers=workers,
+        pipeline=pipeline,
+        progress=progress,
+    )
     for rows, esds in stages:
         report.weights.extend(rows)
         report.spectra.update(esds)

@@ -58,7 +58,6 @@ from .analyze import (
     _records,
     _version,
     nonfinite_error,
-    run_stages,
     skipped_record,
 )
 from .report import Report
@@ -535,6 +534,7 @@ def compare(
     rel_distortion: float = 0.01,
     progress: bool | None = None,
     workers: int | None = None,
+    distributed: bool = False,
 ) -> Report:
     r"""Compare two checkpoints of one architecture: the spectrum of every weight change.
 
@@ -568,6 +568,10 @@ def compare(
         :func:`infospec.track` stores for each checkpoint after the first).
     device, conv, split_in_proj, min_dim, method, fits, rel_distortion, progress, workers
         As in :func:`infospec.analyze`; each worker holds one pair of tensors at a time.
+    distributed : bool, default False
+        As in :func:`infospec.analyze`: the pairs shared out over the ranks of
+        ``torch.distributed`` by cost, each rank reading only its own, and every rank
+        returning the same report (:mod:`infospec.analysis.distributed`).
 
     Returns
     -------
@@ -609,6 +613,9 @@ def compare(
     rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
     k = check_positive(k, "k", func, allow_zero=True, integer=True)
     dev = check_device(device, "device", func)
+    from .distributed import setup, stages_on
+
+    pg, dev = setup(distributed, dev, func)
     kw = {} if min_dim is None else {"min_dim": min_dim}
     src_b = open_source(base, **kw)
     src_t = open_source(tuned, **kw)
@@ -654,11 +661,14 @@ def compare(
         )
 
     pipeline = (dev or _data_device(base)).type != "cpu"
-    for rows, esds in run_stages(
+    for rows, esds in stages_on(
+        pg,
         first,
         second,
         pairs,
         report.meta,
+        conv=conv,
+        split_in_proj=split_in_proj,
         workers=workers,
         pipeline=pipeline,
         progress=progress,

@@ -51,6 +51,8 @@ __all__ = [
     "raise_if_any_failed",
     "rank_device",
     "run_stages_distributed",
+    "setup",
+    "stages_on",
 ]
 
 #: The environment variables ``env://`` initialisation reads (torchrun sets them all).
@@ -174,7 +176,32 @@ def _local_rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
-def rank_device(device: torch.device | None, pg: ProcessGroup) -> torch.device | None:
+def setup(
+    distributed: Any, device: torch.device | None, func: str
+) -> tuple[ProcessGroup | None, torch.device | None]:
+    """The group and this rank's device of ``func(..., distributed=...)``.
+
+    ``(None, device)`` when ``distributed`` is False; else the group
+    (:func:`join_process_group`) and :func:`rank_device`.
+
+    Raises
+    ------
+    InputError
+        If ``distributed`` is not a bool, or as :func:`join_process_group`.
+    """
+    if not isinstance(distributed, bool):
+        raise InputError(
+            f"The 'distributed' parameter of {func} must be True or False; got {distributed!r}."
+        )
+    if not distributed:
+        return None, device
+    pg, _ = join_process_group(func)
+    return pg, rank_device(device, pg, func)
+
+
+def rank_device(
+    device: torch.device | None, pg: ProcessGroup, func: str = "analyze"
+) -> torch.device | None:
     """The device of this rank: its own GPU (``cuda:LOCAL_RANK``) or the device given.
 
     Under NCCL, no device means this rank's GPU; a ``cuda`` device without an index (any
@@ -187,7 +214,7 @@ def rank_device(device: torch.device | None, pg: ProcessGroup) -> torch.device |
     count = torch.cuda.device_count()
     if count == 0:
         raise InputError(
-            f"analyze(distributed=True) runs on a {pg.backend} group, whose ranks compute on "
+            f"{func}(distributed=True) runs on a {pg.backend} group, whose ranks compute on "
             f"their own GPU, but no CUDA device is visible; use the gloo backend on the CPU."
         )
     return torch.device("cuda", _local_rank() % count)
@@ -306,6 +333,31 @@ def _check_same_items(pg: ProcessGroup, names: Sequence[str], desc: str) -> None
             f"analyze(distributed=True): the ranks list different {desc} tensors (counts "
             f"{[s[0] for s in seen]}); give every rank the same source, layers and min_dim."
         )
+
+
+def stages_on(
+    pg: ProcessGroup | None,
+    first,
+    second,
+    items: Sequence[Any],
+    meta: dict[str, Any],
+    *,
+    conv: str,
+    split_in_proj: bool,
+    **options: Any,
+):
+    """The weight stages of a verb: :func:`~infospec.analysis.analyze.run_stages` alone, or
+    :func:`run_stages_distributed` over ``pg`` with each item's :func:`entry_cost`.
+
+    ``options`` are those of ``run_stages`` (``workers``, ``pipeline``, ``progress``,
+    ``desc``).
+    """
+    if pg is None:
+        from .analyze import run_stages
+
+        return run_stages(first, second, items, meta, **options)
+    costs = [entry_cost(e, conv=conv, split_in_proj=split_in_proj) for e in items]
+    return run_stages_distributed(first, second, items, meta, pg=pg, costs=costs, **options)
 
 
 def run_stages_distributed(

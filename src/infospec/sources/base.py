@@ -36,8 +36,13 @@ class WeightSource(abc.ABC):
     min_dim: int
 
     @abc.abstractmethod
-    def entries(self) -> list[WeightEntry]:
-        """Every tensor of the source, skipped ones included (with their reason)."""
+    def entries(self) -> Sequence[WeightEntry]:
+        """Every tensor of the source, skipped ones included (with their reason).
+
+        A list, or, for a file source, a read-only sequence whose entries are built when
+        indexed or iterated (:class:`~infospec.sources.listing.EntryTable`), so that a
+        header of a million tensors lists at once.
+        """
 
     def select(self, layers: str | Sequence[str] | None = None) -> list[WeightEntry]:
         """The entries whose names match ``layers``; see :func:`select`."""

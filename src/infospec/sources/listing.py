@@ -6,18 +6,34 @@ One rule for every such source: the kind from the name and shape
 (:mod:`infospec.sources.entry`), then the source's own reason (a tied or storage-less
 tensor); FP8 weights load dequantized; file sources sort the entries into model order
 (:mod:`infospec.sources.order`).
+
+Entries are kept as columns (:class:`EntryTable`): the names, and for each tensor an
+index into a short list of the distinct (shape, dtype, kind, skip reason, origin)
+profiles; a :class:`WeightEntry` is built when it is asked for. Kinds and reasons are
+computed once per profile, and by name only for the tensors whose kind the name can
+change (a 2- to 5-D tensor whose name ends in ``weight``), so that a header of a million
+tiny tensors lists in a fraction of a second.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import NamedTuple, overload
 
-from .entry import Loader, WeightEntry, infer_kind, skip_reason_for
-from .fp8 import DEFAULT_BLOCK, FP8_DTYPES, SCALE_DTYPE, fp8_plan
-from .order import sort_model_order
+from .entry import Loader, WeightEntry, generic_kind, infer_kind, skip_reason_for
+from .fp8 import DEFAULT_BLOCK, FP8_DTYPES, SCALE_DTYPE, Fp8Plan, fp8_plan
+from .order import model_order_indices
 
-__all__ = ["TensorMeta", "build_entries"]
+__all__ = [
+    "EntryTable",
+    "TensorMeta",
+    "build_entries",
+    "entry_groups",
+    "entry_table",
+    "meta_columns",
+]
 
 
 class TensorMeta(NamedTuple):
@@ -38,6 +54,161 @@ class TensorMeta(NamedTuple):
     dtype: str
     origin: str
     reason: str | None = None
+
+
+class EntryTable(Sequence[WeightEntry]):
+    """The entries of a source as columns, each :class:`WeightEntry` built when asked for.
+
+    A read-only sequence: ``table[i]``, ``len(table)``, iteration, slices (a list).
+    Built by :func:`entry_table`.
+    """
+
+    __slots__ = ("_loader_of", "_names", "_plan", "_profile_ids", "_profiles")
+
+    def __init__(
+        self,
+        names: list[str],
+        profile_ids: array,
+        profiles: list[tuple[tuple[int, ...], str, str, str | None, str]],
+        loader_of: Callable[[str], Loader],
+        plan: Fp8Plan,
+    ) -> None:
+        self._names = names
+        self._profile_ids = profile_ids
+        self._profiles = profiles
+        self._loader_of = loader_of
+        self._plan = plan
+
+    def _entry(self, i: int) -> WeightEntry:
+        name = self._names[i]
+        shape, dtype, kind, reason, origin = self._profiles[self._profile_ids[i]]
+        load = self._plan.loader(name, dtype, shape, self._loader_of(name), self._loader_of)
+        return WeightEntry(name, shape, dtype, kind, reason, origin, load)
+
+    @overload
+    def __getitem__(self, i: int) -> WeightEntry: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[WeightEntry]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._entry(j) for j in range(*i.indices(len(self._names)))]
+        if not -len(self._names) <= i < len(self._names):
+            raise IndexError(f"entry index {i} out of range for {len(self._names)} entries")
+        return self._entry(i % len(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __iter__(self) -> Iterator[WeightEntry]:
+        return map(self._entry, range(len(self._names)))
+
+    @property
+    def names(self) -> list[str]:
+        """Every entry's name, in order (no entry built)."""
+        return list(self._names)
+
+    def groups(self) -> list[tuple[WeightEntry, int]]:
+        """Each distinct profile as a nameless entry, and how many entries have it."""
+        counts = Counter(self._profile_ids)
+        return [(WeightEntry("", *self._profiles[p]), c) for p, c in sorted(counts.items())]
+
+    def __repr__(self) -> str:
+        return f"<EntryTable of {len(self)} entries, {len(self._profiles)} profiles>"
+
+
+def entry_groups(entries: Sequence[WeightEntry]) -> list[tuple[WeightEntry, int]]:
+    """The entries grouped by (shape, dtype, kind, skip reason, origin), with counts.
+
+    Each group is a nameless :class:`WeightEntry` and the number of entries like it, in
+    the order of first appearance; an :class:`EntryTable` gives them without building
+    its entries.
+    """
+    if isinstance(entries, EntryTable):
+        return entries.groups()
+    counts = Counter((e.shape, e.dtype, e.kind, e.skip_reason, e.origin) for e in entries)
+    return [(WeightEntry("", *key), c) for key, c in counts.items()]
+
+
+def meta_columns(
+    tensors: Mapping[str, TensorMeta],
+) -> tuple[list[str], list[int], list[TensorMeta]]:
+    """``tensors`` as (names, an index into the distinct metas for each, the metas)."""
+    index: dict[TensorMeta, int] = {}
+    ids = [index.setdefault(m, len(index)) for m in tensors.values()]
+    return list(tensors), ids, list(index)
+
+
+def entry_table(
+    names: list[str],
+    meta_ids: Sequence[int],
+    metas: Sequence[TensorMeta],
+    loader_of: Callable[[str], Loader],
+    *,
+    min_dim: int,
+    conv1d_modules: frozenset[str] = frozenset(),
+    block: tuple[int, int] = DEFAULT_BLOCK,
+    model_order: bool = True,
+) -> EntryTable:
+    """The entries of tensors given as columns (see :func:`build_entries`).
+
+    Parameters
+    ----------
+    names : list of str
+        Every tensor by full name, in the source's order.
+    meta_ids : sequence of int
+        For each name, the index of its :class:`TensorMeta` in ``metas``.
+    metas : sequence of TensorMeta
+        The distinct metas.
+    loader_of, min_dim, conv1d_modules, block, model_order
+        As in :func:`build_entries`; ``loader_of`` is called when an entry is built.
+
+    Returns
+    -------
+    EntryTable
+    """
+    if any(m.dtype in FP8_DTYPES or m.dtype == SCALE_DTYPE for m in metas):
+        plan = fp8_plan(
+            {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)},
+            block=block,
+        )
+    else:  # no FP8 tensor: nothing to pair (and no copy of a million-tensor listing)
+        plan = fp8_plan({}, block=block)
+    order = model_order_indices(names) if model_order else None
+    if order is not None:
+        names = [names[i] for i in order]
+        meta_ids = [meta_ids[i] for i in order]
+    profiles: list[tuple[tuple[int, ...], str, str, str | None, str]] = []
+    profile_of: dict[tuple[int, str, str | None], int] = {}
+
+    def profile(meta_id: int, kind: str, plan_reason: str | None) -> int:
+        key = (meta_id, kind, plan_reason)
+        p = profile_of.get(key)
+        if p is None:
+            m = metas[meta_id]
+            reason = (
+                plan_reason or skip_reason_for(kind, m.shape, m.dtype, min_dim=min_dim) or m.reason
+            )
+            p = profile_of[key] = len(profiles)
+            profiles.append((m.shape, m.dtype, kind, reason, m.origin))
+        return p
+
+    # the kind from the shape alone; a name changes it only for a 2- to 5-D tensor named
+    # '...weight' (in_proj, Conv1D, embedding, convolution: see infer_kind)
+    generic = [profile(i, generic_kind(m.shape), None) for i, m in enumerate(metas)]
+    ids = array("L", map(generic.__getitem__, meta_ids))
+    by_name = {i for i, m in enumerate(metas) if 2 <= len(m.shape) <= 5}
+    reasons = plan.reasons
+    if by_name or reasons:
+        for j, (name, i) in enumerate(zip(names, meta_ids, strict=True)):
+            plan_reason = reasons.get(name) if reasons else None
+            if i in by_name and name.endswith("weight"):
+                kind = infer_kind(name, metas[i].shape, conv1d_modules=conv1d_modules)
+            elif plan_reason is None:
+                continue
+            else:
+                kind = generic_kind(metas[i].shape)
+            ids[j] = profile(i, kind, plan_reason)
+    return EntryTable(names, ids, profiles, loader_of, plan)
 
 
 def build_entries(
@@ -69,21 +240,18 @@ def build_entries(
     Returns
     -------
     tuple of WeightEntry
+        Built now, each loader taken from ``loader_of`` now (:func:`entry_table` builds
+        them when asked for).
     """
-    if any(m.dtype in FP8_DTYPES or m.dtype == SCALE_DTYPE for m in tensors.values()):
-        plan = fp8_plan({n: (m.shape, m.dtype) for n, m in tensors.items()}, block=block)
-    else:  # no FP8 tensor: nothing to pair (and no copy of a million-tensor listing)
-        plan = fp8_plan({}, block=block)
-    names = sort_model_order(tensors) if model_order else list(tensors)
-    out = []
-    for name in names:
-        meta = tensors[name]
-        kind = infer_kind(name, meta.shape, conv1d_modules=conv1d_modules)
-        reason = (
-            plan.reasons.get(name)
-            or skip_reason_for(kind, meta.shape, meta.dtype, min_dim=min_dim)
-            or meta.reason
-        )
-        loader = plan.loader(name, meta.dtype, meta.shape, loader_of(name), loader_of)
-        out.append(WeightEntry(name, meta.shape, meta.dtype, kind, reason, meta.origin, loader))
-    return tuple(out)
+    names, ids, metas = meta_columns(tensors)
+    table = entry_table(
+        names,
+        ids,
+        metas,
+        loader_of,
+        min_dim=min_dim,
+        conv1d_modules=conv1d_modules,
+        block=block,
+        model_order=model_order,
+    )
+    return tuple(table)

@@ -58,7 +58,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["MODEL_ORDER_LIMIT", "order_note", "sort_model_order"]
+__all__ = ["MODEL_ORDER_LIMIT", "model_order_indices", "order_note", "sort_model_order"]
 
 #: Above this many names, :func:`sort_model_order` keeps the order given.
 MODEL_ORDER_LIMIT = 200_000
@@ -157,8 +157,27 @@ def sort_model_order(names: Iterable[str]) -> list[str]:
         when there are more than :data:`MODEL_ORDER_LIMIT`.
     """
     names = list(names)
+    order = model_order_indices(names)
+    return names if order is None else [names[i] for i in order]
+
+
+def model_order_indices(names: list[str]) -> list[int] | None:
+    """The positions of ``names`` in model order, or None above :data:`MODEL_ORDER_LIMIT`.
+
+    Parameters
+    ----------
+    names : list of str
+        Full dotted tensor names, in the file's or the index's order.
+
+    Returns
+    -------
+    list of int or None
+        ``[names[i] for i in model_order_indices(names)]`` is :func:`sort_model_order`'s
+        result; None when there are more than :data:`MODEL_ORDER_LIMIT` names (keep the
+        order given).
+    """
     if len(names) > MODEL_ORDER_LIMIT:
-        return names
+        return None
     components: dict[str, tuple[int, str, int]] = {}
     # node id of (parent node, component); first position of (parent node, stem)
     nodes: dict[tuple[int, str], int] = {}
@@ -209,8 +228,7 @@ def sort_model_order(names: Iterable[str]) -> list[str]:
         parent, dot, leaf = name.rpartition(".")
         node, key = (prefixes.get(parent) or prefix(parent, position)) if dot else (0, ())
         keys.append(key + step(node, leaf, position))
-    order = sorted(range(len(names)), key=keys.__getitem__)
-    return [names[i] for i in order]
+    return sorted(range(len(names)), key=keys.__getitem__)
 
 
 def order_note(count: int) -> str | None:

@@ -39,6 +39,8 @@ _COMMAND_MODULES: tuple[tuple[str, str], ...] = (
 )
 #: ``describe`` shortens longer tensor names (with an ellipsis) to keep one line per tensor.
 _NAME_CHARS = 120
+#: ``describe`` lists at most this many tensors unless ``--all`` (the counts cover all).
+_LIST_LIMIT = 1000
 
 
 def _add_conv(p: argparse.ArgumentParser) -> None:
@@ -408,9 +410,10 @@ def _add_describe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "describe",
         help="list the layers that would be analysed (instant)",
-        description="List every tensor of SOURCE: name, shape, dtype, kind, the "
-        "matrices it gives, and why it would be skipped. Reads no "
-        "tensor data.",
+        description="List the tensors of SOURCE: name, shape, dtype, kind, the "
+        "matrices it gives, and why it would be skipped (the first "
+        f"{_LIST_LIMIT}, or every one with --all), then how many are analysed and "
+        "skipped, by reason. Reads no tensor data.",
     )
     p.add_argument("source", nargs="?", help="file, index or folder; default the MiniLM example")
     p.add_argument(
@@ -425,6 +428,12 @@ def _add_describe(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="skip matrices whose smaller side is below this (default 10)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every tensor (by default the first {_LIST_LIMIT}; the counts at the end "
+        "always cover every tensor)",
     )
 
 
@@ -872,30 +881,30 @@ def _run_describe(args: argparse.Namespace) -> int:
 
     source = Path(args.source) if args.source else _example_source()
     src = open_source(source) if args.min_dim is None else open_source(source, min_dim=args.min_dim)
-    entries = src.select(args.layers)
+    # every entry, as the source keeps them (a header's columns: no object per tensor)
+    entries = src.select(args.layers) if args.layers else src.entries()
     header = str(getattr(src, "description", None) or src)
     if args.layers:
         header += f": {len(entries)} tensors match --layers"
     elif not re.search(r"\b\d+ tensors?\b", header):
         header += f": {len(entries)} tensors"
     print(printable(header))
+    from ._skips import skip_reason_class
     from ._text import ELLIPSIS
     from .sources.entry import skip_reason_under
+    from .sources.listing import entry_groups
     from .spectra.conventions import matrix_layout
 
+    shown = entries if args.all or len(entries) <= _LIST_LIMIT else entries[:_LIST_LIMIT]
     # names are escaped (no terminal control from a file) and shortened past _NAME_CHARS
-    width = min(max((len(e.name) for e in entries), default=10), _NAME_CHARS)
+    width = min(max((len(e.name) for e in shown), default=10), _NAME_CHARS)
     shortened = 0
-    analysed = 0
-    skipped = []
-    for e in entries:
+    for e in shown:
         shape = "x".join(str(s) for s in e.shape) or "scalar"
         reason = skip_reason_under(e, min_dim=src.min_dim, conv=args.conv)
         if reason is not None:
             status = f"skip: {reason}"
-            skipped.append({"reason": reason})
         else:
-            analysed += 1
             count, rows, cols = matrix_layout(e.kind, e.shape, conv=args.conv)
             status = f"{rows}x{cols}" if count == 1 else f"{count} x {rows}x{cols}"
             if args.conv == "pooled" and count > 1 and e.kind.startswith("conv"):
@@ -903,11 +912,25 @@ def _run_describe(args: argparse.Namespace) -> int:
         shortened += len(e.name) > _NAME_CHARS
         name, shape = printable(e.name, _NAME_CHARS), printable(shape, 40)
         print(f"  {name:<{width}}  {shape:>14}  {e.dtype:<8}  {e.kind:<17}  {printable(status)}")
-    from ._skips import skipped_by_reason
-
-    line = f"{analysed} analysed, {len(skipped)} skipped"
-    if skipped:
-        line += ": " + ", ".join(f"{r} x {len(g)}" for r, g in skipped_by_reason(skipped))
+    if len(shown) < len(entries):
+        print(
+            f"  ({len(entries) - len(shown)} more tensors not listed: --all lists every one, "
+            f"--layers REGEX the ones whose names match)"
+        )
+    # the counts cover every entry, one skip rule per group of alike entries
+    analysed = 0
+    by_class: dict[str, int] = {}
+    for like, count in entry_groups(entries):
+        reason = skip_reason_under(like, min_dim=src.min_dim, conv=args.conv)
+        if reason is None:
+            analysed += count
+        else:
+            key = skip_reason_class(reason)
+            by_class[key] = by_class.get(key, 0) + count
+    line = f"{analysed} analysed, {sum(by_class.values())} skipped"
+    if by_class:
+        ranked = sorted(by_class.items(), key=lambda kv: (-kv[1], kv[0]))
+        line += ": " + ", ".join(f"{r} x {c}" for r, c in ranked)
     print(printable(line))
     if shortened:
         print(

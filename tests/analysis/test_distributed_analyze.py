@@ -94,6 +94,9 @@ def _worker(rank: int, world: int, tmp: str, ckpt: str, tuned: str) -> None:
         weights = analyze(ckpt, distributed=True, workers=1, progress=False)
         out["weights"] = _tables(weights)
         out["compare"] = _tables(compare(ckpt, tuned, distributed=True, workers=1, progress=False))
+        # one tensor: the other ranks have nothing to do and still take part
+        one = analyze(ckpt, layers=r"^b\.weight$", distributed=True, workers=1, progress=False)
+        out["one"] = _tables(one)
         both = analyze(Net(), _batches(rank), distributed=True, workers=1, progress=False)
         out["activations"] = _tables(both)
         # an unreadable tensor on the last rank ends the run on every rank, with its name
@@ -153,6 +156,12 @@ def test_distributed_report_equals_single_process(tmp_path, world):
     assert nan_row["status"] == "error"
     assert nan_row["warning"] == "tensor contains 1 NaN and 0 infinite value(s); not analysed"
     assert [r["name"] for r in alone.skipped] == ["bias"]
+
+    single = analyze(ckpt, layers=r"^b\.weight$", workers=1, progress=False)
+    for r in range(world):
+        got = torch.load(f"{tmp_path}/out.{r}")["one"]
+        _same_rows(got["weights"], single.weights)
+        assert got["meta"]["rank_items"] == [1] + [0] * (world - 1)
 
     # compare: the pairs shared out the same way
     diff = compare(ckpt, tuned, workers=1, progress=False)
@@ -259,3 +268,15 @@ def test_costs_are_balanced_longest_first():
 
     assert cost((11008, 4096)) / cost((4096, 4096)) == pytest.approx(11008 / 4096)
     assert cost((4096, 11008)) == cost((11008, 4096)) == 11008 * 4096 * 4096
+
+
+def test_python_dash_m_infospec_is_the_command():
+    import subprocess
+    import sys
+
+    import infospec
+
+    done = subprocess.run(
+        [sys.executable, "-m", "infospec", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().endswith(infospec.__version__)

@@ -34,7 +34,16 @@ Conventions, for a layer with ``dim`` features and ``samples`` rows (tokens, pos
   :math:`\frac12\sum_i\log_2(1 + \lambda_i/t^2)` with noise variance
   :math:`t^2 = \text{rel\_noise}\cdot\bar\lambda` (scale-free);
 * ``mp_num_spikes``: eigenvalues above the Marchenko–Pastur edge fitted with
-  :math:`q = d/n`: directions that stand out of an isotropic-noise bulk.
+  :math:`q = d/n`: directions that stand out of an isotropic-noise bulk;
+* the self-supervised-learning measures of :mod:`infospec.measures.representation`, from
+  the same eigenvalues, over every row accumulated (not one batch): ``rankme`` is RankMe
+  of the **centred** features, whose singular values are
+  :math:`\sqrt{(n-1)\lambda_i}`, so :func:`~infospec.measures.representation.entropy_rank`
+  of :math:`\sqrt{\lambda}` at :math:`\varepsilon = 10^{-7}` (the paper's constant;
+  the paper's uncentred RankMe needs the raw rows, which are not kept); ``nesum``
+  :math:`\sum\lambda_i/\lambda_1`; ``alpha_req`` and ``alpha_req_r2`` the α-ReQ decay
+  fitted over eigenvalue indices 10-99 (NaN, with the reason, below 12 nonzero
+  eigenvalues).
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from ..measures.flatness import spectral_flatness
 from ..measures.information import gaussian_capacity, gaussian_entropy, rate_distortion
 from ..measures.marchenko_pastur import fit_marchenko_pastur
 from ..measures.rank import effective_rank, participation_ratio
+from ..measures.representation import eigen_decay, entropy_rank, nesum
 
 __all__ = ["ACTIVATION_COLUMNS", "activation_record"]
 
@@ -66,7 +76,15 @@ ACTIVATION_COLUMNS: dict[str, str] = {
     "capacity_bits": "latent capacity 1/2 sum log2(1 + lambda / t^2), t^2 = rel_noise * mean",
     "mp_sigma2": "Marchenko-Pastur bulk variance with q = d / samples",
     "mp_num_spikes": "covariance eigenvalues above the MP bulk edge",
+    "rankme": "RankMe of the centred features (entropy rank of sqrt(lambda), eps 1e-7)",
+    "nesum": "sum lambda / max lambda",
+    "alpha_req": "alpha-ReQ: power-law decay exponent of lambda over indices 10-99",
+    "alpha_req_r2": "R^2 of the alpha-ReQ fit in log lambda",
 }
+
+#: RankMe's smoothing constant (Garrido et al. 2023) and alpha-ReQ's fitted indices (reptrix).
+RANKME_EPS = 1e-7
+ALPHA_REQ_RANGE = (10, 100)
 
 
 def activation_record(
@@ -130,5 +148,13 @@ def activation_record(
     except InfospecError as exc:
         rec["mp_sigma2"] = rec["mp_num_spikes"] = NAN
         warnings.append(f"Marchenko-Pastur fit: {exc}")
+    rec["rankme"] = float(entropy_rank(torch.sqrt(lam), eps=RANKME_EPS))
+    rec["nesum"] = float(nesum(lam))
+    if rec["rank"] >= ALPHA_REQ_RANGE[0] + 2:
+        decay = eigen_decay(lam, fit_range=ALPHA_REQ_RANGE)
+        rec["alpha_req"], rec["alpha_req_r2"] = float(decay.alpha), float(decay.r2)
+    else:
+        rec["alpha_req"] = rec["alpha_req_r2"] = NAN
+        warnings.append(f"alpha_req: rank {rec['rank']} < {ALPHA_REQ_RANGE[0] + 2}")
     rec["warning"] = "; ".join(warnings)
     return rec

@@ -37,8 +37,10 @@ from .perception import (
 )
 from .power_law import PowerLawFit, fit_power_law
 from .rank import effective_rank, participation_ratio, stable_rank
+from .representation import AlphaReq, alpha_req, eigen_decay, entropy_rank, lidar, nesum, rankme
 
 __all__ = [
+    "AlphaReq",
     "DistortionRate",
     "DistortionRatePerception",
     "LatentCapacity",
@@ -50,15 +52,19 @@ __all__ = [
     "RateDistortion",
     "RateDistortionPerception",
     "WaterFilling",
+    "alpha_req",
     "coding_rate",
     "distortion_rate",
     "distortion_rate_perception",
     "effective_rank",
+    "eigen_decay",
+    "entropy_rank",
     "fit_marchenko_pastur",
     "fit_power_law",
     "gaussian_capacity",
     "gaussian_entropy",
     "latent_capacity",
+    "lidar",
     "log_spectrum_variance",
     "marchenko_pastur_cdf",
     "marchenko_pastur_edges",
@@ -66,7 +72,9 @@ __all__ = [
     "mixture_entropy_bounds",
     "mixture_entropy_monte_carlo",
     "mixture_entropy_series",
+    "nesum",
     "participation_ratio",
+    "rankme",
     "rate_distortion",
     "rate_distortion_perception",
     "rate_reduction",

@@ -17,6 +17,7 @@ from .losses import (
 from .matryoshka import MatryoshkaLoss
 from .monitor import DEFAULT_ALERTS, MONITOR_COLUMNS, Monitor, MonitorAlert
 from .regularizers import SpectralRegularizer
+from .sigreg import epps_pulley, sigreg_loss
 
 _CALLBACKS = ("InfospecLightningCallback", "InfospecTrainerCallback")
 
@@ -32,8 +33,10 @@ __all__ = [
     "MonitorAlert",
     "SpectralRegularizer",
     "coding_rate_loss",
+    "epps_pulley",
     "info_spec_loss",
     "rate_reduction_loss",
+    "sigreg_loss",
 ]
 
 

@@ -135,6 +135,9 @@ ACTIVATION_METRICS: tuple[str, ...] = (
     "effective_rank",
     "entropy_bits_per_dim",
     "coding_rate_bits",
+    "rankme",
+    "nesum",
+    "alpha_req",
 )
 WEIGHT_METRICS: tuple[str, ...] = (
     "flatness",
@@ -162,6 +165,9 @@ MONITOR_COLUMNS: dict[str, str] = {
     "effective_rank": "exp of the entropy of the normalised spectrum",
     "entropy_bits_per_dim": "activations: Gaussian differential entropy, bits per dimension",
     "coding_rate_bits": "activations: MCR2 coding rate at eps of unit-energy features, bits",
+    "rankme": "activations: RankMe of the centred features over the window",
+    "nesum": "activations: sum of covariance eigenvalues over the largest",
+    "alpha_req": "activations: alpha-ReQ eigenvalue decay exponent (NaN below rank 12)",
     "log_sigma_var": "weights: Var[log sigma_i]",
     "alpha": "weights: power-law exponent of the ESD tail (NaN when alpha=False)",
     "stable_rank": "weights: ||W||_F^2 / ||W||_2^2",

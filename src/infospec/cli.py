@@ -302,20 +302,20 @@ def _run_track(args: argparse.Namespace) -> int:
         from ._io import check_output
 
         check_output(args.html, args.run, force=args.force, flag="--html")
-    result = track(
-        run,
-        store=args.store,
-        layers=args.layers,
-        overlap=not args.no_overlap,
-        k=args.k,
-        device=args.device,
-        conv=args.conv,
-        min_dim=args.min_dim,
-        fits=not args.no_fits,
-        rel_distortion=args.rel_distortion,
-        progress=args.progress,
-        workers=args.workers,
+    result, writes = _on_ranks(
+        "track",
+        lambda pg: track(
+            run,
+            store=args.store,
+            layers=args.layers,
+            overlap=not args.no_overlap,
+            k=args.k,
+            distributed=pg is not None,
+            **_spectrum_kwargs(args),
+        ),
     )
+    if not writes:
+        return 0
     frame = result.frame
     lines = [
         f"infospec track: {len(result.analysed)} checkpoints analysed, "
@@ -341,6 +341,19 @@ def _run_track(args: argparse.Namespace) -> int:
         lines.append(f"wrote {args.out} ({len(frame)} rows)")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _spectrum_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``compare`` and ``track`` pass on as :func:`infospec.analyze` names them."""
+    return {
+        "device": args.device,
+        "conv": args.conv,
+        "min_dim": args.min_dim,
+        "fits": not args.no_fits,
+        "rel_distortion": args.rel_distortion,
+        "progress": args.progress,
+        "workers": args.workers,
+    }
 
 
 def _parse_rename(items: list[str] | None) -> list[tuple[str, str]] | None:
@@ -373,14 +386,8 @@ def _run_compare(args: argparse.Namespace) -> int:
             rename=_parse_rename(args.rename),
             k=args.k,
             strict=args.strict,
-            device=args.device,
-            conv=args.conv,
-            rel_distortion=args.rel_distortion,
-            min_dim=args.min_dim,
-            fits=not args.no_fits,
-            progress=args.progress,
-            workers=args.workers,
             distributed=pg is not None,
+            **_spectrum_kwargs(args),
         ),
     )
     return _emit(report, fmt, out, table=args.table, verbose=args.verbose) if writes else 0

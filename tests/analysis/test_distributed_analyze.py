@@ -9,13 +9,14 @@ import json
 import math
 import socket
 
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from infospec import InputError, SourceError, analyze, compare
+from infospec import InputError, SourceError, analyze, compare, track
 from infospec.analysis.distributed import assign_by_cost, entry_cost
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is missing")
@@ -94,6 +95,17 @@ def _worker(rank: int, world: int, tmp: str, ckpt: str, tuned: str) -> None:
         weights = analyze(ckpt, distributed=True, workers=1, progress=False)
         out["weights"] = _tables(weights)
         out["compare"] = _tables(compare(ckpt, tuned, distributed=True, workers=1, progress=False))
+        # a run of two checkpoints: rank 0 alone reads and writes the store
+        run, store = [ckpt, tuned], f"{tmp}/run.sqlite"
+        kw = {"store": store, "distributed": True, "workers": 1, "progress": False}
+        first = track(run, **kw)
+        again = track(run, **kw)
+        frames = (first.frame.to_dict("list"), again.frame.to_dict("list"))
+        out["track"] = (*frames, first.analysed, again.unchanged)
+        try:
+            track(run, **{**kw, "k": 3})
+        except InputError as exc:
+            out["track_error"] = str(exc)
         # one tensor: the other ranks have nothing to do and still take part
         one = analyze(ckpt, layers=r"^b\.weight$", distributed=True, workers=1, progress=False)
         out["one"] = _tables(one)
@@ -171,6 +183,23 @@ def test_distributed_report_equals_single_process(tmp_path, world):
         got = torch.load(f"{tmp_path}/out.{r}")["compare"]
         _same_rows(got["weights"], diff.weights)
         _same_rows(got["skipped"], diff.skipped)
+
+    # track: the same long table, the store written once
+    alone_run = track([ckpt, tuned], store=tmp_path / "alone.sqlite", workers=1, progress=False)
+    want = alone_run.frame
+    for r in range(world):
+        frame, frame_again, analysed, unchanged = torch.load(f"{tmp_path}/out.{r}")["track"]
+        assert analysed == unchanged == ["model.safetensors", "tuned.safetensors"]
+        for columns in (frame, frame_again):
+            got = pd.DataFrame(columns)
+            assert got[["checkpoint", "tensor", "metric"]].equals(
+                want[["checkpoint", "tensor", "metric"]]
+            )
+            assert got["value"].to_numpy() == pytest.approx(
+                want["value"].to_numpy(), rel=1e-12, nan_ok=True
+            )
+        message = torch.load(f"{tmp_path}/out.{r}")["track_error"]
+        assert message.startswith("rank 0: The track store ") and "k=10, not 3" in message
 
     # activations: each rank streamed its own shard; the pooled covariance is all of them
     data = [b for r in range(world) for b in _batches(r)]

@@ -21,6 +21,10 @@ tensors, and the records are gathered back in input order:
   bug) is carried in the same gather, so every rank raises it (``"rank r: ..."``) instead
   of waiting for a rank that left: no rank hangs.
 
+:func:`infospec.compare` shares out its matched pairs the same way (:func:`stages_on`), and
+:func:`infospec.track` each checkpoint's tensors, with its store read and written on rank 0
+alone (:func:`on_rank_0`).
+
 References
 ----------
 R. L. Graham, "Bounds on multiprocessing timing anomalies", SIAM J. Appl. Math. 17(2),
@@ -47,6 +51,7 @@ __all__ = [
     "assign_by_cost",
     "entry_cost",
     "join_process_group",
+    "on_rank_0",
     "process_group",
     "raise_if_any_failed",
     "rank_device",
@@ -317,6 +322,24 @@ def gather_outcome(pg: ProcessGroup, payload: Any, exc: BaseException | None) ->
     dist.all_gather_object(gathered, sent, group=pg.group)
     raise_if_any_failed([g[1] for g in gathered], exc, pg.rank)
     return [g[0] for g in gathered]
+
+
+def on_rank_0(pg: ProcessGroup | None, work: Any) -> Any:
+    """``work()`` here alone; with ``pg``, on rank 0 only, its result (or failure) sent to all.
+
+    With ``pg`` this is a collective (:func:`gather_outcome`): every rank calls it, and
+    every rank returns rank 0's result or raises its failure. For what one process must do
+    alone, such as reading and writing :func:`infospec.track`'s store.
+    """
+    if pg is None:
+        return work()
+    value, exc = None, None
+    if pg.rank == 0:
+        try:
+            value = work()
+        except Exception as failure:  # every rank raises it
+            exc = failure
+    return gather_outcome(pg, value, exc)[0]
 
 
 def _check_same_items(pg: ProcessGroup, names: Sequence[str], desc: str) -> None:

@@ -30,6 +30,7 @@ replaces its old rows), and, with ``overlap=True``, those whose predecessor chan
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -318,6 +319,7 @@ def track(
     rel_distortion: float = 0.01,
     progress: bool | None = None,
     workers: int | None = None,
+    distributed: bool = False,
 ) -> Track:
     r"""Analyse every checkpoint of a training run into one long table, incrementally.
 
@@ -342,6 +344,13 @@ def track(
         Dimension of the compared subspaces.
     rename, device, conv, min_dim, method, fits, rel_distortion, progress, workers
         As in :func:`infospec.compare` and :func:`infospec.analyze`.
+    distributed : bool, default False
+        Under ``torch.distributed``: each checkpoint's tensors are shared out over the
+        ranks (``analyze``/``compare`` with ``distributed=True``), rank 0 alone reads and
+        writes the store (what it holds is sent to the others, so every rank analyses the
+        same checkpoints), and every rank returns the same :class:`Track`. A failure that
+        ends the run on any rank (the store's options differ, a write fails) is raised on
+        every rank.
 
     Returns
     -------
@@ -362,9 +371,12 @@ def track(
     """
     from .analyze import analyze
     from .compare import compare
+    from .distributed import on_rank_0, setup
 
     t0 = time.perf_counter()
     k = check_positive(k, "k", "track", integer=True)
+    pg, _ = setup(distributed, None, "track")
+    writes = pg is None or pg.rank == 0
     checkpoints = find_checkpoints(run)
     if store is None:
         if not isinstance(run, (str, os.PathLike)):
@@ -399,14 +411,17 @@ def track(
         "rel_distortion": rel_distortion,
         "progress": progress,
         "workers": workers,
+        "distributed": distributed,
     }
     result = Track(frame=pd.DataFrame(), store=store, meta={"options": options})
-    with contextlib.closing(_connect(store)) as con:
-        _check_options(con, store, options)
-        known = {
-            key: prev
-            for key, prev in con.execute("SELECT key, previous_key FROM checkpoints").fetchall()
-        }
+    with contextlib.closing(_connect(store)) if writes else contextlib.nullcontext() as con:
+
+        def known_checkpoints() -> dict[str, str | None]:
+            _check_options(con, store, options)
+            rows = con.execute("SELECT key, previous_key FROM checkpoints").fetchall()
+            return dict(rows)
+
+        known = on_rank_0(pg, known_checkpoints)
         previous: Checkpoint | None = None
         previous_key: str | None = None
         for cp in checkpoints:
@@ -425,40 +440,52 @@ def track(
                     report = analyze(cp.path, **common)
                     rows = _rows_of(report, cp, paired=False)
                 seconds = time.perf_counter() - start
-                with con:  # one transaction: the checkpoint is complete or absent
-                    old = [
-                        r[0]
-                        for r in con.execute(
-                            "SELECT key FROM checkpoints WHERE checkpoint = ? OR key = ?",
-                            (cp.name, key),
-                        )
-                    ]
-                    con.executemany("DELETE FROM metrics WHERE key = ?", [(o,) for o in old])
-                    con.executemany("DELETE FROM checkpoints WHERE key = ?", [(o,) for o in old])
-                    con.executemany(
-                        "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", [(key, *r) for r in rows]
-                    )
-                    con.execute(
-                        "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            key,
-                            cp.name,
-                            str(cp.path),
-                            cp.step,
-                            size,
-                            wanted_prev,
-                            seconds,
-                            time.time(),
-                        ),
-                    )
+                write = (con, key, rows, seconds, cp, wanted_prev, size)
+                on_rank_0(pg, functools.partial(_write_checkpoint, *write))
                 result.analysed.append(cp.name)
             previous, previous_key = cp, key
         listed = {c.name for c in checkpoints}
-        frame = _load_frame(con)
+        frame = on_rank_0(pg, functools.partial(_load_frame, con))
     # a store may hold checkpoints that left the folder; the result is the run as it is
     result.frame = frame[frame["checkpoint"].isin(listed)].reset_index(drop=True)
     result.meta["seconds"] = time.perf_counter() - t0
     return result
+
+
+def _write_checkpoint(
+    con: sqlite3.Connection,
+    key: str,
+    rows: list,
+    seconds: float,
+    cp: Checkpoint,
+    wanted_prev: str | None,
+    size: int,
+) -> None:
+    """Replace the checkpoint's rows in the store in one transaction (complete or absent)."""
+    with con:  # one transaction: the checkpoint is complete or absent
+        old = [
+            r[0]
+            for r in con.execute(
+                "SELECT key FROM checkpoints WHERE checkpoint = ? OR key = ?",
+                (cp.name, key),
+            )
+        ]
+        con.executemany("DELETE FROM metrics WHERE key = ?", [(o,) for o in old])
+        con.executemany("DELETE FROM checkpoints WHERE key = ?", [(o,) for o in old])
+        con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", [(key, *r) for r in rows])
+        con.execute(
+            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                cp.name,
+                str(cp.path),
+                cp.step,
+                size,
+                wanted_prev,
+                seconds,
+                time.time(),
+            ),
+        )
 
 
 def read_monitor_log(path: str | os.PathLike) -> Track:

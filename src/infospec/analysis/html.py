@@ -20,7 +20,7 @@ from .._skips import skipped_by_reason
 from .._text import printable
 from .._validation import check_positive
 from .activations import ACTIVATION_COLUMNS
-from .report import (
+from .columns import (
     ACTIVATION_HEADLINE,
     ACTIVATION_ID_COLUMNS,
     SKIPPED_COLUMNS,

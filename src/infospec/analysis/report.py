@@ -17,44 +17,19 @@ from .._skips import skip_reason_class, skipped_by_reason
 from .._text import printable
 from .._validation import check_choice
 from .activations import ACTIVATION_COLUMNS
+from .columns import (
+    ACTIVATION_HEADLINE,
+    ACTIVATION_ID_COLUMNS,
+    SKIPPED_COLUMNS,
+    WEIGHT_HEADLINE,
+    WEIGHT_ID_COLUMNS,
+)
 from .weights import WEIGHT_COLUMNS
 
 __all__ = ["Report", "skip_reason_class", "skipped_by_reason"]
 
 _TABLES = ("weights", "activations", "skipped")
 
-#: Columns of the weight table that identify a row, in front of the measures.
-WEIGHT_ID_COLUMNS = ("name", "tensor", "kind", "dtype", "status")
-ACTIVATION_ID_COLUMNS = ("name", "module", "status")
-SKIPPED_COLUMNS = ("name", "shape", "dtype", "kind", "reason")
-
-#: The headline columns of each table, in order: the terminal summary shows them (``shape``
-#: as ``rows``, ``cols``; without ``tensor``) and the HTML page shows them first, the other
-#: columns behind a toggle. ``shape`` is ``rows x cols`` of the matrix.
-WEIGHT_HEADLINE = (
-    "name",
-    "tensor",
-    "shape",
-    "alpha",
-    "flatness",
-    "effective_rank",
-    "stable_rank",
-    "bits_per_param",
-    "mp_num_spikes",
-    "status",
-)
-ACTIVATION_HEADLINE = (
-    "name",
-    "dim",
-    "samples",
-    "flatness",
-    "effective_rank",
-    "entropy_bits_per_dim",
-    "coding_rate_bits",
-    "capacity_bits",
-    "mp_num_spikes",
-    "status",
-)
 _SUMMARY_WEIGHTS = tuple(
     c
     for h in WEIGHT_HEADLINE

@@ -343,24 +343,30 @@ def _calib_relative(result, name, calib) -> float:
 
 
 def _plot(rows, ratios, path: Path) -> None:
+    """Cosine and top-10 overlap against the kept ratio (low rank) and the mean bit width."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for label, _m, _a in METHODS:
-        pts = [r for r in rows if r["method"] == label and "ratio" in r]
-        for ax, key in zip(axes, ("cos", "top10"), strict=True):
-            ax.plot([r["ratio"] for r in pts], [r[key] for r in pts], marker="o", label=label)
-    for ax, title in zip(axes, ("cosine to original", "top-10 neighbour overlap"), strict=True):
-        ax.set_xlabel("kept parameter ratio")
-        ax.set_title(f"MiniLM-L6, held-out paragraphs: {title}")
-        ax.invert_xaxis()
-        ax.grid(alpha=0.3)
-    axes[0].legend()
+    panels = [("ratio", METHODS, "kept parameter ratio"), ("bits", BIT_METHODS, "mean code bits")]
+    panels = [p for p in panels if any(p[0] in r for r in rows)]
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 4 * len(panels)), squeeze=False)
+    for (key_x, methods, xlabel), row_axes in zip(panels, axes, strict=True):
+        for label, _m, _a in methods:
+            pts = [r for r in rows if r["method"] == label and key_x in r]
+            for ax, key in zip(row_axes, ("cos", "top10"), strict=True):
+                ax.plot([r[key_x] for r in pts], [r[key] for r in pts], marker="o", label=label)
+        for ax, title in zip(
+            row_axes, ("cosine to original", "top-10 neighbour overlap"), strict=True
+        ):
+            ax.set_xlabel(xlabel)
+            ax.set_title(f"MiniLM-L6, held-out: {title}", fontsize=10)
+            ax.invert_xaxis()
+            ax.grid(alpha=0.3)
+        row_axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,11 @@ from infospec.transforms import lowrank
 
 ENCODER = r"^encoder\."
 METHODS = [
-    ("plain SVD, uniform", "weights", "uniform"),
-    ("plain SVD, allocated", "weights", "allocated"),
-    ("whitened, uniform", "activations", "uniform"),
-    ("whitened, allocated", "activations", "allocated"),
+    ("plain SVD, uniform", "weights", "uniform", "relative"),
+    ("plain SVD, allocated", "weights", "allocated", "relative"),
+    ("whitened, uniform", "activations", "uniform", "relative"),
+    ("whitened, allocated", "activations", "allocated", "relative"),
+    ("whitened, allocated, sensitivity", "activations", "allocated", "sensitivity"),
 ]
 
 
@@ -135,6 +136,15 @@ def main() -> None:
     parser.add_argument(
         "--bits", type=float, nargs="+", default=[8, 6, 5, 4, 3.5, 3, 2.5, 2], dest="budgets"
     )
+    labels = sorted({m[0] for m in METHODS + BIT_METHODS})
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=labels,
+        choices=labels,
+        metavar="LABEL",
+        help="methods of the tables (default all): " + "; ".join(labels),
+    )
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of cos/top10")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON")
     args = parser.parse_args()
@@ -155,9 +165,12 @@ def main() -> None:
 
     if "timing" in args.parts:
         timing(model, calib)
-    rows = table(model, calib, held, ref, ref_nn, args.ratios) if "table" in args.parts else []
+    chosen = set(args.methods)
+    rows = (
+        table(model, calib, held, ref, ref_nn, args.ratios, chosen) if "table" in args.parts else []
+    )
     if "bits" in args.parts:
-        rows += bits_table(model, calib, held, ref, ref_nn, args.budgets)
+        rows += bits_table(model, calib, held, ref, ref_nn, args.budgets, chosen)
     if "interventions" in args.parts:
         rows += interventions(model, calib, held, ref, ref_nn)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; peak RSS {peak_rss_mib():.0f} MiB")
@@ -183,16 +196,24 @@ def timing(model, calib) -> None:
     )
 
 
-def table(model, calib, held, ref, ref_nn, ratios) -> list[dict]:
+def table(model, calib, held, ref, ref_nn, ratios, chosen) -> list[dict]:
     """The four methods at each ratio."""
     memoise_statistics()
     rows = []
     print("\n| ratio | method | params kept | cos | top-10 overlap | pred err | out err |")
     print("|---|---|---|---|---|---|---|")
     for ratio in ratios:
-        for label, method, allocation in METHODS:
+        for label, method, allocation, weighting in METHODS:
+            if label not in chosen:
+                continue
             r = infospec.compress(
-                model, calib, ratio=ratio, method=method, allocation=allocation, layers=ENCODER
+                model,
+                calib,
+                ratio=ratio,
+                method=method,
+                allocation=allocation,
+                weighting=weighting,
+                layers=ENCODER,
             )
             r.evaluate(held)
             fact = [p for p in r.plan if p["status"] == "factorised"]
@@ -222,14 +243,15 @@ def table(model, calib, held, ref, ref_nn, ratios) -> list[dict]:
 
 
 BIT_METHODS = [
-    ("plain, uniform", "weights", "uniform"),
-    ("plain, allocated", "weights", "allocated"),
-    ("whitened, uniform", "activations", "uniform"),
-    ("whitened, allocated", "activations", "allocated"),
+    ("plain, uniform", "weights", "uniform", "relative"),
+    ("plain, allocated", "weights", "allocated", "relative"),
+    ("whitened, uniform", "activations", "uniform", "relative"),
+    ("whitened, allocated", "activations", "allocated", "relative"),
+    ("whitened, allocated, sensitivity", "activations", "allocated", "sensitivity"),
 ]
 
 
-def bits_table(model, calib, held, ref, ref_nn, budgets) -> list[dict]:
+def bits_table(model, calib, held, ref, ref_nn, budgets, chosen) -> list[dict]:
     """compress(bits=...) at each mean bit width: group-wise quantization, group size 128.
 
     ``uniform`` gives every matrix the same width (integer budgets only); ``allocated``
@@ -242,12 +264,18 @@ def bits_table(model, calib, held, ref, ref_nn, budgets) -> list[dict]:
     print("\n| mean bits | method | stored bits/weight | cos | top-10 overlap | out err | widths |")
     print("|---|---|---|---|---|---|---|")
     for bits in budgets:
-        for label, method, allocation in BIT_METHODS:
-            if allocation == "uniform" and bits != int(bits):
+        for label, method, allocation, weighting in BIT_METHODS:
+            if (allocation == "uniform" and bits != int(bits)) or label not in chosen:
                 continue
             start = time.perf_counter()
             r = infospec.compress(
-                model, calib, bits=bits, method=method, allocation=allocation, layers=ENCODER
+                model,
+                calib,
+                bits=bits,
+                method=method,
+                allocation=allocation,
+                weighting=weighting,
+                layers=ENCODER,
             )
             seconds = time.perf_counter() - start
             r.evaluate(held)
@@ -353,7 +381,7 @@ def _plot(rows, ratios, path: Path) -> None:
     panels = [p for p in panels if any(p[0] in r for r in rows)]
     fig, axes = plt.subplots(len(panels), 2, figsize=(10, 4 * len(panels)), squeeze=False)
     for (key_x, methods, xlabel), row_axes in zip(panels, axes, strict=True):
-        for label, _m, _a in methods:
+        for label, *_ in methods:
             pts = [r for r in rows if r["method"] == label and key_x in r]
             for ax, key in zip(row_axes, ("cos", "top10"), strict=True):
                 ax.plot([r[key_x] for r in pts], [r[key] for r in pts], marker="o", label=label)

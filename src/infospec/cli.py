@@ -515,6 +515,13 @@ def _add_compress(sub: argparse._SubParsersAction) -> None:
         "--mp-edge", action="store_true", help="cap ranks at the Marchenko-Pastur spike count"
     )
     p.add_argument(
+        "--weighting",
+        choices=("relative", "absolute", "sensitivity"),
+        default="relative",
+        help="what the allocator adds up: relative layer errors (default), absolute ones, "
+        "or relative errors times each layer's measured end-to-end gain",
+    )
+    p.add_argument(
         "--holdout",
         type=float,
         default=0.2,
@@ -583,6 +590,7 @@ _FLAGS = {
     "group_size": "--group-size",
     "allocation": "--allocation",
     "mp_edge": "--mp-edge",
+    "weighting": "--weighting",
 }
 
 
@@ -1033,6 +1041,7 @@ def _run_compress(args: argparse.Namespace) -> int:
         layers=args.layers,
         ridge=args.ridge,
         mp_edge=args.mp_edge,
+        weighting=args.weighting,
         eval_data=evaluation,
     )
     out = result.save(args.out)

@@ -80,6 +80,16 @@ def test_compress_bits_writes_packed_codes_that_reload(bert_folder, tmp_path, ca
     assert float((w - wq).abs().max()) <= float(step) / 2 + 1e-6
 
 
+def test_compress_weighting_sensitivity_records_the_gains(bert_folder, tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["compress", str(bert_folder), "--data", str(bert_folder / "texts.txt")]
+    assert main([*argv, "--ratio", "0.5", "--weighting", "sensitivity", "--out", str(out)]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["settings"]["weighting"] == "sensitivity"
+    gains = [r["sensitivity"] for r in plan["layers"] if r["status"] != "skipped"]
+    assert gains and all(g > 0 for g in gains)
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [

@@ -11,7 +11,7 @@ measures, so every rank reports the covariance of all ranks' rows.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,29 +53,42 @@ def _observed_modules(
     return {n: named[n] for n in chosen}
 
 
-def _forward(
-    model: nn.Module, batch: Any, device, collector: ActivationCovariances, index: int
-) -> None:
+def call_model(
+    model: nn.Module,
+    batch: Any,
+    device,
+    index: int,
+    before: Callable[[torch.Tensor | None], None] | None = None,
+) -> Any:
+    """``model(batch)`` for a tensor, tuple or dict batch, moved to ``device``; its output.
+
+    ``before`` is called with the batch's ``attention_mask`` (None for other batches) just
+    before the forward call. A batch that does not fit the model is an :class:`InputError`
+    naming its index.
+    """
+
     def move(x):
         return x.to(device) if isinstance(x, torch.Tensor) and device is not None else x
+
+    def announce(mask):
+        if before is not None:
+            before(mask if isinstance(mask, torch.Tensor) else None)
 
     try:
         if isinstance(batch, Mapping):
             kwargs = {k: move(v) for k, v in batch.items()}
-            mask = kwargs.get("attention_mask")
-            collector.set_token_mask(mask if isinstance(mask, torch.Tensor) else None)
-            model(**kwargs)
-        elif isinstance(batch, (tuple, list)):
-            collector.set_token_mask(None)
-            model(*[move(b) for b in batch])
-        elif isinstance(batch, torch.Tensor):
-            collector.set_token_mask(None)
-            model(move(batch))
-        else:
-            raise InputError(
-                f"Batch {index} of 'data' is a {type(batch).__name__}; a batch "
-                f"must be a tensor, a tuple of tensors or a dict of model inputs."
-            )
+            announce(kwargs.get("attention_mask"))
+            return model(**kwargs)
+        if isinstance(batch, (tuple, list)):
+            announce(None)
+            return model(*[move(b) for b in batch])
+        if isinstance(batch, torch.Tensor):
+            announce(None)
+            return model(move(batch))
+        raise InputError(
+            f"Batch {index} of 'data' is a {type(batch).__name__}; a batch "
+            f"must be a tensor, a tuple of tensors or a dict of model inputs."
+        )
     except (RuntimeError, TypeError, IndexError, ValueError) as exc:
         if isinstance(exc, InfospecError):
             raise
@@ -85,6 +98,12 @@ def _forward(
             f"pass: {str(exc).splitlines()[0]}. Every batch must be a valid "
             f"input of the model (same feature width, dtype and device)."
         ) from exc
+
+
+def _forward(
+    model: nn.Module, batch: Any, device, collector: ActivationCovariances, index: int
+) -> None:
+    call_model(model, batch, device, index, before=collector.set_token_mask)
 
 
 def activation_pass(

@@ -60,7 +60,8 @@ from .._validation import check_choice
 from ..spectra.activations import ActivationCovariances
 from .allocation import DENSE, allocate_ranks, uniform_ranks
 from .folder import factorised, load_compressed, save_folder, set_module
-from .quantization import evaluate_quantized, quantize_model
+from .quantization import WEIGHTINGS, evaluate_quantized, quantize_model
+from .sensitivity import first_batches, output_sensitivities
 
 __all__ = [
     "CompressionResult",
@@ -355,6 +356,7 @@ def compress(
     ridge: float = 1e-6,
     mp_edge: bool = False,
     weighting: str = "relative",
+    sensitivity_batches: int = 4,
     eval_data: Iterable[Any] | None = None,
     progress: bool | None = None,
 ) -> CompressionResult:
@@ -407,7 +409,15 @@ def compress(
         Absolute output errors of different layers are in different units (a layer
         whose outputs are large dominates the sum while a LayerNorm downstream rescales
         them), and on MiniLM the absolute rule lost to the uniform ratio
-        (``benchmarks/README.md``); the relative one is the default.
+        (``benchmarks/README.md``); the relative one is the default. ``"sensitivity"``
+        weighs each matrix's relative error by its measured end-to-end gain :math:`s_l`
+        (:func:`~infospec.transforms.sensitivity.output_sensitivities`: white noise in
+        the layer's output against the model's first output tensor, on the first
+        ``sensitivity_batches`` calibration batches, one extra forward pass per layer and
+        batch), so that the allocator minimises the first-order output error
+        :math:`\sum_l s_l\varepsilon_l`; the plan records each ``sensitivity``.
+    sensitivity_batches : int >= 1, default 4
+        Calibration batches used to measure the sensitivities (``weighting="sensitivity"``).
     eval_data : iterable of batches, optional
         If given, :meth:`CompressionResult.evaluate` is run on it.
     progress : bool, optional
@@ -444,7 +454,22 @@ def compress(
         ratio = _check_ratio(ratio)
     method = check_choice(method, "method", "compress", ("activations", "weights"))
     allocation = check_choice(allocation, "allocation", "compress", ("allocated", "uniform"))
-    weighting = check_choice(weighting, "weighting", "compress", ("relative", "absolute"))
+    weighting = check_choice(weighting, "weighting", "compress", WEIGHTINGS)
+    if weighting == "sensitivity":
+        if data is None:
+            raise InputError(
+                "compress: weighting='sensitivity' measures each layer's end-to-end gain on "
+                "calibration batches; give data (or use weighting='relative')."
+            )
+        if (
+            isinstance(sensitivity_batches, bool)
+            or not isinstance(sensitivity_batches, int)
+            or sensitivity_batches < 1
+        ):
+            raise InputError(
+                f"compress: sensitivity_batches must be an integer >= 1; got "
+                f"{sensitivity_batches!r}."
+            )
     if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
         raise InputError(f"compress: ridge must be a finite number >= 0; got {ridge!r}.")
     if data is None and method == "activations":
@@ -452,10 +477,18 @@ def compress(
     chosen, skipped = _chosen_linears(model, layers)
     seconds = {"covariance": 0.0, "svd": 0.0}
     start = time.perf_counter()
+    kept: list[Any] = []
+    if weighting == "sensitivity":
+        data, kept = first_batches(data, sensitivity_batches)
     moments = (
         input_second_moments(model, chosen, data, progress=progress) if data is not None else {}
     )
     seconds["covariance"] = time.perf_counter() - start
+    gains = None
+    if weighting == "sensitivity":
+        start = time.perf_counter()
+        gains = output_sensitivities(model, chosen, kept)
+        seconds["sensitivity"] = time.perf_counter() - start
     if bits is not None:
         if mp_edge:
             raise InputError(
@@ -470,6 +503,7 @@ def compress(
             allocation=allocation,
             weighting=weighting,
             group_size=group_size,
+            sensitivities=gains,
         )
         seconds["quantize"] = secs
         result = CompressionResult(out, plan + skipped, {}, model, settings, seconds, quantized)
@@ -497,6 +531,8 @@ def compress(
             if weighting == "absolute"
             else [e / r if r > 0 else e for e, r in zip(energies, refs, strict=True)]
         )
+        if gains is not None:
+            weights = [w * gains[name] for w, name in zip(weights, chosen, strict=True)]
         alloc = allocate_ranks(weights, shapes, budget, max_ranks=caps if mp_edge else None)
     else:
         alloc = uniform_ranks(energies, shapes, ratio, max_ranks=caps if mp_edge else None)
@@ -507,6 +543,8 @@ def compress(
         chosen.items(), shapes, alloc.ranks, energies, refs, strict=True
     ):
         rec = {"name": name, "shape": [m, n], "params_before": m * n}
+        if gains is not None:
+            rec["sensitivity"] = gains[name]
         if k == DENSE:
             rec.update(rank=None, params_after=m * n, predicted_loss=0.0, predicted_relative=0.0)
             rec.update(status="dense", reason="a factorisation at its rank would not save")

@@ -76,6 +76,9 @@ __all__ = [
     "unpack_codes",
 ]
 
+#: What the allocators add up across matrices (see compress's ``weighting``).
+WEIGHTINGS = ("relative", "absolute", "sensitivity")
+
 #: the bit widths :func:`quantize_model` chooses from by default
 BIT_WIDTHS = (2, 3, 4, 5, 6, 7, 8)
 QUANT_FILE = "quantized.safetensors"
@@ -294,13 +297,15 @@ def quantize_model(
     group_size: int = 128,
     widths: Sequence[int] = BIT_WIDTHS,
     scale_dtype: torch.dtype = torch.float16,
+    sensitivities: dict[str, float] | None = None,
 ) -> tuple[nn.Module, list[dict], dict[str, QuantizedMatrix], dict[str, Any], float]:
     """Quantize the ``chosen`` linears of a copy of ``model`` at a mean of ``bits`` code bits.
 
     The core of :func:`~infospec.transforms.lowrank.compress` with ``bits=``: every
     candidate width of every matrix is quantized and its output error measured, then the
     widths are allocated (``"allocated"``: :func:`allocate_choices` on the losses, each over
-    the matrix's :math:`\\mathbb E\\|Wx\\|^2` for ``weighting="relative"``; ``"uniform"``:
+    the matrix's :math:`\\mathbb E\\|Wx\\|^2` for ``weighting="relative"``, and times the
+    matrix's end-to-end gain from ``sensitivities`` for ``"sensitivity"``; ``"uniform"``:
     ``bits`` for every matrix, which must then be one of ``widths``).
 
     Returns
@@ -311,7 +316,11 @@ def quantize_model(
     """
     method = check_choice(method, "method", "compress", ("activations", "weights"))
     allocation = check_choice(allocation, "allocation", "compress", ("allocated", "uniform"))
-    weighting = check_choice(weighting, "weighting", "compress", ("relative", "absolute"))
+    weighting = check_choice(weighting, "weighting", "compress", WEIGHTINGS)
+    if (weighting == "sensitivity") != (sensitivities is not None):
+        raise InputError(
+            "compress: weighting='sensitivity' and the measured sensitivities go together."
+        )
     group_size = _check_group_size(group_size, "compress")
     widths = sorted({_check_bits(b, "compress") for b in widths})
     budget_bits = _check_budget(bits, widths)
@@ -333,7 +342,9 @@ def quantize_model(
         candidates[name] = options
         refs.append(ref)
         shapes.append(tuple(w.shape))
-        scale = ref if weighting == "relative" and ref > 0 else 1.0
+        scale = ref if weighting != "absolute" and ref > 0 else 1.0
+        if sensitivities is not None:
+            scale /= sensitivities[name]
         menus.append([(b * w.numel(), options[b][1] / scale) for b in widths])
     total = sum(m * n for m, n in shapes)
     if allocation == "allocated":
@@ -365,6 +376,8 @@ def quantize_model(
                 "reason": "",
             }
         )
+        if sensitivities is not None:
+            plan[-1]["sensitivity"] = sensitivities[name]
     code_bits = sum(r["bits"] * r["params_before"] for r in plan)
     settings = {
         "bits": budget_bits,

@@ -309,3 +309,20 @@ def test_python_dash_m_infospec_is_the_command():
         [sys.executable, "-m", "infospec", "--version"], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip().endswith(infospec.__version__)
+
+
+def test_each_rank_its_own_device(monkeypatch):
+    from infospec.analysis.distributed import ProcessGroup, rank_device
+
+    gloo = ProcessGroup(rank=1, world=2, group=None, backend="gloo")
+    nccl = ProcessGroup(rank=1, world=2, group=None, backend="nccl")
+    assert rank_device(None, gloo) is None  # the CPU
+    assert rank_device(torch.device("cpu"), nccl) == torch.device("cpu")
+    assert rank_device(torch.device("cuda", 3), gloo) == torch.device("cuda", 3)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    if torch.cuda.device_count() == 0:
+        with pytest.raises(InputError, match="compute on their own GPU, but no CUDA device"):
+            rank_device(None, nccl)
+    else:
+        expected = torch.device("cuda", 1 % torch.cuda.device_count())
+        assert rank_device(None, nccl) == rank_device(torch.device("cuda"), gloo) == expected

@@ -187,7 +187,8 @@ def setup(
     """The group and this rank's device of ``func(..., distributed=...)``.
 
     ``(None, device)`` when ``distributed`` is False; else the group
-    (:func:`join_process_group`) and :func:`rank_device`.
+    (:func:`join_process_group`) and :func:`rank_device`, made the current CUDA device
+    when it is one (``torch.cuda.set_device``).
 
     Raises
     ------
@@ -201,7 +202,11 @@ def setup(
     if not distributed:
         return None, device
     pg, _ = join_process_group(func)
-    return pg, rank_device(device, pg, func)
+    device = rank_device(device, pg, func)
+    if device is not None and device.type == "cuda":
+        # NCCL's object collectives and reductions run on the current device: this rank's
+        torch.cuda.set_device(device)
+    return pg, device
 
 
 def rank_device(

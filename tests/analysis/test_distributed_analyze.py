@@ -111,6 +111,13 @@ def _worker(rank: int, world: int, tmp: str, ckpt: str, tuned: str) -> None:
         out["one"] = _tables(one)
         both = analyze(Net(), _batches(rank), distributed=True, workers=1, progress=False)
         out["activations"] = _tables(both)
+        # the model as DDP wraps it for training: the same report, names under "module."
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(Net())
+        out["ddp"] = _tables(
+            analyze(ddp, _batches(rank), distributed=True, workers=1, progress=False)
+        )
         # an unreadable tensor on the last rank ends the run on every rank, with its name
         from infospec.sources.entry import WeightEntry
 
@@ -131,6 +138,11 @@ def _worker(rank: int, world: int, tmp: str, ckpt: str, tuned: str) -> None:
         torch.save(out, f"{tmp}/out.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+def _unwrapped(row: dict) -> dict:
+    """A row of a DDP-wrapped model's report with the wrapper's ``module.`` prefix dropped."""
+    return {k: v.removeprefix("module.") if k in ("name", "tensor") else v for k, v in row.items()}
 
 
 def _same_rows(got: list[dict], want: list[dict]) -> None:
@@ -214,6 +226,10 @@ def test_distributed_report_equals_single_process(tmp_path, world):
         assert got["meta"]["rank_batches"] == [2] * world
         for key in single.spectra:
             assert got["spectra"][key] == pytest.approx(single.spectra[key].tolist(), rel=1e-12)
+        ddp = torch.load(f"{tmp_path}/out.{r}")["ddp"]
+        assert [row["name"] for row in ddp["activations"]] == ["module.inp", "module.mid"]
+        for table in ("weights", "activations"):
+            _same_rows([_unwrapped(row) for row in ddp[table]], getattr(single, table))
 
     # a failure that ends the run is raised on every rank, naming the rank, not a hang
     for r in range(world):

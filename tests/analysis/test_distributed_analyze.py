@@ -135,6 +135,12 @@ def _worker(rank: int, world: int, tmp: str, ckpt: str, tuned: str) -> None:
             out["source_error"] = str(exc)
         finally:
             WeightEntry.load = original
+        # a source missing on one rank only (a node without the shared folder)
+        where = ckpt if rank == 0 else f"{tmp}/not-on-this-node.safetensors"
+        try:
+            analyze(where, distributed=True, workers=1, progress=False)
+        except SourceError as exc:
+            out["missing"] = str(exc)
         torch.save(out, f"{tmp}/out.{rank}")
     finally:
         dist.destroy_process_group()
@@ -236,6 +242,8 @@ def test_distributed_report_equals_single_process(tmp_path, world):
         message = torch.load(f"{tmp_path}/out.{r}")["source_error"]
         assert message.startswith(f"rank {world - 1}: '")
         assert message.endswith("' cannot be read (test)")
+        missing = torch.load(f"{tmp_path}/out.{r}")["missing"]
+        assert missing.startswith("rank 1: ") and "not-on-this-node.safetensors" in missing
 
 
 def _free_port() -> int:

@@ -517,11 +517,15 @@ def analyze(
             f"(activations come from a forward pass); got {type(source).__name__}."
             " Load the model first, or omit data for a weights-only report."
         )
-    from .distributed import setup, stages_on
+    from .distributed import on_every_rank, setup, stages_on
 
     pg, dev = setup(distributed, dev, func)
-    src = open_source(source) if min_dim is None else open_source(source, min_dim=min_dim)
-    entries = src.select(layers)
+
+    def opened():
+        src = open_source(source) if min_dim is None else open_source(source, min_dim=min_dim)
+        return src, src.select(layers)
+
+    src, entries = on_every_rank(pg, opened)
     report = Report(
         meta={
             "source": str(getattr(src, "description", None) or src),

@@ -613,12 +613,11 @@ def compare(
     rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
     k = check_positive(k, "k", func, allow_zero=True, integer=True)
     dev = check_device(device, "device", func)
-    from .distributed import setup, stages_on
+    from .distributed import on_every_rank, setup, stages_on
 
     pg, dev = setup(distributed, dev, func)
     kw = {} if min_dim is None else {"min_dim": min_dim}
-    src_b = open_source(base, **kw)
-    src_t = open_source(tuned, **kw)
+    src_b, src_t = on_every_rank(pg, lambda: (open_source(base, **kw), open_source(tuned, **kw)))
     report = Report(
         meta={
             "source": f"{src_b.description} -> {src_t.description}",

@@ -51,6 +51,7 @@ __all__ = [
     "assign_by_cost",
     "entry_cost",
     "join_process_group",
+    "on_every_rank",
     "on_rank_0",
     "process_group",
     "raise_if_any_failed",
@@ -327,6 +328,24 @@ def gather_outcome(pg: ProcessGroup, payload: Any, exc: BaseException | None) ->
     dist.all_gather_object(gathered, sent, group=pg.group)
     raise_if_any_failed([g[1] for g in gathered], exc, pg.rank)
     return [g[0] for g in gathered]
+
+
+def on_every_rank(pg: ProcessGroup | None, work: Any) -> Any:
+    """``work()`` on this rank; with ``pg``, a failure on any rank then raised on every rank.
+
+    With ``pg`` a collective (:func:`gather_outcome`), for what every rank does for itself
+    before the shared work, such as opening the source: a rank that cannot (a file missing
+    on its node) makes every rank raise, instead of leaving the others waiting for it.
+    """
+    if pg is None:
+        return work()
+    value, exc = None, None
+    try:
+        value = work()
+    except Exception as failure:  # every rank raises it
+        exc = failure
+    gather_outcome(pg, None, exc)
+    return value
 
 
 def on_rank_0(pg: ProcessGroup | None, work: Any) -> Any:

@@ -371,13 +371,13 @@ def track(
     """
     from .analyze import analyze
     from .compare import compare
-    from .distributed import on_rank_0, setup
+    from .distributed import on_every_rank, on_rank_0, setup
 
     t0 = time.perf_counter()
     k = check_positive(k, "k", "track", integer=True)
     pg, _ = setup(distributed, None, "track")
     writes = pg is None or pg.rank == 0
-    checkpoints = find_checkpoints(run)
+    checkpoints = on_every_rank(pg, lambda: find_checkpoints(run))
     if store is None:
         if not isinstance(run, (str, os.PathLike)):
             raise InputError(

@@ -50,6 +50,7 @@ __all__ = [
     "ProcessGroup",
     "assign_by_cost",
     "entry_cost",
+    "gather_outcome",
     "join_process_group",
     "on_every_rank",
     "on_rank_0",

@@ -31,6 +31,15 @@ def minilm():
     return minilm_path()
 
 
+def _randomise_lora_b(wrapped):
+    """peft starts lora_B at zero (a zero delta): seeded random factors instead."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+
+
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, minilm):
     """(folder, peft model) of a LoRA adapter with rsLoRA and per-module overrides."""
@@ -45,11 +54,7 @@ def adapter(tmp_path_factory, minilm):
         alpha_pattern={"layer.2.attention.self.value": 32},
     )
     wrapped = peft.get_peft_model(model, config)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in wrapped.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    _randomise_lora_b(wrapped)
     folder = tmp_path_factory.mktemp("peft") / "adapter"
     wrapped.save_pretrained(folder)
     return folder, wrapped
@@ -259,11 +264,7 @@ def test_gpt2_fan_in_fan_out_adapter_against_peft(tmp_path):
         r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True
     )
     wrapped = peft.get_peft_model(model, config)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in wrapped.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    _randomise_lora_b(wrapped)
     wrapped.save_pretrained(tmp_path / "adapter")
     modules = dict(wrapped.named_modules())
     deltas = {

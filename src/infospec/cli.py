@@ -455,12 +455,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "summary.json, figures and report.html. A few minutes on 2 CPU cores. "
         "'infospec demo matryoshka' instead trains an encoder with and without the "
         "Matryoshka loss and measures how close its prefixes come to the KLT truncation "
-        "(the water-filling optimum).",
+        "(the water-filling optimum); 'infospec demo vae' trains a VAE at several beta and "
+        "measures its latent capacity (seed 002) against its KL rate and reconstruction error.",
     )
     p.add_argument(
         "experiment",
         nargs="?",
-        choices=("duality", "matryoshka"),
+        choices=("duality", "matryoshka", "vae"),
         default="duality",
         help="which experiment (default duality)",
     )
@@ -468,7 +469,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         default=None,
-        help="output folder (default ./infospec-demo, or ./infospec-demo-matryoshka)",
+        help="output folder (default ./infospec-demo, ./infospec-demo-matryoshka or "
+        "./infospec-demo-vae)",
     )
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (full 8, quick 2)")
     _add_force(p)
@@ -991,6 +993,16 @@ def _run_demo(args: argparse.Namespace) -> int:
         for paragraph in summary["reading"]:
             print(paragraph + "\n")
         print(f"wrote results.csv, summary.json and matryoshka.png in {out}", file=sys.stderr)
+        return 0
+    if args.experiment == "vae":
+        from .demo.vae import run_vae_demo
+
+        out = args.out or "infospec-demo-vae"
+        _check_demo_folder(out, args.force)
+        summary = run_vae_demo(out, quick=args.quick, seeds=args.seeds)
+        for paragraph in summary["reading"]:
+            print(paragraph + "\n")
+        print(f"wrote results.csv, summary.json and vae.png in {out}", file=sys.stderr)
         return 0
     from .demo import run_demo
 

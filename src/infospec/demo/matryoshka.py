@@ -335,10 +335,7 @@ def run_matryoshka_demo(
     dict
         The summary: the options, the per-k statistics and the reading.
     """
-    import json
-
-    from .._io import atomic_write
-    from .runner import _json_safe, _out_dir
+    from .runner import _out_dir, write_experiment_files
 
     folder = _out_dir(out)
     n_seeds = (2 if quick else 5) if seeds is None else seeds
@@ -354,11 +351,5 @@ def run_matryoshka_demo(
         "statistics": {str(k): dict(s) for k, s in stats.items()},
         "reading": reading,
     }
-    with atomic_write(folder / "results.csv") as fh:
-        results.to_csv(fh, index=False)
-    with atomic_write(folder / "summary.json") as fh:
-        json.dump(_json_safe(summary), fh, indent=2)
-    png = _figure(results, stats)
-    with atomic_write(folder / "matryoshka.png", "wb", encoding=None) as fh:
-        fh.write(png)
+    write_experiment_files(folder, results, summary, "matryoshka.png", _figure(results, stats))
     return summary

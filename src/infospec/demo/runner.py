@@ -68,6 +68,22 @@ def _out_dir(out: str | os.PathLike) -> Path:
     return path
 
 
+def write_experiment_files(
+    folder: Path, results: Any, summary: dict[str, Any], figure_name: str, figure: bytes
+) -> None:
+    """``results.csv``, ``summary.json`` and one PNG of an experiment, each atomically."""
+    import json
+
+    from .._io import atomic_write
+
+    with atomic_write(folder / "results.csv") as fh:
+        results.to_csv(fh, index=False)
+    with atomic_write(folder / "summary.json") as fh:
+        json.dump(_json_safe(summary), fh, indent=2)
+    with atomic_write(folder / figure_name, "wb", encoding=None) as fh:
+        fh.write(figure)
+
+
 def _json_safe(value: Any) -> Any:
     """NaN/inf -> None, numpy scalars -> Python, Interval -> dict, recursively."""
     if hasattr(value, "to_dict") and hasattr(value, "per_seed"):

@@ -279,10 +279,7 @@ def run_vae_demo(
     dict
         The summary: the options, the per-beta statistics and the reading.
     """
-    import json
-
-    from .._io import atomic_write
-    from .runner import _json_safe, _out_dir
+    from .runner import _out_dir, write_experiment_files
 
     folder = _out_dir(out)
     n_seeds = (2 if quick else 3) if seeds is None else seeds
@@ -299,10 +296,5 @@ def run_vae_demo(
         "statistics": {f"{b:g}": dict(s) for b, s in stats.items()},
         "reading": reading,
     }
-    with atomic_write(folder / "results.csv") as fh:
-        results.to_csv(fh, index=False)
-    with atomic_write(folder / "summary.json") as fh:
-        json.dump(_json_safe(summary), fh, indent=2)
-    with atomic_write(folder / "vae.png", "wb", encoding=None) as fh:
-        fh.write(_figure(stats))
+    write_experiment_files(folder, results, summary, "vae.png", _figure(stats))
     return summary

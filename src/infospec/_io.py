@@ -184,8 +184,7 @@ def check_output(
             if (inside and not is_infospec_output(target)) or (
                 ident is not None
                 and any(
-                    _identity(f) == ident and not is_infospec_output(f)
-                    for f in _folder_files(src)
+                    _identity(f) == ident and not is_infospec_output(f) for f in _folder_files(src)
                 )
             ):
                 raise InputError(

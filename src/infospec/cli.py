@@ -983,26 +983,24 @@ def _check_demo_folder(out: str, force: bool) -> None:
     )
 
 
+#: ``infospec demo EXPERIMENT`` beside the duality demo: module, runner, default folder,
+#: figure file.
+_EXPERIMENTS = {
+    "matryoshka": ("infospec.demo.matryoshka", "run_matryoshka_demo", "matryoshka.png"),
+    "vae": ("infospec.demo.vae", "run_vae_demo", "vae.png"),
+}
+
+
 def _run_demo(args: argparse.Namespace) -> int:
-    if args.experiment == "matryoshka":
-        from .demo.matryoshka import run_matryoshka_demo
-
-        out = args.out or "infospec-demo-matryoshka"
+    if args.experiment in _EXPERIMENTS:
+        module, runner, figure = _EXPERIMENTS[args.experiment]
+        out = args.out or f"infospec-demo-{args.experiment}"
         _check_demo_folder(out, args.force)
-        summary = run_matryoshka_demo(out, quick=args.quick, seeds=args.seeds)
+        run = getattr(importlib.import_module(module), runner)
+        summary = run(out, quick=args.quick, seeds=args.seeds)
         for paragraph in summary["reading"]:
             print(paragraph + "\n")
-        print(f"wrote results.csv, summary.json and matryoshka.png in {out}", file=sys.stderr)
-        return 0
-    if args.experiment == "vae":
-        from .demo.vae import run_vae_demo
-
-        out = args.out or "infospec-demo-vae"
-        _check_demo_folder(out, args.force)
-        summary = run_vae_demo(out, quick=args.quick, seeds=args.seeds)
-        for paragraph in summary["reading"]:
-            print(paragraph + "\n")
-        print(f"wrote results.csv, summary.json and vae.png in {out}", file=sys.stderr)
+        print(f"wrote results.csv, summary.json and {figure} in {out}", file=sys.stderr)
         return 0
     from .demo import run_demo
 

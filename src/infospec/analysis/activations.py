@@ -57,7 +57,7 @@ from ..measures.flatness import spectral_flatness
 from ..measures.information import gaussian_capacity, gaussian_entropy, rate_distortion
 from ..measures.marchenko_pastur import fit_marchenko_pastur
 from ..measures.rank import effective_rank, participation_ratio
-from ..measures.representation import eigen_decay, entropy_rank, nesum
+from ..measures.representation import ALPHA_REQ_FIT_RANGE, eigen_decay, entropy_rank, nesum
 
 __all__ = ["ACTIVATION_COLUMNS", "activation_record"]
 
@@ -82,9 +82,8 @@ ACTIVATION_COLUMNS: dict[str, str] = {
     "alpha_req_r2": "R^2 of the alpha-ReQ fit in log lambda",
 }
 
-#: RankMe's smoothing constant (Garrido et al. 2023) and alpha-ReQ's fitted indices (reptrix).
+#: RankMe's smoothing constant (Garrido et al. 2023).
 RANKME_EPS = 1e-7
-ALPHA_REQ_RANGE = (10, 100)
 
 
 def activation_record(
@@ -150,8 +149,8 @@ def activation_record(
         warnings.append(f"Marchenko-Pastur fit: {exc}")
     rec["rankme"] = float(entropy_rank(torch.sqrt(lam), eps=RANKME_EPS))
     rec["nesum"] = float(nesum(lam))
-    if rec["rank"] >= ALPHA_REQ_RANGE[0] + 2:
-        decay = eigen_decay(lam, fit_range=ALPHA_REQ_RANGE)
+    if rec["rank"] >= ALPHA_REQ_FIT_RANGE[0] + 2:
+        decay = eigen_decay(lam, fit_range=ALPHA_REQ_FIT_RANGE)
         rec["alpha_req"], rec["alpha_req_r2"] = float(decay.alpha), float(decay.r2)
     else:  # too few eigenvalues to fit: NaN by the column's stated rule, not a warning
         rec["alpha_req"] = rec["alpha_req_r2"] = NAN

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ from ..training.matryoshka import MatryoshkaLoss
 from ..transforms.curves import truncation_curve
 from .experiment import DigitsData, load_digits_split
 from .stats import Interval, mean_interval
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "ARMS",
@@ -280,10 +283,8 @@ def matryoshka_reading(stats: dict[int, dict[str, Interval]]) -> list[str]:
     return [verdict, *lines]
 
 
-def _figure(results: pd.DataFrame, stats: dict[int, dict[str, Interval]]) -> bytes:
+def _figure(results: pd.DataFrame, stats: dict[int, dict[str, Interval]]) -> Figure:
     """Two panels, prefix/KLT ratio and probe accuracy against k, mean and interval per arm."""
-    import io
-
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.6), dpi=110)
@@ -308,9 +309,7 @@ def _figure(results: pd.DataFrame, stats: dict[int, dict[str, Interval]]) -> byt
             ax.axhline(1.0, color="k", lw=0.8, ls=":")
         ax.legend(frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 def run_matryoshka_demo(

@@ -69,9 +69,9 @@ def _out_dir(out: str | os.PathLike) -> Path:
 
 
 def write_experiment_files(
-    folder: Path, results: Any, summary: dict[str, Any], figure_name: str, figure: bytes
+    folder: Path, results: Any, summary: dict[str, Any], figure_name: str, figure: Any
 ) -> None:
-    """``results.csv``, ``summary.json`` and one PNG of an experiment, each atomically."""
+    """``results.csv``, ``summary.json`` and one matplotlib figure as PNG, each atomically."""
     import json
 
     from .._io import atomic_write
@@ -81,7 +81,7 @@ def write_experiment_files(
     with atomic_write(folder / "summary.json") as fh:
         json.dump(_json_safe(summary), fh, indent=2)
     with atomic_write(folder / figure_name, "wb", encoding=None) as fh:
-        fh.write(figure)
+        figure.savefig(fh, format="png")
 
 
 def _json_safe(value: Any) -> Any:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -42,6 +42,9 @@ from .._validation import check_positive
 from ..measures.latent import latent_capacity
 from .experiment import DigitsData, load_digits_split
 from .stats import Interval, mean_interval
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["run_vae", "run_vae_demo", "vae_reading", "vae_statistics"]
 
@@ -212,9 +215,7 @@ def vae_reading(results: pd.DataFrame, stats: dict[float, dict[str, Interval]]) 
     return lines
 
 
-def _figure(stats: dict[float, dict[str, Interval]]) -> bytes:
-    import io
-
+def _figure(stats: dict[float, dict[str, Interval]]) -> Figure:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.6), dpi=110)
@@ -252,9 +253,7 @@ def _figure(stats: dict[float, dict[str, Interval]]) -> bytes:
     ax.set_xlabel("capacity (bits)")
     ax.set_ylabel("reconstruction MSE per pixel")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return fig
 
 
 def run_vae_demo(

@@ -50,6 +50,7 @@ from .._errors import InputError
 from .._validation import as_float_tensor, check_eigenvalues, check_finite, check_ndim, describe
 
 __all__ = [
+    "ALPHA_REQ_FIT_RANGE",
     "AlphaReq",
     "alpha_req",
     "eigen_decay",
@@ -58,6 +59,10 @@ __all__ = [
     "nesum",
     "rankme",
 ]
+
+
+#: alpha-ReQ's fitted indices of the descending eigenvalues (reptrix's ``np.arange(10, 100)``).
+ALPHA_REQ_FIT_RANGE = (10, 100)
 
 
 class AlphaReq(NamedTuple):
@@ -283,7 +288,7 @@ def _fit_range(fit_range: Any, func: str) -> tuple[int, int]:
     return int(fit_range[0]), int(fit_range[1])
 
 
-def eigen_decay(eigvals: Any, *, fit_range: tuple[int, int] = (10, 100)) -> AlphaReq:
+def eigen_decay(eigvals: Any, *, fit_range: tuple[int, int] = ALPHA_REQ_FIT_RANGE) -> AlphaReq:
     r"""α-ReQ's power-law decay exponent of a spectrum, by weighted least squares.
 
     With the eigenvalues sorted in descending order and ranks :math:`k = i + 1` for the
@@ -345,7 +350,7 @@ def eigen_decay(eigvals: Any, *, fit_range: tuple[int, int] = (10, 100)) -> Alph
     return AlphaReq(alpha, intercept, r2.to(torch.float64), stop - start)
 
 
-def alpha_req(Z: Any, *, fit_range: tuple[int, int] = (10, 100)) -> AlphaReq:
+def alpha_req(Z: Any, *, fit_range: tuple[int, int] = ALPHA_REQ_FIT_RANGE) -> AlphaReq:
     r"""α-ReQ of embeddings (Agrawal et al. 2022): :func:`eigen_decay` of their covariance.
 
     The eigenvalues of the centred sample covariance of ``Z`` (the squared singular values

@@ -20,11 +20,11 @@ integrand is even). Over the whole line the integral has the closed form
     \frac{\sqrt{2\pi}}{n^2}\sum_{j,k} e^{-(x_j - x_k)^2/2}
     - \frac{2\sqrt\pi}{n}\sum_j e^{-x_j^2/4} + \sqrt{\tfrac{2\pi}{3}},
 
-(Epps & Pulley 1983 with unit weight width), which the tests check the quadrature
-against. It is differentiable in :math:`x`, costs :math:`O(n\,K\,\text{n\_points})` for
-:math:`K` directions, and is a mean over the batch, so the loss of a sharded batch is the
-loss of its pooled characteristic functions (the defaults :math:`t_{\max} = 3` and 17
-nodes are LeJEPA's).
+(Epps & Pulley 1983 with unit weight width), which ``tests/training/test_sigreg.py``
+checks the quadrature against. It is differentiable in :math:`x`, costs
+:math:`O(n\,K\,\text{n\_points})` for :math:`K` directions, and is a mean over the
+batch, so the loss of a sharded batch is the loss of its pooled characteristic functions
+(the defaults :math:`t_{\max} = 3` and 17 nodes are LeJEPA's).
 
 References
 ----------
@@ -36,7 +36,6 @@ function", Biometrika 70(3), 1983.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
@@ -197,12 +196,3 @@ def sigreg_loss(
             a /= a.norm(dim=0, keepdim=True)
         stat = _statistic(z @ a, t_max, n_points)
     return stat.mean().to(out_dtype)
-
-
-def _closed_form(x: torch.Tensor) -> torch.Tensor:
-    """The statistic over the whole line (t_max -> inf), for the tests and the docs."""
-    n = x.shape[0]
-    diff = x.unsqueeze(0) - x.unsqueeze(1)
-    pair = math.sqrt(2 * math.pi) * torch.exp(-0.5 * diff * diff).sum((0, 1)) / n**2
-    cross = 2 * math.sqrt(math.pi) * torch.exp(-0.25 * x * x).sum(0) / n
-    return n * (pair - cross + math.sqrt(2 * math.pi / 3))

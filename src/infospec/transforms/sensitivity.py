@@ -62,15 +62,13 @@ def _outputs(model: nn.Module, batch: Any, device, index: int) -> tuple[list[tor
     return [o.detach().to(torch.float64) for o in outs], masks[0] if masks else None
 
 
-def _squared_error(a: torch.Tensor, b: torch.Tensor, mask: Any) -> tuple[float, float]:
-    """sum ||a - b||^2 and sum ||b||^2 over the real positions (a (B, T) mask on (B, T, ...))."""
-    diff = (a - b) ** 2
-    ref = b**2
-    if isinstance(mask, torch.Tensor) and mask.shape == a.shape[: mask.ndim]:
-        shape = (*mask.shape, *[1] * (a.ndim - mask.ndim))
-        m = mask.to(device=a.device, dtype=a.dtype).reshape(shape)
-        diff, ref = diff * m, ref * m
-    return float(diff.sum()), float(ref.sum())
+def _sum_of_squares(t: torch.Tensor, mask: Any) -> float:
+    """sum t^2 over the real positions (a (B, T) attention mask on a (B, T, ...) output)."""
+    sq = t * t
+    if isinstance(mask, torch.Tensor) and mask.shape == t.shape[: mask.ndim]:
+        shape = (*mask.shape, *[1] * (t.ndim - mask.ndim))
+        sq = sq * mask.to(device=t.device, dtype=t.dtype).reshape(shape)
+    return float(sq.sum())
 
 
 def output_sensitivities(
@@ -127,7 +125,7 @@ def output_sensitivities(
         with torch.no_grad():
             for i, batch in enumerate(batches):
                 clean, mask = _outputs(model, batch, device, i)
-                energies = [_squared_error(c, torch.zeros_like(c), mask)[0] for c in clean]
+                energies = [_sum_of_squares(c, mask) for c in clean]
                 energy = (
                     energies
                     if energy is None
@@ -148,9 +146,7 @@ def output_sensitivities(
                         noisy, _ = _outputs(model, batch, device, i)
                     finally:
                         handle.remove()
-                    errs = [
-                        _squared_error(a, b, mask)[0] for a, b in zip(noisy, clean, strict=True)
-                    ]
+                    errs = [_sum_of_squares(a - b, mask) for a, b in zip(noisy, clean, strict=True)]
                     prev = errors[name]
                     errors[name] = (
                         errs if prev is None else [a + b for a, b in zip(prev, errs, strict=True)]

@@ -5,6 +5,7 @@ the group must equal the single-process one: the same rows in the same order, ev
 column to 1e-12.
 """
 
+import gc
 import json
 import math
 import socket
@@ -118,6 +119,10 @@ def _worker(rank: int, world: int, tmp: str, ckpt: str, tuned: str) -> None:
         out["ddp"] = _tables(
             analyze(ddp, _batches(rank), distributed=True, workers=1, progress=False)
         )
+        # DDP's reducer holds the group; it goes before the group does (a reducer outliving
+        # destroy_process_group can abort the process at exit, seen once in CI on 2 cores)
+        del ddp
+        gc.collect()
         # an unreadable tensor on the last rank ends the run on every rank, with its name
         from infospec.sources.entry import WeightEntry
 
@@ -142,6 +147,7 @@ def _worker(rank: int, world: int, tmp: str, ckpt: str, tuned: str) -> None:
         except SourceError as exc:
             out["missing"] = str(exc)
         torch.save(out, f"{tmp}/out.{rank}")
+        dist.barrier()  # no rank tears the group down while another still talks through it
     finally:
         dist.destroy_process_group()
 

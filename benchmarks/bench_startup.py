@@ -74,9 +74,7 @@ def main() -> None:
         first = statistics.median(r[0] for r in runs)
         total = statistics.median(r[1] for r in runs)
         spread = max(r[1] for r in runs) - min(r[1] for r in runs)
-        print(
-            f"{name:<36} {first:>12.3f}s {total:>8.3f}s {spread:>8.3f}s {total / torch_s:>15.2f}"
-        )
+        print(f"{name:<36} {first:>12.3f}s {total:>8.3f}s {spread:>8.3f}s {total / torch_s:>15.2f}")
 
 
 if __name__ == "__main__":

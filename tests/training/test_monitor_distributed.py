@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from infospec import InputError
+from infospec.measures.latent import latent_capacity
 from infospec.training.monitor import Monitor
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is missing")
@@ -85,6 +86,14 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             up.step()
             up.remove()
         up.history().to_pickle(f"{tmp}/up.{rank}.pkl")
+        # the latent table: `inp`'s 16 outputs read as [mu | logvar], rows of both ranks
+        lat = Monitor(
+            model, latent="inp", distributed=True, weights=False, activations=False, **kwargs
+        )
+        model(x)
+        lat.step()
+        lat.remove()
+        lat.history().to_pickle(f"{tmp}/latent.{rank}.pkl")
         # ranks that watch different layers get a clear error, not a collective mismatch
         watched = "inp" if rank == 0 else "inp|out"
         differ = Monitor(model, layers=watched, distributed=True, **kwargs)
@@ -152,6 +161,15 @@ def test_distributed_monitor_pools_the_ranks_rows(tmp_path):
         one.loc[["a", "up"], cols].to_numpy(float),
         rtol=1e-9,
     )
+    # the latent capacity of the pooled rows, the same on both ranks
+    with torch.no_grad():
+        out = torch.cat([Net().double().inp(_shard(r)) for r in range(world)])
+    want = latent_capacity(*out.chunk(2, dim=-1))
+    for rank in range(world):
+        lat = pd.read_pickle(tmp_path / f"latent.{rank}.pkl")
+        assert lat["table"].tolist() == ["latent"] and lat["samples"].tolist() == [70]
+        assert lat["capacity_bits"].iloc[0] == pytest.approx(float(want.total), rel=1e-12)
+        assert lat["kl_rate_bits"].iloc[0] == pytest.approx(float(want.kl_rate), rel=1e-12)
     for rank in range(world):
         said = (tmp_path / f"differ.{rank}.txt").read_text()
         assert "the ranks watch different layers (counts [1, 2])" in said

@@ -11,7 +11,9 @@ optimizer step by :meth:`Monitor.step` (the Lightning and Hugging Face callbacks
 * for each layer's **weight matrices** (:func:`infospec.spectra.conventions.as_matrices`):
   flatness and effective rank of the singular values, :math:`\operatorname{Var}[\log
   \sigma_i]`, the power-law exponent ``alpha`` of the ESD tail, the stable rank and the
-  spectral norm (:func:`infospec.analysis.weight_record`, without its Marchenko–Pastur fit).
+  spectral norm (:func:`infospec.analysis.weight_record`, without its Marchenko–Pastur fit);
+* with ``latent=...``, a Gaussian encoder's **latent** capacity and KL rate in bits and its
+  active dimensions (:mod:`infospec.training.latent_watch`).
 
 Where the time goes, and why the defaults meet a 5 % budget
 -----------------------------------------------------------
@@ -117,6 +119,7 @@ from ..spectra.activations import ActivationCovariances
 from ..spectra.conventions import as_matrices
 from ..spectra.covariance import StreamingCovariance
 from ..spectra.matrices import singular_values
+from .latent_watch import LATENT_METRICS, LatentWatch, check_latent, names_text
 
 __all__ = ["DEFAULT_ALERTS", "MONITOR_COLUMNS", "Monitor", "MonitorAlert"]
 
@@ -147,17 +150,22 @@ WEIGHT_METRICS: tuple[str, ...] = (
     "stable_rank",
     "sigma_max",
 )
-_TABLE_METRICS = {"activations": ACTIVATION_METRICS, "weights": WEIGHT_METRICS}
+_TABLE_METRICS = {
+    "activations": ACTIVATION_METRICS,
+    "weights": WEIGHT_METRICS,
+    "latent": LATENT_METRICS,
+}
 
 #: Columns of :meth:`Monitor.history` (and of the CSV log), in order, with their meaning.
 MONITOR_COLUMNS: dict[str, str] = {
     "step": "optimizer step at which the row was measured",
-    "table": "'activations' (a layer's output) or 'weights' (one of its weight matrices)",
+    "table": "'activations' (a layer's output), 'weights' (one of its weight matrices) or "
+    "'latent' (a Gaussian encoder's code, Monitor(latent=...))",
     "layer": "full dotted name of the module ('(model)' for the model itself)",
     "matrix": "weights: label of the matrix (as_matrices); activations: empty",
     "status": "'ok', or 'error' when the layer produced NaN/Inf or could not be measured",
-    "dim": "activations: feature dimension d of the output",
-    "samples": "activations: rows accumulated over the window",
+    "dim": "activations: feature dimension d of the output; latent: latent dimensions",
+    "samples": "activations, latent: rows accumulated over the window",
     "rank": "activations: numerical rank of the covariance",
     "rows": "weights: rows of the matrix (out)",
     "cols": "weights: columns of the matrix (in)",
@@ -172,13 +180,16 @@ MONITOR_COLUMNS: dict[str, str] = {
     "alpha": "weights: power-law exponent of the ESD tail (NaN when alpha=False)",
     "stable_rank": "weights: ||W||_F^2 / ||W||_2^2",
     "sigma_max": "weights: largest singular value",
+    "capacity_bits": "latent: sum over dims of 1/2 log2(1 + Var[mu_j] / E[sigma_j^2]), bits",
+    "kl_rate_bits": "latent: mean KL(q(z|x) || N(0, I)) over the window's rows, bits",
+    "active_dims": "latent: dimensions with Var[mu_j] > 0.01 (Burda et al.)",
     "warning": "why a measure is degenerate or missing; empty when none",
 }
 
 _ROOT = "(model)"
 #: Frames between warnings.warn and the caller of Monitor.step / Monitor.measure.
 _STACKLEVEL = 5
-_INT_COLUMNS = ("dim", "samples", "rank", "rows", "cols")
+_INT_COLUMNS = ("dim", "samples", "rank", "rows", "cols", "active_dims")
 
 
 class MonitorAlert(NamedTuple):
@@ -362,6 +373,16 @@ class Monitor:
         process, unless it is given.
     group : torch.distributed process group, optional
         The group of ``distributed`` (default: the whole world).
+    latent : str or pair of str, optional
+        Log the latent capacity of a Gaussian encoder (a VAE's) in a third table,
+        ``latent``: the module returning ``(mu, logvar, ...)`` or one tensor
+        ``[mu | logvar]`` (halves of the last axis), or the pair of modules returning
+        ``mu`` and ``logvar`` (:mod:`infospec.training.latent_watch`). The rows of the
+        window's training-mode forward passes (``max_tokens`` per pass) give
+        ``capacity_bits``, ``kl_rate_bits`` and ``active_dims``
+        (:func:`~infospec.measures.latent.latent_capacity`); they are pooled over the
+        ranks with ``distributed``. An alert ``{"capacity_bits": 1.0}`` flags a posterior
+        collapse. The modules need not own weights.
 
     Attributes
     ----------
@@ -385,8 +406,8 @@ class Monitor:
         weights, ``every``/``window``/``max_tokens``/``eps``/``min_dim`` are out of range,
         both tables are switched off, ``writer`` has no ``add_scalar``, ``log_path`` is not
         a writable ``.jsonl``/``.csv`` path (or a CSV with other columns), ``alerts`` names
-        an unknown measure, ``spectrum_device`` is not a device, or ``distributed`` is not
-        a bool.
+        an unknown measure, ``spectrum_device`` is not a device, ``distributed`` is not
+        a bool, or ``latent`` names no module of the model.
 
     References
     ----------
@@ -432,6 +453,7 @@ class Monitor:
         seed: int = 0,
         distributed: bool = False,
         group: Any = None,
+        latent: str | Sequence[str] | None = None,
     ) -> None:
         func = "Monitor"
         if not isinstance(model, nn.Module):
@@ -446,10 +468,11 @@ class Monitor:
         self.max_tokens = max_tokens
         self.eps = check_positive(eps, "eps", func)
         self.min_dim = check_positive(min_dim, "min_dim", func, integer=True)
-        if not (weights or activations):
+        self.latent_names = () if latent is None else check_latent(model, latent, func)
+        if not (weights or activations or self.latent_names):
             raise InputError(
                 f"{func} has nothing to measure: weights=False and activations=False. "
-                f"Switch on at least one table."
+                f"Switch on at least one table (or give latent=...)."
             )
         if writer is not None and not callable(getattr(writer, "add_scalar", None)):
             raise InputError(
@@ -496,6 +519,7 @@ class Monitor:
         self._alerted: set[tuple[str, str, str]] = set()
         self._warned: set[str] = set()
         self._collector: ActivationCovariances | None = None
+        self._latent: LatentWatch | None = None
         self._attached = False
         self.attach()
 
@@ -520,7 +544,7 @@ class Monitor:
                 raise InputError(
                     f"The 'alerts' parameter of {func} has the key {key!r}, which is not a "
                     f"measure of the monitor; use one of {', '.join(map(repr, names))}, "
-                    f"optionally prefixed by 'activations/' or 'weights/'."
+                    f"optionally prefixed by 'activations/', 'weights/' or 'latent/'."
                 )
             # any finite threshold: entropy in bits per dimension is often negative
             if (
@@ -617,7 +641,18 @@ class Monitor:
             )
 
     def _update_hooks(self) -> None:
-        want = self._attached and self.activations and self._collecting(self.global_step + 1)
+        window = self._attached and self._collecting(self.global_step + 1)
+        if window and self.latent_names and self._latent is None:
+            self._latent = LatentWatch(
+                self.model,
+                self.latent_names,
+                max_tokens=self.max_tokens,
+                seed=self.seed + self.global_step,
+            )
+        elif not window and self._latent is not None:
+            self._latent.remove()
+            self._latent = None
+        want = window and self.activations
         if want and self._collector is None:
             self._follow_replaced_layers()  # at each window start: hooks on the live modules
             self._collector = ActivationCovariances(
@@ -645,6 +680,9 @@ class Monitor:
         if self._collector is not None:
             self._collector.remove()
             self._collector = None
+        if self._latent is not None:
+            self._latent.remove()
+            self._latent = None
 
     def __enter__(self) -> Monitor:
         return self
@@ -721,6 +759,8 @@ class Monitor:
                 rows += self._activation_rows()
             if self.weights:
                 rows += self._weight_rows()
+            if self._latent is not None:
+                rows.append(self._latent_row())
         self._rows += rows
         self.measure_seconds.append(time.perf_counter() - t0)
         metrics = self._metrics(rows)
@@ -742,6 +782,12 @@ class Monitor:
             "matrix": matrix,
             "status": "ok",
         }
+
+    def _latent_row(self) -> dict[str, Any]:
+        """The ``latent`` table's row of this measurement (pooled over ranks if distributed)."""
+        pooled = self.distributed and self._world() > 1
+        fields = self._latent.record(group=self.group, pooled=pooled)
+        return {**self._base("latent", names_text(self.latent_names)), **fields}
 
     # -- torch.distributed -----------------------------------------------------------------
     def _world(self) -> int:
@@ -958,11 +1004,10 @@ class Monitor:
             value = row.get(metric)
             if not isinstance(value, (int, float)) or math.isnan(value) or value >= threshold:
                 continue
-            what = (
-                f"weight matrix '{where}'"
-                if table == "weights"
-                else f"the activations of layer '{where}'"
-            )
+            what = {
+                "weights": f"weight matrix '{where}'",
+                "latent": f"the latent of '{where}'",
+            }.get(table, f"the activations of layer '{where}'")
             self._alert(
                 row,
                 metric,

@@ -193,3 +193,16 @@ def test_latent_argument_errors():
         Monitor(model, weights=False, activations=False)
     with pytest.raises(InputError, match="prefixed by 'activations/', 'weights/' or 'latent/'"):
         Monitor(model, alerts={"latent/capacity": 1.0})
+
+
+def test_a_latent_log_reads_as_a_track(tmp_path):
+    from infospec.analysis.track import read_monitor_log
+
+    path = tmp_path / "log.jsonl"
+    monitor, _ = _run(VAE(), _batches(), latent="enc", weights=False, log_path=path)
+    track = read_monitor_log(path).frame
+    latent = track[track["tensor"] == "latent/enc"].set_index("metric")["value"]
+    row = _latent(monitor).iloc[0]
+    assert latent["capacity_bits"] == pytest.approx(row["capacity_bits"])
+    assert latent["active_dims"] == row["active_dims"]
+    assert "activations/enc.body" in set(track["tensor"])

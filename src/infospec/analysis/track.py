@@ -492,7 +492,8 @@ def read_monitor_log(path: str | os.PathLike) -> Track:
     """A :class:`~infospec.training.Monitor` log (``.jsonl`` or ``.csv``) as a :class:`Track`.
 
     Each measured weight row becomes metrics of the tensor named by its ``matrix`` label,
-    each activation row metrics of ``activations/<layer>``, at the row's ``step``; the
+    each activation row metrics of ``activations/<layer>`` (a latent row, of
+    ``latent/<layer>``), at the row's ``step``; the
     checkpoint column is ``step-<step>``. The plots of :meth:`Track.to_html` then read the
     run as they read checkpoints.
 
@@ -539,7 +540,7 @@ def read_monitor_log(path: str | os.PathLike) -> Track:
     tensor = np.where(
         log["table"] == "weights",
         matrix.where(matrix != "", log["layer"]),
-        "activations/" + log["layer"].astype(str),
+        log["table"].astype(str) + "/" + log["layer"].astype(str),
     )
     wide = log.assign(tensor=tensor, checkpoint="step-" + log["step"].astype(str))
     frame = wide.melt(

@@ -255,15 +255,17 @@ def test_esd_max_panels_takes_rows_evenly(messy):
 @pytest.mark.parametrize("kind", ["layers", "overview"])
 def test_layers_curves_are_the_records(report, kind):
     fig = plot_report(report, kind)
-    assert len(fig.axes) == 8  # 4 weight measures + 4 activation measures
+    assert len(fig.axes) == 12  # 6 rows: 4 weight measures (2 blank) + 6 activation measures
     weight_axes, act_axes = fig.axes[0::2], fig.axes[1::2]
+    assert [ax.axison for ax in weight_axes] == [True] * 4 + [False] * 2
+    act_cols = ("flatness", "effective_rank", "entropy_bits_per_dim", "coding_rate_bits")
     for axes, records, cols in (
-        (weight_axes, report.weights, ("flatness", "alpha", "effective_rank", "bits_per_param")),
         (
-            act_axes,
-            report.activations,
-            ("flatness", "effective_rank", "entropy_bits_per_dim", "coding_rate_bits"),
+            weight_axes[:4],
+            report.weights,
+            ("flatness", "alpha", "effective_rank", "bits_per_param"),
         ),
+        (act_axes, report.activations, (*act_cols, "rankme", "alpha_req")),
     ):
         for ax, col in zip(axes, cols, strict=True):
             x, y = _line(ax, "curve")

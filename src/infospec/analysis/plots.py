@@ -83,6 +83,8 @@ ACTIVATION_CURVES = (
     ("effective_rank", "effective rank"),
     ("entropy_bits_per_dim", "entropy, bits / dim"),
     ("coding_rate_bits", "coding rate, bits"),
+    ("rankme", "RankMe"),
+    ("alpha_req", "α-ReQ decay"),
 )
 
 #: The MP curve is not drawn above this KS distance between the bulk and the fitted law

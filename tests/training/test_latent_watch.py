@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from infospec import InputError
+from infospec import InfospecWarning, InputError
 from infospec.measures.latent import latent_capacity
 from infospec.training.latent_watch import LATENT_METRICS, check_latent
 from infospec.training.monitor import MONITOR_COLUMNS, Monitor
@@ -173,7 +173,8 @@ def test_a_bad_encoder_output_is_an_error_row(out, message):
 
 def test_too_few_rows_is_an_error_row():
     model = Odd(lambda x: x)
-    monitor, _ = _run(model, [torch.randn(1, 4)], latent="", weights=False)
+    with pytest.warns(InfospecWarning, match="the latent of layer '\\(model\\)' could not be"):
+        monitor, _ = _run(model, [torch.randn(1, 4)], latent="", weights=False, activations=False)
     row = _latent(monitor).iloc[0]
     assert row["status"] == "error" and row["samples"] == 1
     assert "1 row(s) of the latent in the window" in row["warning"]

@@ -99,3 +99,54 @@ def test_minilm_columns_by_the_gram_route_equal_a_full_float64_svd():
         np.testing.assert_allclose(auto[column], svd.loc[auto.index, column], rtol=rtol)
     assert (auto["alpha_num_tail"] == svd.loc[auto.index, "alpha_num_tail"]).all()
     assert (auto["mp_num_spikes"] == svd.loc[auto.index, "mp_num_spikes"]).all()
+
+
+@pytest.mark.parametrize("case", ["flat", "graded", "five tiny"])
+@pytest.mark.parametrize("shape", [(150, 100), (100, 150)])
+def test_in_place_eigenvalues_give_the_same_spectrum(shape, case, rng, monkeypatch):
+    """The in-place ``syevd`` route (large CPU Gram matrices) equals the float64 SVD,
+    the refined ill-conditioned case included (its Gram matrix formed again)."""
+    import infospec.spectra.matrices as matrices
+
+    side = min(shape)
+    sigma = {
+        "flat": np.ones(side),
+        "graded": np.geomspace(1.0, 1e-3, side),
+        "five tiny": np.r_[np.linspace(1.0, 0.5, side - 5), np.full(5, 1e-7)],
+    }[case]
+    W = _matrix(rng, *shape, sigma)
+    want = np.linalg.svd(W, compute_uv=False)
+    monkeypatch.setattr(matrices, "_IN_PLACE_MIN_SIDE", 64)
+    got, route = singular_values(W, return_method=True)
+    assert route == ("gram+refine" if case == "five tiny" else "gram")
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-7)
+    monkeypatch.setattr(matrices, "_IN_PLACE_MIN_SIDE", 10**9)
+    np.testing.assert_allclose(got.numpy(), singular_values(W).numpy(), rtol=1e-9)
+
+
+def test_a_large_cpu_gram_matrix_is_diagonalised_in_place(rng, monkeypatch):
+    import infospec.spectra.matrices as matrices
+
+    side = 256
+    monkeypatch.setattr(matrices, "_IN_PLACE_MIN_SIDE", side)
+    W = torch.from_numpy(rng.standard_normal((side + 8, side)))
+    gram = gram_matrix(W)
+    lower = torch.tril(gram).clone()
+    lam, overwritten = matrices._gram_eigenvalues(gram)
+    assert overwritten and not torch.equal(torch.tril(gram), lower)  # no copy was made
+    want = torch.linalg.eigvalsh(lower, UPLO="L")
+    np.testing.assert_allclose(lam.numpy(), want.numpy(), rtol=1e-10, atol=1e-12 * float(want[-1]))
+    # a C-ordered or small matrix takes torch.linalg.eigvalsh and is left as it was
+    small = gram_matrix(W[:, :64])
+    before = small.clone()
+    assert not matrices._gram_eigenvalues(small)[1] and torch.equal(small, before)
+
+
+def test_a_gram_sum_that_overflows_takes_the_rescaled_route(rng):
+    """Every Gram entry finite but their sum beyond float64: the spectrum is still right."""
+    base = rng.standard_normal((50, 40))
+    W = base * 5e152  # Gram entries up to ~2e307, their sum above 1.8e308
+    with np.errstate(over="ignore"):
+        assert np.isfinite(W.T @ W).all() and not np.isfinite(np.tril(W.T @ W).sum())
+    want = np.linalg.svd(base, compute_uv=False) * 5e152
+    np.testing.assert_allclose(singular_values(W).numpy(), want, rtol=1e-12)

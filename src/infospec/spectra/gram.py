@@ -54,6 +54,7 @@ def _blocks(
         if scale is not None:
             block = block / scale
         yield start, block
+        del block  # before the next one is made: one block alive at a time, not two
 
 
 def gram_matrix(
@@ -99,6 +100,7 @@ def gram_matrix(
             # a = block^T (b x m); lower=1 fills the lower triangle of the Fortran array
             gram = syrk(1.0, a, beta=1.0, c=gram, trans=0 if by_rows else 1, lower=1,
                         overwrite_c=1)  # fmt: skip
+            del a, block
         return torch.from_numpy(gram)
     gram = torch.zeros((side, side), dtype=dtype, device=W.device)
     for _, block in _blocks(W, by_rows=by_rows, dtype=dtype, scale=scale):

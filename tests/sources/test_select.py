@@ -128,3 +128,26 @@ def test_select_accepts_generators():
     src = open_source(nn.Linear(12, 12))
     assert names(select(iter(src.entries()), "weight")) == ["weight"]
     assert torch.equal(select(src.entries(), "weight")[0].load(), src.module.weight.detach())
+
+
+def test_a_file_listing_is_matched_on_names_without_building_every_entry(tmp_path, monkeypatch):
+    """select on a file's EntryTable: the same entries as on a list, only those built."""
+    from safetensors.torch import save_file
+
+    from infospec.sources.listing import EntryTable
+
+    tensors = {f"blocks.{i}.{part}": torch.zeros(12, 12) for i in range(40) for part in "ab"}
+    tensors.update({f"blocks.{i}.bias": torch.zeros(12) for i in range(40)})
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    table = open_source(tmp_path / "m.safetensors").entries()
+    assert isinstance(table, EntryTable)
+    want = select(list(table), r"blocks\.3\d?\.")
+    built = []
+    original = EntryTable._entry
+    monkeypatch.setattr(EntryTable, "_entry", lambda self, i: built.append(i) or original(self, i))
+    got = select(table, r"blocks\.3\d?\.")
+    assert got == want and names(got)[:3] == ["blocks.3.a", "blocks.3.b", "blocks.3.bias"]
+    assert len(built) == len(got) == 33  # blocks 3 and 30-39, three tensors each
+    # close matches still put analysed tensors first, skipped biases after
+    with pytest.raises(InputError, match=r"matches none of the 120 tensor.*'blocks\.\d+\.[ab]'"):
+        select(table, "block_4")

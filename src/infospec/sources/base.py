@@ -97,14 +97,22 @@ def select(
     >>> [e.name for e in select(open_source(net).entries(), r"^1\.")]
     ['1.weight', '1.bias']
     """
-    entries = list(entries)
-    if layers is None:  # everything, in order (and no set of a million names)
-        return entries
-    if not entries:
+    from .listing import EntryTable
+
+    if isinstance(entries, EntryTable) and layers is not None:
+        # a file's listing: matched on its name column, only the chosen entries built
+        names, skipped = entries.names, entries.skipped_flags()
+    else:
+        entries = list(entries)
+        if layers is None:  # everything, in order (and no set of a million names)
+            return entries
+        names, skipped = [e.name for e in entries], [e.skipped for e in entries]
+    if not names:
         raise InputError(
             f"The 'layers' parameter {layers!r} cannot select anything: the source has no tensors."
         )
     # names of analysed tensors first, so that close matches suggest useful names
-    ordered = [e.name for e in entries if not e.skipped] + [e.name for e in entries if e.skipped]
+    ordered = [n for n, s in zip(names, skipped, strict=True) if not s]
+    ordered += [n for n, s in zip(names, skipped, strict=True) if s]
     chosen = set(match_names(ordered, layers, param="layers", what="tensor"))
-    return [e for e in entries if e.name in chosen]
+    return [entries[i] for i, n in enumerate(names) if n in chosen]

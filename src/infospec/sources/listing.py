@@ -107,6 +107,11 @@ class EntryTable(Sequence[WeightEntry]):
         """Every entry's name, in order (no entry built)."""
         return list(self._names)
 
+    def skipped_flags(self) -> list[bool]:
+        """Whether each entry is skipped (has a skip reason), in order (no entry built)."""
+        skipped = [p[3] is not None for p in self._profiles]
+        return [skipped[p] for p in self._profile_ids]
+
     def groups(self) -> list[tuple[WeightEntry, int]]:
         """Each distinct profile as a nameless entry, and how many entries have it."""
         counts = Counter(self._profile_ids)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from .._errors import InputError
 from .._names import match_names
 from .entry import WeightEntry
+from .listing import EntryTable
 
 __all__ = ["WeightSource", "select"]
 
@@ -97,8 +98,6 @@ def select(
     >>> [e.name for e in select(open_source(net).entries(), r"^1\.")]
     ['1.weight', '1.bias']
     """
-    from .listing import EntryTable
-
     if isinstance(entries, EntryTable) and layers is not None:
         # a file's listing: matched on its name column, only the chosen entries built
         names, skipped = entries.names, entries.skipped_flags()

@@ -785,8 +785,7 @@ class Monitor:
 
     def _latent_row(self) -> dict[str, Any]:
         """The ``latent`` table's row of this measurement (pooled over ranks if distributed)."""
-        pooled = self.distributed and self._world() > 1
-        fields = self._latent.record(group=self.group, pooled=pooled)
+        fields = self._latent.record(group=self.group, pooled=self._pooling())
         return {**self._base("latent", names_text(self.latent_names)), **fields}
 
     # -- torch.distributed -----------------------------------------------------------------
@@ -794,9 +793,13 @@ class Monitor:
         """Processes in the group when a process group is running, else 1."""
         return _process_group_size(self.group)
 
+    def _pooling(self) -> bool:
+        """Whether measurements pool the rows of several processes (``distributed``)."""
+        return self.distributed and self._world() > 1
+
     def _rank(self) -> int:
         """This process's rank in the group when ``distributed``, else 0 (it writes)."""
-        if not self.distributed or self._world() == 1:
+        if not self._pooling():
             return 0
         import torch.distributed as dist
 

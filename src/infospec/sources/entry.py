@@ -24,7 +24,10 @@ Skip rules, checked in this order (the first that applies is the reason):
 Tied weights (one tensor under two names) are listed under both names; the second is
 skipped with the reason ``same tensor as '<first name>' (tied weights)``. Before these
 rules, the scale tensor of an FP8 weight, a lone ``float8_e8m0fnu`` tensor and an FP8
-weight whose scale has no known layout are skipped as such (:mod:`infospec.sources.fp8`).
+weight whose scale has no known layout are skipped as such (:mod:`infospec.sources.fp8`),
+and so are the companion tensors of a packed bitsandbytes or GPTQ weight, whose entry has
+the matrix's shape and a dtype naming the format (``bnb_nf4``, ``gptq_int4``:
+:mod:`infospec.sources.packed`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import SourceError
 from ..spectra.conventions import KINDS, matrix_layout
+from .packed import PACKED_DTYPES
 
 __all__ = ["DEFAULT_MIN_DIM", "ENTRY_KINDS", "WeightEntry"]
 
@@ -156,7 +160,8 @@ class WeightEntry:
 
         A tensor from a file is read alone, through a memory map, so that a checkpoint
         larger than memory can be analysed one tensor at a time. An FP8 weight comes back
-        dequantized to float32, its scale applied (:mod:`infospec.sources.fp8`).
+        dequantized to float32, its scale applied (:mod:`infospec.sources.fp8`), and so
+        does a packed bitsandbytes or GPTQ weight (:mod:`infospec.sources.packed`).
 
         Parameters
         ----------
@@ -189,7 +194,7 @@ def skip_reason_for(
     """
     if math.prod(shape) == 0:
         return f"empty tensor (shape {shape})"
-    if dtype not in _READABLE_FLOATS:
+    if dtype not in _READABLE_FLOATS and dtype not in PACKED_DTYPES:
         if dtype not in _OTHER_TORCH_DTYPES:
             return f"dtype {dtype} cannot be read as a torch tensor"
         return f"non-floating dtype {dtype} (an index, mask or quantized buffer, not a weight)"

@@ -1,11 +1,13 @@
 """Entries of a source whose tensors are known by name, shape and dtype (files, state dicts).
 
-One rule for every such source: the kind from the name and shape
-(:func:`~infospec.sources.entry.infer_kind`), the skip reason of FP8 scales first
-(:mod:`infospec.sources.fp8`), then the general skip rules
+One rule for every such source: packed integer weights (bitsandbytes, GPTQ) become one
+entry each with the matrix's shape, their companion tensors skipped
+(:mod:`infospec.sources.packed`); the kind from the name and shape
+(:func:`~infospec.sources.entry.infer_kind`); the skip reasons of packed parts and FP8
+scales first (:mod:`infospec.sources.fp8`), then the general skip rules
 (:mod:`infospec.sources.entry`), then the source's own reason (a tied or storage-less
-tensor); FP8 weights load dequantized; file sources sort the entries into model order
-(:mod:`infospec.sources.order`).
+tensor); FP8 and packed weights load dequantized; file sources sort the entries into
+model order (:mod:`infospec.sources.order`).
 
 Entries are kept as columns (:class:`EntryTable`): the names, and for each tensor an
 index into a short list of the distinct (shape, dtype, kind, skip reason, origin)
@@ -25,6 +27,7 @@ from typing import NamedTuple, overload
 from .entry import Loader, WeightEntry, generic_kind, infer_kind, skip_reason_for
 from .fp8 import DEFAULT_BLOCK, FP8_DTYPES, SCALE_DTYPE, Fp8Plan, fp8_plan
 from .order import model_order_indices
+from .packed import EMPTY_PLAN, PackedPlan, may_hold_packed, packed_plan
 
 __all__ = [
     "EntryTable",
@@ -63,7 +66,7 @@ class EntryTable(Sequence[WeightEntry]):
     Built by :func:`entry_table`.
     """
 
-    __slots__ = ("_loader_of", "_names", "_plan", "_profile_ids", "_profiles")
+    __slots__ = ("_loader_of", "_names", "_packed", "_plan", "_profile_ids", "_profiles")
 
     def __init__(
         self,
@@ -72,17 +75,22 @@ class EntryTable(Sequence[WeightEntry]):
         profiles: list[tuple[tuple[int, ...], str, str, str | None, str]],
         loader_of: Callable[[str], Loader],
         plan: Fp8Plan,
+        packed: PackedPlan = EMPTY_PLAN,
     ) -> None:
         self._names = names
         self._profile_ids = profile_ids
         self._profiles = profiles
         self._loader_of = loader_of
         self._plan = plan
+        self._packed = packed
 
     def _entry(self, i: int) -> WeightEntry:
         name = self._names[i]
         shape, dtype, kind, reason, origin = self._profiles[self._profile_ids[i]]
-        load = self._plan.loader(name, dtype, shape, self._loader_of(name), self._loader_of)
+        if name in self._packed.weights:
+            load = self._packed.loader(name, self._loader_of)
+        else:
+            load = self._plan.loader(name, dtype, shape, self._loader_of(name), self._loader_of)
         return WeightEntry(name, shape, dtype, kind, reason, origin, load)
 
     @overload
@@ -153,6 +161,7 @@ def entry_table(
     conv1d_modules: frozenset[str] = frozenset(),
     block: tuple[int, int] = DEFAULT_BLOCK,
     model_order: bool = True,
+    quantization: Mapping | None = None,
 ) -> EntryTable:
     """The entries of tensors given as columns (see :func:`build_entries`).
 
@@ -164,13 +173,31 @@ def entry_table(
         For each name, the index of its :class:`TensorMeta` in ``metas``.
     metas : sequence of TensorMeta
         The distinct metas.
-    loader_of, min_dim, conv1d_modules, block, model_order
-        As in :func:`build_entries`; ``loader_of`` is called when an entry is built.
+    loader_of, min_dim, conv1d_modules, block, model_order, quantization
+        As in :func:`build_entries`; ``loader_of`` is called when an entry is built
+        (and, while listing, for bitsandbytes' small ``quant_state`` tensors).
 
     Returns
     -------
     EntryTable
     """
+    packed = EMPTY_PLAN
+    if may_hold_packed({m.dtype for m in metas}):  # an integer tensor: look for packed layers
+        packed = packed_plan(
+            {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)},
+            lambda n: loader_of(n)(None),
+            quantization=quantization,
+        )
+        if packed.weights:  # each packed weight: its entry name and the matrix's meta
+            names, meta_ids, metas = list(names), list(meta_ids), list(metas)
+            for j, stored in enumerate(names):
+                entry = packed.renamed.get(stored, stored)
+                spec = packed.weights.get(entry)
+                if spec is not None and spec.stored == stored:
+                    origin = metas[meta_ids[j]].origin
+                    names[j] = entry
+                    meta_ids[j] = len(metas)
+                    metas.append(TensorMeta(spec.shape, spec.dtype, origin))
     if any(m.dtype in FP8_DTYPES or m.dtype == SCALE_DTYPE for m in metas):
         plan = fp8_plan(
             {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)},
@@ -202,7 +229,7 @@ def entry_table(
     generic = [profile(i, generic_kind(m.shape), None) for i, m in enumerate(metas)]
     ids = array("L", map(generic.__getitem__, meta_ids))
     by_name = {i for i, m in enumerate(metas) if 2 <= len(m.shape) <= 5}
-    reasons = plan.reasons
+    reasons = {**packed.reasons, **plan.reasons} if packed.reasons else plan.reasons
     if by_name or reasons:
         for j, (name, i) in enumerate(zip(names, meta_ids, strict=True)):
             plan_reason = reasons.get(name) if reasons else None
@@ -213,7 +240,7 @@ def entry_table(
             else:
                 kind = generic_kind(metas[i].shape)
             ids[j] = profile(i, kind, plan_reason)
-    return EntryTable(names, ids, profiles, loader_of, plan)
+    return EntryTable(names, ids, profiles, loader_of, plan, packed)
 
 
 def build_entries(
@@ -224,6 +251,7 @@ def build_entries(
     conv1d_modules: frozenset[str] = frozenset(),
     block: tuple[int, int] = DEFAULT_BLOCK,
     model_order: bool = True,
+    quantization: Mapping | None = None,
 ) -> tuple[WeightEntry, ...]:
     """One :class:`WeightEntry` per tensor.
 
@@ -241,6 +269,9 @@ def build_entries(
         Block size of FP8 block-wise scales.
     model_order : bool, default True
         Sort into model order (file sources); ``False`` keeps the mapping's order.
+    quantization : mapping, optional
+        The model config's ``quantization_config`` (GPTQ bits and checkpoint format,
+        :mod:`infospec.sources.packed`).
 
     Returns
     -------
@@ -258,5 +289,6 @@ def build_entries(
         conv1d_modules=conv1d_modules,
         block=block,
         model_order=model_order,
+        quantization=quantization,
     )
     return tuple(table)

@@ -40,7 +40,13 @@ from .formats import convert_pickle_command, refusal, regular_file, sniff, then_
 from .fp8 import block_size
 from .listing import TensorMeta, build_entries
 from .order import order_note
-from .safetensors_source import _read_config, check_shard_names, conv1d_modules, shards_of
+from .safetensors_source import (
+    _read_config,
+    check_shard_names,
+    conv1d_modules,
+    quantization_config,
+    shards_of,
+)
 
 __all__ = ["NESTED_KEYS", "PICKLE_SUFFIXES", "PickleSource", "load_checkpoint", "unwrap_checkpoint"]
 
@@ -307,6 +313,8 @@ class PickleSource(WeightSource):
         self.path = given
         self.index: Path | None = None
         self.config: dict[str, Any] | None = None
+        #: ``quantization_config`` of the folder (:func:`quantization_config`), or None.
+        self.quantization: dict[str, Any] | None = None
         if not given.exists():
             raise SourceError(f"No such file or folder: '{given}'.")
         target = _resolve_folder(given) if given.is_dir() else given
@@ -325,6 +333,7 @@ class PickleSource(WeightSource):
             shards = [target.name]
         if given.is_dir() or self.index is not None:
             self.config = _read_config(target.parent / "config.json")
+            self.quantization = quantization_config(target.parent, self.config)
         self.files = [target.parent / s for s in shards]
         metas: dict[str, TensorMeta] = {}
         owner: dict[str, Path] = {}
@@ -356,6 +365,7 @@ class PickleSource(WeightSource):
             min_dim=self.min_dim,
             conv1d_modules=conv1d_modules(self.config),
             block=block_size(self.config),
+            quantization=self.quantization,
         )
         parts = [f"{len(self._entries)} tensors", f"{n_bytes / 1e6:.1f} MB"]
         note = order_note(len(self._entries))

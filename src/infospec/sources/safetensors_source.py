@@ -831,6 +831,19 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     return config
 
 
+def quantization_config(folder: Path, config: Mapping[str, Any] | None) -> dict | None:
+    """A checkpoint's quantization settings: ``config.json``'s ``quantization_config``,
+    else the folder's ``quantize_config.json`` (AutoGPTQ), else None."""
+    q = (config or {}).get("quantization_config")
+    if isinstance(q, dict):
+        return q
+    path = folder / "quantize_config.json"
+    if not path.is_file():
+        return None
+    q = _read_json(path, "quantization config")
+    return q if isinstance(q, dict) else None
+
+
 def _read_index(index: Path) -> dict[str, str]:
     data = _read_json(index, "checkpoint index")
     if not isinstance(data, dict) or "weight_map" not in data:
@@ -1045,6 +1058,8 @@ class SafetensorsSource(WeightSource):
         self.path = given
         self.index: Path | None = None
         self.config: dict[str, Any] | None = None
+        #: ``quantization_config`` of the folder (:func:`quantization_config`), or None.
+        self.quantization: dict[str, Any] | None = None
         if not given.exists():
             raise SourceError(f"No such file or folder: '{given}'.")
         if given.is_dir():
@@ -1066,6 +1081,7 @@ class SafetensorsSource(WeightSource):
             kind_of_path = kind_of_path or "safetensors file"
         if given.is_dir() or self.index is not None:
             self.config = _read_config(target.parent / "config.json")
+            self.quantization = quantization_config(target.parent, self.config)
         self.files = [h.path for h in headers]
         self.metadata = dict(headers[0].metadata)
         model_type = self.model_type
@@ -1092,6 +1108,7 @@ class SafetensorsSource(WeightSource):
             min_dim=self.min_dim,
             conv1d_modules=conv1d_modules(self.config),
             block=block_size(self.config),
+            quantization=self.quantization,
         )
         n_bytes = sum(h.file_size - h.data_start for h in headers)
         parts = [f"{len(self._entries)} tensors", f"{n_bytes / 1e6:.1f} MB"]

@@ -16,6 +16,9 @@ from .base import WeightSource
 from .entry import DEFAULT_MIN_DIM, WeightEntry, generic_kind, infer_kind, skip_reason_for
 from .fp8 import fp8_plan
 from .listing import TensorMeta, build_entries
+from .packed import EMPTY_PLAN, PackedPlan, packed_plan
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int32)
 
 __all__ = ["ModuleSource", "StateDictSource"]
 
@@ -185,9 +188,29 @@ class ModuleSource(WeightSource):
                 prefix=f"{mod_name}." if mod_name else "",
             )
             script = _script_name(mod) is not None
+            prefix = f"{mod_name}." if mod_name else ""
+            packed, saved = _module_packed(mod, own, prefix)
+            for entry_name in packed.weights:
+                if entry_name[len(prefix) :] not in own:  # GPTQ: codes in buffers
+                    listed.append(entry_name[len(prefix) :])
             for p_name in listed:
-                p = own[p_name]
                 name = f"{mod_name}.{p_name}" if mod_name else p_name
+                spec = packed.weights.get(name)
+                if spec is not None:  # a packed weight: the matrix's shape, dequantized
+                    loader = packed.loader(name, lambda n, saved=saved: _param_loader(saved[n]))
+                    out.append(
+                        WeightEntry(
+                            name,
+                            spec.shape,
+                            spec.dtype,
+                            "linear",
+                            skip_reason_for("linear", spec.shape, spec.dtype, min_dim=self.min_dim),
+                            origin,
+                            loader,
+                        )
+                    )
+                    continue
+                p = own[p_name]
                 if isinstance(p, nn.parameter.UninitializedParameter):
                     out.append(
                         WeightEntry(
@@ -206,7 +229,7 @@ class ModuleSource(WeightSource):
                 if script and kind in ("matrix", "other"):
                     kind = infer_kind(name, shape)  # a class it does not know: by name and shape
                 dtype = _dtype_name(p.dtype)
-                reason = plan.reasons.get(p_name)
+                reason = packed.reasons.get(name) or plan.reasons.get(p_name)
                 reason = reason or skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
                 reason = reason or _storage_skip_reason(p, "parameter")
                 first = seen.setdefault(id(p), name)
@@ -217,6 +240,26 @@ class ModuleSource(WeightSource):
                 )
                 out.append(WeightEntry(name, shape, dtype, kind, reason, origin, loader))
         return out
+
+
+def _module_packed(mod: nn.Module, own: dict, prefix: str) -> tuple[PackedPlan, dict]:
+    """The packed weights of one module (bitsandbytes' ``Linear4bit``/``Linear8bitLt``,
+    a GPTQ ``QuantLinear``), from the tensors its own ``state_dict`` saves, by full name."""
+    if not any(
+        isinstance(t, torch.Tensor)
+        and not isinstance(t, nn.parameter.UninitializedParameter)
+        and t.dtype in _INTEGER_DTYPES
+        for t in own.values()
+    ):
+        return EMPTY_PLAN, {}
+    saved: dict[str, Any] = {}
+    mod._save_to_state_dict(saved, prefix, True)  # as state_dict() saves it, no copy
+    saved = {n: t for n, t in saved.items() if isinstance(t, torch.Tensor)}
+    plan = packed_plan(
+        {n: (tuple(t.shape), _dtype_name(t.dtype)) for n, t in saved.items()},
+        lambda n: saved[n].detach(),
+    )
+    return plan, saved
 
 
 class StateDictSource(WeightSource):
@@ -316,5 +359,6 @@ class StateDictSource(WeightSource):
             min_dim=self.min_dim,
             model_order=False,
         )
-        by_name = {e.name: e for e in built} | unreadable
+        # built keeps the metas' order (a packed GPTQ weight is listed under its entry name)
+        by_name = dict(zip(metas, built, strict=True)) | unreadable
         return [by_name[name] for name in self._tensors]

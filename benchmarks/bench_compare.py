@@ -34,16 +34,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-HIDDEN, MLP = 4096, 11008
-SHAPES = {
-    "self_attn.q_proj.weight": (HIDDEN, HIDDEN),
-    "self_attn.k_proj.weight": (HIDDEN, HIDDEN),
-    "self_attn.v_proj.weight": (HIDDEN, HIDDEN),
-    "self_attn.o_proj.weight": (HIDDEN, HIDDEN),
-    "mlp.gate_proj.weight": (MLP, HIDDEN),
-    "mlp.up_proj.weight": (MLP, HIDDEN),
-    "mlp.down_proj.weight": (HIDDEN, MLP),
-}
+from llama_shapes import block_shapes
+
+SHAPES = block_shapes(suffix=".weight")
 
 
 def write_pair(folder: Path, layers: int) -> int:

@@ -71,18 +71,10 @@ if distributed:
 def _checkpoint(path: Path, hidden: int, blocks: int) -> int:
     """Write the blocks in bfloat16; returns the number of matrices."""
     import torch
+    from llama_shapes import block_shapes
     from safetensors.torch import save_file
 
-    ffn = round(hidden * 11008 / 4096)
-    shapes = {
-        "self_attn.q_proj": (hidden, hidden),
-        "self_attn.k_proj": (hidden, hidden),
-        "self_attn.v_proj": (hidden, hidden),
-        "self_attn.o_proj": (hidden, hidden),
-        "mlp.gate_proj": (ffn, hidden),
-        "mlp.up_proj": (ffn, hidden),
-        "mlp.down_proj": (hidden, ffn),
-    }
+    shapes = block_shapes(hidden)
     g = torch.Generator().manual_seed(0)
     tensors = {
         f"model.layers.{b}.{name}.weight": (

@@ -23,19 +23,12 @@ import argparse
 import time
 
 import torch
+from llama_shapes import block_shapes
 
 import infospec
 from infospec.sources import WeightEntry, WeightSource
 
-SHAPES = {  # name -> (rows, cols) of a Llama-7B block, out x in
-    "self_attn.q_proj": (4096, 4096),
-    "self_attn.k_proj": (4096, 4096),
-    "self_attn.v_proj": (4096, 4096),
-    "self_attn.o_proj": (4096, 4096),
-    "mlp.gate_proj": (11008, 4096),
-    "mlp.up_proj": (11008, 4096),
-    "mlp.down_proj": (4096, 11008),
-}
+SHAPES = block_shapes()  # name -> (rows, cols) of a Llama-7B block, out x in
 
 
 class RandomLlama(WeightSource):

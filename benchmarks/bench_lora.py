@@ -22,16 +22,9 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-HIDDEN, MLP = 4096, 11008
-SHAPES = {
-    "self_attn.q_proj": (HIDDEN, HIDDEN),
-    "self_attn.k_proj": (HIDDEN, HIDDEN),
-    "self_attn.v_proj": (HIDDEN, HIDDEN),
-    "self_attn.o_proj": (HIDDEN, HIDDEN),
-    "mlp.gate_proj": (MLP, HIDDEN),
-    "mlp.up_proj": (MLP, HIDDEN),
-    "mlp.down_proj": (HIDDEN, MLP),
-}
+from llama_shapes import HIDDEN, MLP, block_shapes
+
+SHAPES = block_shapes()
 
 _RUN = """
 import json, resource, sys, time

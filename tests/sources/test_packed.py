@@ -352,3 +352,13 @@ def test_a_model_loaded_with_bitsandbytes(folder):
         assert torch.equal(entries[name].load(), r)
     report = analyze(model, progress=False)
     assert {r["status"] for r in report.weights} == {"ok"} and len(report.weights) == 9
+
+
+def test_the_packed_gate_looks_at_names_and_dtypes():
+    from infospec.sources.packed import may_hold_packed
+
+    assert not may_hold_packed({"float32"}, ["a.qweight"])
+    assert not may_hold_packed({"uint8", "float32"}, ["a.weight", "a.qweights", "SCB.x"])
+    assert may_hold_packed({"int32"}, ["a.weight", "a.qweight"])
+    assert may_hold_packed({"int8"}, ["a.SCB", "b"])
+    assert may_hold_packed({"uint8"}, ["w.quant_state.bitsandbytes__nf4"])

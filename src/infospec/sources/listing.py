@@ -182,7 +182,7 @@ def entry_table(
     EntryTable
     """
     packed = EMPTY_PLAN
-    if may_hold_packed({m.dtype for m in metas}):  # an integer tensor: look for packed layers
+    if may_hold_packed({m.dtype for m in metas}, names):  # look for packed layers
         packed = packed_plan(
             {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)},
             lambda n: loader_of(n)(None),

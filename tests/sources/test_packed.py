@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from infospec import InfospecError, analyze
 from infospec.sources import StateDictSource, open_source
+from infospec.sources.listing import TensorMeta, entry_table, meta_columns
 from infospec.sources.packed import PACKED_DTYPES, packed_plan
 
 DATA = Path(__file__).parents[1] / "data" / "packed"
@@ -153,6 +154,8 @@ def test_gptq_codes_unpack_by_bit_position(bits):
     w = StateDictSource(sd).entries()[0].load()
     stream = sd["m.qweight"].to(torch.int64) & 0xFFFFFFFF  # (words, out)
     zstream = sd["m.qzeros"].to(torch.int64) & 0xFFFFFFFF  # (groups, words)
+    if 32 % bits == 0:  # v1: the writer took one from every field of a word at once
+        zstream = (zstream + sum(1 << (bits * j) for j in range(32 // bits))) & 0xFFFFFFFF
 
     def code(column_words, j):
         value = 0
@@ -164,7 +167,7 @@ def test_gptq_codes_unpack_by_bit_position(bits):
     for o, i in [(o, i) for o in (0, 5, 63) for i in range(64)]:  # 3 bits: some cross words
         group = i // 32
         q = code(stream[:, o], i)
-        z = code(zstream[group], o) + 1
+        z = code(zstream[group], o) + (1 if bits == 3 else 0)
         expect = float(sd["m.scales"][group, o]) * (q - z)
         assert float(w[o, i]) == pytest.approx(expect, rel=1e-6, abs=1e-7)
 
@@ -200,6 +203,16 @@ def test_layers_that_cannot_be_read_are_skipped_with_the_reason():
     assert "g_idx has shape (10,), not (64,)" in _reasons(bad_g)["m.qweight"]
     wide = dict(sd, **{"m.qzeros": sd["m.qzeros"].to(torch.int64)})
     assert "qzeros (int64) are not int32 words" in _reasons(wide)["m.qweight"]
+    empty = {
+        "m.qweight": torch.zeros(8, 3, dtype=torch.int32),
+        "m.qzeros": torch.zeros(2, 1, dtype=torch.int32),
+        "m.scales": torch.zeros(2, 0),
+    }
+    assert "scales (2, 0) are empty" in _reasons(empty)["m.qweight"]
+    no_groups = dict(sd, **{"m.qzeros": torch.zeros(0, 8, dtype=torch.int32)})
+    no_groups["m.scales"] = torch.zeros(0, 64)
+    del no_groups["m.g_idx"]
+    assert "scales (0, 64) are empty" in _reasons(no_groups)["m.qweight"]
     no_scales = {k: v for k, v in sd.items() if k != "m.scales"}
     assert "without its 'scales' tensor" in _reasons(no_scales)["m.qweight"]
     # every reason reaches the entries, and the layer's parts are skipped as parts
@@ -238,7 +251,8 @@ def test_bnb4_hostile_quant_states_are_skip_reasons_not_crashes():
     cases = {
         b"\xff\xfe not json": "is not JSON",
         b"[1, 2]": "is not a JSON object",
-        b'{"shape": [64, 64]}': "lacks a 2-D 'shape' and a positive 'blocksize'",
+        b'{"shape": [64, 64]}': "lacks a 2-D 'shape' and a 'blocksize' in [1, 65536]",
+        b'{"shape": [64, 64], "blocksize": 1099511627775}': "a 'blocksize' in [1, 65536]",
         b'{"shape": [64, -1], "blocksize": 64}': "lacks a 2-D 'shape'",
         b'{"shape": [64, 65], "blocksize": 64}': "do not hold the 2080 bytes",
         b'{"shape": [64, 64], "blocksize": 32}': "has 64 elements, not 128",
@@ -255,6 +269,10 @@ def test_bnb4_hostile_quant_states_are_skip_reasons_not_crashes():
     float_codes["l.weight.absmax"] = torch.ones(64, dtype=torch.uint8)  # not double-quantized
     entry = {e.name: e for e in StateDictSource(float_codes).entries()}["l.weight"]
     assert "'l.weight.absmax' has dtype uint8, not floating" in entry.skip_reason
+    overflow = b'{"shape": [64, 64], "blocksize": 64, "nested_blocksize": 256, '
+    overflow += b'"nested_offset": 1' + b"0" * 400 + b"}"
+    entry = {e.name: e for e in StateDictSource(_bnb4_state(overflow, nested=True)).entries()}
+    assert "lacks the 'nested_blocksize' and 'nested_offset'" in entry["l.weight"].skip_reason
     huge = _bnb4_state(good)
     huge["l.weight.quant_state.bitsandbytes__nf4"] = torch.zeros(1 << 17, dtype=torch.uint8)
     entry = {e.name: e for e in StateDictSource(huge).entries()}["l.weight"]
@@ -273,6 +291,9 @@ def test_bnb_int8_tiled_layout_and_bad_scale_are_skipped():
     entries = {e.name: e for e in StateDictSource(sd).entries()}
     assert torch.equal(entries["l.weight"].load(), torch.ones(32, 16))
     assert entries["l.SCB"].skip_reason.startswith("part of the bitsandbytes int8 weight")
+    scalar = {"l.weight": torch.tensor(1, dtype=torch.int8), "l.SCB": torch.ones(1)}
+    reason = {e.name: e for e in StateDictSource(scalar).entries()}["l.weight"].skip_reason
+    assert "not one per row of a 2-D weight" in reason
     sd["l.SCB"] = torch.ones(31)
     entries = {e.name: e for e in StateDictSource(sd).entries()}
     assert "row scale 'l.SCB' has shape (31,), not (32,)" in entries["l.weight"].skip_reason
@@ -362,3 +383,84 @@ def test_the_packed_gate_looks_at_names_and_dtypes():
     assert may_hold_packed({"int32"}, ["a.weight", "a.qweight"])
     assert may_hold_packed({"int8"}, ["a.SCB", "b"])
     assert may_hold_packed({"uint8"}, ["w.quant_state.bitsandbytes__nf4"])
+
+
+def _v2_to_v1_words(qzeros, bits):
+    """GPTQModel's v2 -> v1 conversion of qzeros: one subtracted from every field of each
+    int32 word at once (``convert_gptq_v2_to_v1_format_module``), borrows included."""
+    ones = sum(1 << (bits * j) for j in range(32 // bits))
+    return ((qzeros.to(torch.int64) - ones) & 0xFFFFFFFF).to(torch.int32)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_gptq_v1_zeros_of_zero_borrow_and_are_restored(bits):
+    """Asymmetric zeros of 0 borrow from the next field in v1 words; the read undoes it."""
+    g = torch.Generator().manual_seed(bits)
+    out, n_in, groups = 64, 64, 2
+    zeros = torch.randint(0, 2**bits, (groups, out), generator=g)
+    zeros[:, ::3] = 0  # many zero points of 0: every word has a borrow
+    per = 32 // bits
+    words = torch.zeros(groups, out // per, dtype=torch.int64)
+    for j in range(per):
+        words |= zeros[:, j::per] << (bits * j)
+    qzeros_v2 = words.to(torch.int64).where(words < 2**31, words - 2**32).to(torch.int32)
+    sd = _gptq_layer(bits=bits, out=out, n_in=n_in, groups=groups)
+    sd["m.qzeros"] = qzeros_v2
+    quant = {"quant_method": "gptq", "checkpoint_format": "gptq_v2"}
+    names, ids, metas = meta_columns(
+        {n: TensorMeta(tuple(t.shape), str(t.dtype)[6:], "state dict") for n, t in sd.items()}
+    )
+    v2 = entry_table(names, ids, metas, lambda n: lambda device=None, t=sd[n]: t, min_dim=1,
+                     model_order=False, quantization=quant)[0].load()  # fmt: skip
+    sd["m.qzeros"] = _v2_to_v1_words(qzeros_v2, bits)
+    v1 = StateDictSource(sd).entries()[0].load()  # no config: v1
+    assert torch.equal(v1, v2)
+    # the zero points are the ones written: q - z at a zero of 0 is the code itself
+    q = StateDictSource({**sd, "m.scales": torch.ones(groups, out).half()}).entries()[0]
+    w = q.load()
+    codes_row0 = w[0] + float(zeros[0, 0])
+    assert torch.equal(codes_row0, codes_row0.round()) and float(codes_row0.min()) >= 0
+
+
+class TorchQuantLinear(_GptqLinear):
+    """As GPTQModel's CPU kernel: v1 files are converted to v2 zeros when loaded."""
+
+    REQUIRES_FORMAT_V2 = True
+
+
+class MarlinQuantLinear(_GptqLinear):
+    """A kernel whose qweight is rearranged at load."""
+
+
+def test_loaded_gptq_modules_follow_their_zero_format_and_kernel():
+    tensors = load_file(DATA / "gptq_8bit_asym_v2" / "model.safetensors")  # v2 zeros
+    ref = load_file(DATA / "gptq_8bit_asym_v2.reference.safetensors")
+    prefix = "model.layers.0.mlp.up_proj"
+    v2 = torch.nn.Sequential(TorchQuantLinear(tensors, prefix))
+    entry = {e.name: e for e in open_source(v2).entries()}["0.weight"]
+    assert torch.equal(entry.load().half().float(), ref[f"{prefix}.weight"])
+
+    class Reports(_GptqLinear):
+        def qzero_format(self, format=None):
+            return 2
+
+    entry = {e.name: e for e in open_source(Reports(tensors, prefix)).entries()}["weight"]
+    assert torch.equal(entry.load().half().float(), ref[f"{prefix}.weight"])
+    marlin = {e.name: e for e in open_source(MarlinQuantLinear(tensors, prefix)).entries()}
+    assert "weight" not in marlin
+    assert "class MarlinQuantLinear, whose kernel rearranges qweight" in (
+        marlin["qweight"].skip_reason
+    )
+
+
+def test_packed_tensors_without_data_are_skipped_not_crashes():
+    sd = load_file(DATA / "bnb_nf4_double" / "model.safetensors")
+    meta = {n: torch.empty_like(t, device="meta") for n, t in sd.items()}
+    entries = {e.name: e for e in StateDictSource(meta).entries()}
+    reason = entries[MATRICES[0]].skip_reason
+    assert "cannot be read" in reason, reason
+    gptq = {n: torch.empty_like(t, device="meta") for n, t in _gptq_layer().items()}
+    entry = {e.name: e for e in StateDictSource(gptq).entries()}["m.weight"]
+    assert entry.skip_reason and "meta" in entry.skip_reason
+    row = analyze(gptq, progress=False)
+    assert all(r["name"] != "m.weight" or r["status"] != "ok" for r in row.weights)

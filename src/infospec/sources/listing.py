@@ -162,6 +162,7 @@ def entry_table(
     block: tuple[int, int] = DEFAULT_BLOCK,
     model_order: bool = True,
     quantization: Mapping | None = None,
+    read_small: Callable | None = None,
 ) -> EntryTable:
     """The entries of tensors given as columns (see :func:`build_entries`).
 
@@ -175,7 +176,11 @@ def entry_table(
         The distinct metas.
     loader_of, min_dim, conv1d_modules, block, model_order, quantization
         As in :func:`build_entries`; ``loader_of`` is called when an entry is built
-        (and, while listing, for bitsandbytes' small ``quant_state`` tensors).
+        (and, while listing, for bitsandbytes' small ``quant_state`` tensors, unless
+        ``read_small`` is given).
+    read_small : callable, optional
+        ``read_small(name)``: the data of a small tensor read while listing, faster than
+        its loader (a file source's reader of its bytes at the offsets already parsed).
 
     Returns
     -------
@@ -185,7 +190,7 @@ def entry_table(
     if may_hold_packed({m.dtype for m in metas}, names):  # look for packed layers
         packed = packed_plan(
             {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)},
-            lambda n: loader_of(n)(None),
+            read_small or (lambda n: loader_of(n)(None)),
             quantization=quantization,
         )
         if packed.weights:  # each packed weight: its entry name and the matrix's meta
@@ -194,10 +199,12 @@ def entry_table(
                 entry = packed.renamed.get(stored, stored)
                 spec = packed.weights.get(entry)
                 if spec is not None and spec.stored == stored:
-                    origin = metas[meta_ids[j]].origin
+                    stored_meta = metas[meta_ids[j]]  # its reason (tied, no data) holds
                     names[j] = entry
                     meta_ids[j] = len(metas)
-                    metas.append(TensorMeta(spec.shape, spec.dtype, origin))
+                    metas.append(
+                        TensorMeta(spec.shape, spec.dtype, stored_meta.origin, stored_meta.reason)
+                    )
     if any(m.dtype in FP8_DTYPES or m.dtype == SCALE_DTYPE for m in metas):
         plan = fp8_plan(
             {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)},

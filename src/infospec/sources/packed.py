@@ -32,10 +32,16 @@ same way along the output dimension), ``scales`` (``(G, out)``) and ``g_idx`` (`
 the group of each input, absent when it is ``i // (in/G)``). The entry is named
 ``<m>.weight``, as the layer's unquantized weight is, and holds
 ``W[o, i] = scales[g, o] * (q[i, o] - z[g, o])`` with ``g = g_idx[i]``, where ``z`` is the
-stored zero plus one in the ``gptq`` checkpoint format (v1, what AutoGPTQ and GPTQModel
-write by default) and the stored zero in ``gptq_v2`` (``quantization_config.
-checkpoint_format``). The number of bits is ``32 * qzeros.shape[1] / out`` (checked
-against ``quantization_config.bits`` when a folder's config gives it).
+stored zero in ``gptq_v2`` (``quantization_config.checkpoint_format``) and in the ``gptq``
+format (v1, what AutoGPTQ and GPTQModel write by default) the stored word plus one in
+every field (``0x11111111`` at 4 bits, ``0x55555555`` at 2, ``0x01010101`` at 8) modulo
+2**32, undoing GPTQModel's
+subtraction of one from every field of a word at once, borrows included; a 3-bit v1 zero
+is the stored field plus one. The number of bits is ``32 * qzeros.shape[1] / out`` (checked
+against ``quantization_config.bits`` when a folder's config gives it). A loaded GPTQ module
+holds v2 zeros when its ``qzero_format()`` or its class's ``REQUIRES_FORMAT_V2`` says so
+(GPTQModel converts at load); an exllama, Marlin, BitBLAS, Machete or QQQ module is skipped,
+its kernel having rearranged ``qweight``.
 
 A module with ``qweight`` and ``qzeros`` in another layout (AWQ's ``(in, out*b/32)``) or
 with other bits is listed as skipped with the reason; so is a layer whose companion tensors
@@ -64,6 +70,8 @@ _STATE = ".quant_state.bitsandbytes__"
 #: Largest quant_state tensor read while listing (bitsandbytes writes about 200 bytes).
 _MAX_STATE_BYTES = 1 << 16
 _GPTQ_BITS = (2, 3, 4, 8)
+#: Largest block size of a bitsandbytes 4-bit quant_state (bitsandbytes uses 32 to 4096).
+_MAX_BLOCK = 1 << 16
 _FLOATS = frozenset({"float32", "float16", "bfloat16", "float64"})
 
 
@@ -139,7 +147,8 @@ def packed_plan(
         Every tensor of the source by full name; dtypes as torch names them.
     read : callable
         ``read(name)`` returns a tensor's data; called only for bitsandbytes'
-        ``quant_state`` tensors (a few hundred bytes each), whose JSON holds the shape.
+        ``quant_state`` tensors (about 200 bytes, at most 64 KiB: the JSON with the shape)
+        and ``weight_format`` scalars. A read that fails makes a skip reason.
     quantization : mapping, optional
         The model config's ``quantization_config`` (GPTQ ``bits``, ``checkpoint_format``).
 
@@ -155,10 +164,10 @@ def packed_plan(
         if _STATE in name:
             weight, _, qtype = name.partition(_STATE)
             found = _bnb4(weight, qtype, name, tensors, read)
-        elif name.endswith(".SCB"):
-            found = _bnb8(name[: -len(".SCB")], tensors, read)
-        elif name.endswith(".qweight") and dtype in _INTEGERS:
-            found = _gptq(name[: -len(".qweight")], tensors, q)
+        elif name == "SCB" or name.endswith(".SCB"):  # bare: a module's own tensors
+            found = _bnb8(name[: -len("SCB")].removesuffix("."), tensors, read)
+        elif (name == "qweight" or name.endswith(".qweight")) and dtype in _INTEGERS:
+            found = _gptq(name[: -len("qweight")].removesuffix("."), tensors, q)
         else:
             continue
         if found is None:
@@ -200,7 +209,10 @@ def _bnb4(weight, qtype, state_name, tensors, read):
     if state_dtype != "uint8" or len(state_shape) != 1 or state_shape[0] > _MAX_STATE_BYTES:
         return skip(f"quant_state '{state_name}' is not a uint8 vector of at most 64 KiB")
     try:
-        raw = bytes(read(state_name).tolist())
+        raw = read(state_name).contiguous().cpu().numpy().tobytes()
+    except Exception as exc:  # a tensor with no data (meta device), a damaged file
+        return skip(f"quant_state '{state_name}' cannot be read ({printable(str(exc), 80)})")
+    try:
         state = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return skip(f"quant_state '{state_name}' is not JSON ({printable(str(exc), 80)})")
@@ -212,10 +224,11 @@ def _bnb4(weight, qtype, state_name, tensors, read):
         isinstance(shape, list)
         and len(shape) == 2
         and all(_positive(s) for s in shape)
-        and _positive(blocksize)
+        and _blocksize(blocksize)
     ):
         return skip(
-            f"quant_state '{state_name}' lacks a 2-D 'shape' and a positive 'blocksize' "
+            f"quant_state '{state_name}' lacks a 2-D 'shape' and a 'blocksize' in "
+            f"[1, {_MAX_BLOCK}] "
             f"(found shape {printable(repr(shape), 60)}, blocksize "
             f"{printable(repr(blocksize), 20)})"
         )
@@ -232,7 +245,12 @@ def _bnb4(weight, qtype, state_name, tensors, read):
     if nested:
         nb = state.get("nested_blocksize")
         offset = state.get("nested_offset")
-        if not _positive(nb) or not isinstance(offset, int | float) or isinstance(offset, bool):
+        if (
+            not _blocksize(nb)
+            or not isinstance(offset, int | float)
+            or isinstance(offset, bool)
+            or not _finite(offset)
+        ):
             return skip(
                 f"quant_state '{state_name}' lacks the 'nested_blocksize' and "
                 f"'nested_offset' of its nested absmax"
@@ -263,55 +281,56 @@ def _decode_bnb4(name, codes, parts, spec):
     p = spec.params
     n, bs = p["n"], p["blocksize"]
     codes = codes.contiguous().view(torch.uint8).reshape(-1)
-    idx = torch.stack((codes >> 4, codes & 15), dim=1).reshape(-1)[:n].int()
+    quant_map = parts["quant_map"].float().reshape(-1)
+    byte = torch.arange(256, device=codes.device)
+    table = torch.stack((quant_map[byte >> 4], quant_map[byte & 15]), dim=1)  # a byte's 2
+    values = torch.index_select(table, 0, codes.int()).reshape(-1)[:n]
     absmax = parts["absmax"]
     if "nested_absmax" in parts:
-        nested = parts["nested_quant_map"].float()[absmax.reshape(-1).long()]
-        nb = p["nested_blocksize"]
-        scale = parts["nested_absmax"].float().reshape(-1)
-        nested = _blockwise(nested, scale, nb) + p["nested_offset"]
-        absmax = nested
-    values = parts["quant_map"].float().reshape(-1)[idx]
-    return _blockwise(values, absmax.float().reshape(-1), bs).reshape(spec.shape)
+        nested = parts["nested_quant_map"].float().reshape(-1)
+        absmax = torch.index_select(nested, 0, absmax.reshape(-1).int())
+        _blockwise_(absmax, parts["nested_absmax"].float().reshape(-1), p["nested_blocksize"])
+        absmax += p["nested_offset"]
+    return _blockwise_(values, absmax.float().reshape(-1), bs).reshape(spec.shape)
 
 
-def _blockwise(values, scale, block):
-    """``values[i] * scale[i // block]`` over a flat tensor."""
-    import torch
-
+def _blockwise_(values, scale, block):
+    """``values[i] *= scale[i // block]`` in place over a flat tensor (no padded copy)."""
     n = values.numel()
-    pad = scale.numel() * block - n
-    full = torch.nn.functional.pad(values, (0, pad)) if pad else values
-    return (full.view(-1, block) * scale.view(-1, 1)).reshape(-1)[:n]
+    full = n // block * block
+    values[:full].view(-1, block).mul_(scale[: full // block].view(-1, 1))
+    if full < n:
+        values[full:].mul_(scale[full // block])
+    return values
 
 
 # --- bitsandbytes 8-bit (LLM.int8) -----------------------------------------------------
 
 
 def _bnb8(module, tensors, read):
-    weight = f"{module}.weight"
+    weight = _join(module, "weight")
     if weight not in tensors or tensors[weight][1] != "int8":
         return None
-    scb = f"{module}.SCB"
+    scb = _join(module, "SCB")
     parts = {"SCB": scb}
-    fmt = f"{module}.weight_format"
+    fmt = _join(module, "weight_format")
     part = f"part of the bitsandbytes int8 weight '{weight}' (dequantized with it)"
     if fmt in tensors:
         parts["format"] = fmt
     packed = _Packed(weight, (0, 0), "bnb_int8", parts, {})
     shape = tensors[weight][0]
     if len(shape) != 2 or tensors[scb][0] not in ((shape[0],), (shape[0], 1)):
-        return (
-            weight,
-            packed,
-            part,
-            (
-                f"bitsandbytes int8 weight of shape {shape} whose row scale '{scb}' has shape "
-                f"{tensors[scb][0]}, not ({shape[0]},)"
-            ),
+        rows = f"({shape[0]},)" if len(shape) == 2 else "one per row of a 2-D weight"
+        why = (
+            f"bitsandbytes int8 weight of shape {shape} whose row scale '{scb}' has shape "
+            f"{tensors[scb][0]}, not {rows}"
         )
+        return weight, packed, part, why
     if fmt in tensors:
-        value = read(fmt).reshape(-1).tolist() if math.prod(tensors[fmt][0]) == 1 else None
+        try:
+            value = read(fmt).reshape(-1).tolist() if math.prod(tensors[fmt][0]) == 1 else None
+        except Exception as exc:  # a tensor with no data (meta device), a damaged file
+            value = f"unreadable ({printable(str(exc), 60)})"
         if value != [0]:
             return (
                 weight,
@@ -329,7 +348,9 @@ def _decode_bnb(name, codes, parts, spec):
     if spec.dtype != "bnb_int8":
         return _decode_bnb4(name, codes, parts, spec)
     # as bitsandbytes computes it: (codes * SCB) * float32(1/127)
-    return (codes.float() * parts["SCB"].float().reshape(-1, 1)) * (1.0 / 127.0)
+    w = codes.float()  # in place: one float32 matrix
+    w.mul_(parts["SCB"].float().reshape(-1, 1))
+    return w.mul_(1.0 / 127.0)
 
 
 # --- GPTQ --------------------------------------------------------------------------------
@@ -337,9 +358,9 @@ def _decode_bnb(name, codes, parts, spec):
 
 def _gptq(module, tensors, q):
     qweight, qzeros, scales, g_idx = (
-        f"{module}.{s}" for s in ("qweight", "qzeros", "scales", "g_idx")
+        _join(module, s) for s in ("qweight", "qzeros", "scales", "g_idx")
     )
-    entry = f"{module}.weight"
+    entry = _join(module, "weight")
     if qzeros not in tensors or entry in tensors:
         return None
     parts = {"qzeros": qzeros, "scales": scales}
@@ -363,6 +384,8 @@ def _gptq(module, tensors, q):
             f"are not (in*bits/32, out), (groups, out*bits/32) and (groups, out)"
         )
     groups, out = sc
+    if groups == 0 or out == 0:
+        return skip(f"GPTQ-packed layer '{module}' whose scales {sc} are empty")
     if qw[1] != out:
         layout = "AWQ's (in, out*bits/32)" if qw[1] * 32 % out == 0 else "an unknown layout"
         return skip(
@@ -397,7 +420,7 @@ def _gptq(module, tensors, q):
         )
     v2 = q.get("checkpoint_format") == "gptq_v2"
     label = f"gptq_int{bits}"
-    packed = _Packed(qweight, (out, n_in), label, parts, {"bits": bits, "offset": 0 if v2 else 1})
+    packed = _Packed(qweight, (out, n_in), label, parts, {"bits": bits, "v1": not v2})
     return entry, packed, f"part of the GPTQ-packed weight '{entry}' (dequantized with it)", None
 
 
@@ -439,9 +462,17 @@ def _unpack(words, bits: int, dim: int):
 def _decode_gptq(name, qweight, parts, spec):
     import torch
 
-    bits, offset = spec.params["bits"], spec.params["offset"]
+    bits, v1 = spec.params["bits"], spec.params["v1"]
     out, n_in = spec.shape
-    z = _unpack(parts["qzeros"], bits, 1)[:, :out].float() + offset  # (groups, out)
+    qzeros = parts["qzeros"]
+    if v1 and 32 % bits == 0:
+        # v1 stores zero - 1 as GPTQModel writes it: one subtracted from every field of a
+        # word at once, borrows included; adding it back the same way restores each zero
+        ones = sum(1 << (bits * j) for j in range(32 // bits))
+        qzeros = ((qzeros.to(torch.int64) + ones) & 0xFFFFFFFF).to(torch.int32)
+        z = _unpack(qzeros, bits, 1)[:, :out].float()  # (groups, out)
+    else:  # v2; or 3-bit v1, which GPTQModel corrects field by field
+        z = _unpack(qzeros, bits, 1)[:, :out].float() + (1 if v1 else 0)
     scales = parts["scales"].float()
     groups = scales.shape[0]
     if "g_idx" in parts:
@@ -454,13 +485,31 @@ def _decode_gptq(name, qweight, parts, spec):
             )
     else:
         g = torch.arange(n_in, device=qweight.device) // (n_in // groups)
-    w = _unpack(qweight, bits, 0).float()  # (in, out)
-    w -= z[g]
-    w *= scales[g]
-    return w.T.contiguous()
+    w = _unpack(qweight, bits, 0).T.contiguous().float()  # (out, in): transposed as codes
+    step = max(1, (1 << 22) // max(out, 1))  # columns of ~16 MB: temporaries stay small
+    for start in range(0, n_in, step):
+        cols = g[start : start + step]
+        w[:, start : start + step] -= z[cols].T
+        w[:, start : start + step] *= scales[cols].T
+    return w
 
 
 _DECODERS = {"bnb": _decode_bnb, "gptq": _decode_gptq}
+
+
+def _join(module: str, name: str) -> str:
+    return f"{module}.{name}" if module else name
+
+
+def _blocksize(x) -> bool:
+    return _positive(x) and x <= _MAX_BLOCK
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def _positive(x) -> bool:

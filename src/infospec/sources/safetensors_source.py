@@ -785,6 +785,36 @@ def _header_columns(header: SafetensorsHeader) -> tuple[list[str], Sequence[int]
     return names, ids, [_META((shape, _TORCH_DTYPE[d], origin, None)) for d, shape in kinds]
 
 
+def _first(header: SafetensorsHeader, _name: str) -> SafetensorsHeader:
+    return header
+
+
+def _read_small(header_of: Callable[[str], SafetensorsHeader], name: str) -> torch.Tensor:
+    """A uint8 tensor read at its offsets in the header already parsed (no second parse
+    of the header, as ``safe_open`` would make: listing reads these while it lists)."""
+    import torch
+
+    header = header_of(name)
+    info = header.tensors[name]
+    if info.dtype != "U8":
+        return _load_tensor(header.path, name)
+    try:
+        with open(header.path, "rb") as fh:
+            fh.seek(header.data_start + info.begin)
+            raw = fh.read(info.end - info.begin)
+    except OSError as exc:
+        raise SourceError(
+            f"Cannot read tensor '{_name(name)}' from the safetensors file '{header.path}': "
+            f"{printable(exc, 300)}."
+        ) from exc
+    if len(raw) != info.end - info.begin:
+        raise SourceError(
+            f"The safetensors file '{header.path}' ends inside tensor '{_name(name)}': the "
+            f"file changed since its header was read; open it again."
+        )
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(info.shape)
+
+
 def _file_loader(path: Path, name: str):
     """``loader(device)`` of one tensor (a partial: small, for a million tensors)."""
     return functools.partial(_load_tensor, path, name)
@@ -1088,6 +1118,7 @@ class SafetensorsSource(WeightSource):
         if owner is None:  # one file: its header's columns, no object per tensor
             names, meta_ids, metas = _header_columns(headers[0])
             loader_of = functools.partial(_file_loader, headers[0].path)
+            header_of = functools.partial(_first, headers[0])
         else:
             origins = {id(h): str(h.path) for h in headers}  # one string per file
             names, meta_ids, metas = meta_columns(
@@ -1100,6 +1131,8 @@ class SafetensorsSource(WeightSource):
             def loader_of(name: str):
                 return _file_loader(owner[name].path, name)
 
+            header_of = owner.__getitem__
+
         self._entries = entry_table(
             names,
             meta_ids,
@@ -1109,6 +1142,7 @@ class SafetensorsSource(WeightSource):
             conv1d_modules=conv1d_modules(self.config),
             block=block_size(self.config),
             quantization=self.quantization,
+            read_small=functools.partial(_read_small, header_of),
         )
         n_bytes = sum(h.file_size - h.data_start for h in headers)
         parts = [f"{len(self._entries)} tensors", f"{n_bytes / 1e6:.1f} MB"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -193,6 +194,10 @@ class ModuleSource(WeightSource):
             for entry_name in packed.weights:
                 if entry_name[len(prefix) :] not in own:  # GPTQ: codes in buffers
                     listed.append(entry_name[len(prefix) :])
+            for stored, why in packed.reasons.items():  # a packed layer not read: say why
+                local = stored[len(prefix) :]
+                if not why.startswith("part of ") and local not in listed:
+                    listed.append(local)
             for p_name in listed:
                 name = f"{mod_name}.{p_name}" if mod_name else p_name
                 spec = packed.weights.get(name)
@@ -204,7 +209,8 @@ class ModuleSource(WeightSource):
                             spec.shape,
                             spec.dtype,
                             "linear",
-                            skip_reason_for("linear", spec.shape, spec.dtype, min_dim=self.min_dim),
+                            skip_reason_for("linear", spec.shape, spec.dtype, min_dim=self.min_dim)
+                            or _storage_skip_reason(saved[spec.stored], "parameter"),
                             origin,
                             loader,
                         )
@@ -258,8 +264,36 @@ def _module_packed(mod: nn.Module, own: dict, prefix: str) -> tuple[PackedPlan, 
     plan = packed_plan(
         {n: (tuple(t.shape), _dtype_name(t.dtype)) for n, t in saved.items()},
         lambda n: saved[n].detach(),
+        quantization={"checkpoint_format": "gptq_v2" if _zeros_v2(mod) else "gptq"},
     )
+    kind = type(mod).__name__
+    if plan.weights and _REARRANGING_KERNELS.search(kind):  # codes no longer GPTQ's layout
+        for entry, spec in list(plan.weights.items()):
+            if spec.dtype.startswith("gptq"):
+                del plan.weights[entry]
+                plan.renamed.pop(spec.stored, None)
+                plan.reasons[spec.stored] = (
+                    f"GPTQ module of class {kind}, whose kernel rearranges qweight when "
+                    f"the model is loaded: analyse the checkpoint's files instead"
+                )
     return plan, saved
+
+
+#: GPTQ kernels that shuffle ``qweight`` into their own layout at load (exllama, Marlin...).
+_REARRANGING_KERNELS = re.compile(r"exllama|marlin|bitblas|machete|qqq", re.IGNORECASE)
+
+
+def _zeros_v2(mod: nn.Module) -> bool:
+    """Whether a loaded GPTQ module holds v2 zero points (GPTQModel converts v1 files to v2
+    at load for kernels that need it: ``qzero_format()`` says so, or its class's
+    ``REQUIRES_FORMAT_V2``); AutoGPTQ's modules keep v1."""
+    fmt = getattr(mod, "qzero_format", None)
+    if callable(fmt):
+        try:
+            return fmt() == 2
+        except Exception:  # an older signature: fall back to the class's flag
+            pass
+    return bool(getattr(type(mod), "REQUIRES_FORMAT_V2", False))
 
 
 class StateDictSource(WeightSource):

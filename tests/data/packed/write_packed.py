@@ -23,7 +23,10 @@ original weights is 3.3x that of the generic code's.)
   ``TorchLinear.pack`` (the packer its ``save`` runs) from a round-to-nearest quantization
   per group, converted to the v1 checkpoint format by GPTQModel's
   ``convert_gptq_v2_to_v1_format_module`` unless the name says ``v2``; ``act`` ones have
-  an act-order ``g_idx`` (a permutation of the inputs).
+  an act-order ``g_idx`` (a permutation of the inputs). In the asymmetric ones every fourth
+  row is made non-negative, so that its zero points are 0: the v1 format stores zero - 1 by
+  subtracting one from every field of a word at once, and such a zero borrows from the
+  next field.
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ def gptq(model, name: str, bits: int, group_size: int, sym: bool, act: bool, v2:
             continue
         lin = torch.nn.Linear(mod.in_features, mod.out_features, bias=False).half()
         lin.weight.data.copy_(mod.weight.detach())
+        if not sym:  # every fourth row non-negative: zero points of 0, which v1 borrows
+            lin.weight.data[::4] = lin.weight.data[::4].abs()
         W = lin.weight.float()
         n_in = W.shape[1]
         groups = n_in // group_size
@@ -125,7 +130,7 @@ def gptq(model, name: str, bits: int, group_size: int, sym: bool, act: bool, v2:
             else:
                 lo, hi = cols.min(1).values, cols.max(1).values
                 s = (hi - lo) / maxq
-                z = torch.round(-lo / s).clamp(1, maxq)
+                z = torch.round(-lo / s).clamp(0, maxq)
             scales[:, g], zeros[:, g] = s.half().float(), z
         q = TorchLinear(
             bits=bits,

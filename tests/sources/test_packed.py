@@ -459,6 +459,10 @@ def test_packed_tensors_without_data_are_skipped_not_crashes():
     entries = {e.name: e for e in StateDictSource(meta).entries()}
     reason = entries[MATRICES[0]].skip_reason
     assert "cannot be read" in reason, reason
+    int8 = load_file(DATA / "bnb_int8" / "model.safetensors")
+    meta = {n: torch.empty_like(t, device="meta") for n, t in int8.items()}
+    reason = {e.name: e for e in StateDictSource(meta).entries()}[MATRICES[0]].skip_reason
+    assert "weight_format' cannot be read" in reason, reason
     gptq = {n: torch.empty_like(t, device="meta") for n, t in _gptq_layer().items()}
     entry = {e.name: e for e in StateDictSource(gptq).entries()}["m.weight"]
     assert entry.skip_reason and "meta" in entry.skip_reason

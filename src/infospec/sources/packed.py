@@ -330,7 +330,8 @@ def _bnb8(module, tensors, read):
         try:
             value = read(fmt).reshape(-1).tolist() if math.prod(tensors[fmt][0]) == 1 else None
         except Exception as exc:  # a tensor with no data (meta device), a damaged file
-            value = f"unreadable ({printable(str(exc), 60)})"
+            why = f"bitsandbytes int8 weight whose '{fmt}' cannot be read ({printable(exc, 80)})"
+            return weight, packed, part, why
         if value != [0]:
             return (
                 weight,

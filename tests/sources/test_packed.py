@@ -213,6 +213,15 @@ def test_layers_that_cannot_be_read_are_skipped_with_the_reason():
     no_groups["m.scales"] = torch.zeros(0, 64)
     del no_groups["m.g_idx"]
     assert "scales (0, 64) are empty" in _reasons(no_groups)["m.qweight"]
+    uneven = dict(sd, **{"m.qzeros": torch.zeros(2, 9, dtype=torch.int32)})
+    assert (
+        "do not hold a whole number of bits for each of its 64 outputs"
+        in (_reasons(uneven)["m.qweight"])
+    )
+    int_scales = dict(sd, **{"m.scales": torch.ones(2, 64, dtype=torch.int32)})
+    assert "scales have dtype int32" in _reasons(int_scales)["m.qweight"]
+    float_g = dict(sd, **{"m.g_idx": torch.zeros(64)})
+    assert "g_idx has dtype float32" in _reasons(float_g)["m.qweight"]
     no_scales = {k: v for k, v in sd.items() if k != "m.scales"}
     assert "without its 'scales' tensor" in _reasons(no_scales)["m.qweight"]
     # every reason reaches the entries, and the layer's parts are skipped as parts
@@ -294,6 +303,9 @@ def test_bnb_int8_tiled_layout_and_bad_scale_are_skipped():
     scalar = {"l.weight": torch.tensor(1, dtype=torch.int8), "l.SCB": torch.ones(1)}
     reason = {e.name: e for e in StateDictSource(scalar).entries()}["l.weight"].skip_reason
     assert "not one per row of a 2-D weight" in reason
+    int_scb = dict(sd, **{"l.SCB": torch.ones(32, dtype=torch.int32)})
+    reason = {e.name: e for e in StateDictSource(int_scb).entries()}["l.weight"].skip_reason
+    assert "'l.SCB' is not floating" in reason
     sd["l.SCB"] = torch.ones(31)
     entries = {e.name: e for e in StateDictSource(sd).entries()}
     assert "row scale 'l.SCB' has shape (31,), not (32,)" in entries["l.weight"].skip_reason

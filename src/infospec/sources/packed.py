@@ -319,6 +319,8 @@ def _bnb8(module, tensors, read):
         parts["format"] = fmt
     packed = _Packed(weight, (0, 0), "bnb_int8", parts, {})
     shape = tensors[weight][0]
+    if tensors[scb][1] not in _FLOATS:
+        return weight, packed, part, f"bitsandbytes int8 weight whose '{scb}' is not floating"
     if len(shape) != 2 or tensors[scb][0] not in ((shape[0],), (shape[0], 1)):
         rows = f"({shape[0]},)" if len(shape) == 2 else "one per row of a 2-D weight"
         why = (
@@ -396,10 +398,15 @@ def _gptq(module, tensors, q):
     word = _itemsize(qw_dtype) * 8
     bits = qz[1] * word // out if (qz[1] * word) % out == 0 else None
     declared = q.get("bits") if q.get("quant_method", "gptq") == "gptq" else None
+    if bits is None:
+        return skip(
+            f"GPTQ-packed layer '{module}' whose qzeros {qz} do not hold a whole number of "
+            f"bits for each of its {out} outputs (as (groups, out*bits/32) would)"
+        )
     if bits not in _GPTQ_BITS or (_positive(declared) and declared != bits):
         return skip(
             f"GPTQ-packed layer '{module}' whose qzeros {qz} for {out} outputs give "
-            f"{qz[1] * word / out:g} bits (read: {', '.join(map(str, _GPTQ_BITS))}"
+            f"{bits} bits (read: {', '.join(map(str, _GPTQ_BITS))}"
             + (f"; the config says {declared}" if _positive(declared) else "")
             + ")"
         )
@@ -409,6 +416,10 @@ def _gptq(module, tensors, q):
             f"({tensors[qzeros][1]}) are not int32 words of {bits}-bit codes"
         )
     n_in = qw[0] * 32 // bits
+    if tensors[scales][1] not in _FLOATS:
+        return skip(f"GPTQ-packed layer '{module}' whose scales have dtype {tensors[scales][1]}")
+    if g_idx in tensors and tensors[g_idx][1] not in _INTEGERS | {"int64"}:
+        return skip(f"GPTQ-packed layer '{module}' whose g_idx has dtype {tensors[g_idx][1]}")
     if g_idx in tensors and tensors[g_idx][0] != (n_in,):
         return skip(
             f"GPTQ-packed layer '{module}' whose g_idx has shape {tensors[g_idx][0]}, not "

@@ -11,9 +11,9 @@ writer's own library dequantizes it, by entry name: bitsandbytes' device-indepen
 ``dequantize_blockwise`` of a nested absmax), ``int8_vectorwise_dequant``, GPTQModel's
 ``dequantize_weight``. (bitsandbytes 0.50's CPU kernel behind ``dequantize_4bit`` gives
 other values for a matrix whose row length is not a multiple of the block size, as the
-MLP's ``down_proj`` here, 64 x 96 in blocks of 64: its blocks follow the rows, not the
-flat order its CUDA kernel, its generic code and its quantizer use; its error against the
-original weights is 3.3x that of the generic code's.)
+MLP's ``down_proj`` here, 64 x 96 in blocks of 64, than the flat block order of its generic
+code, which its quantizer follows: against the original weights its error is 3.3x that of
+the generic code.)
 
 * ``bnb_nf4_double``, ``bnb_fp4``, ``bnb_int8``: a one-block Llama (hidden 64, MLP 96,
   vocabulary 32) of fixed random weights, loaded by ``transformers`` with a

@@ -189,7 +189,7 @@ def entry_table(
     packed = EMPTY_PLAN
     if may_hold_packed({m.dtype for m in metas}, names):  # look for packed layers
         packed = packed_plan(
-            {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)},
+            _shapes(names, meta_ids, metas),
             read_small or (lambda n: loader_of(n)(None)),
             quantization=quantization,
         )
@@ -207,7 +207,7 @@ def entry_table(
                     )
     if any(m.dtype in FP8_DTYPES or m.dtype == SCALE_DTYPE for m in metas):
         plan = fp8_plan(
-            {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)},
+            _shapes(names, meta_ids, metas),
             block=block,
         )
     else:  # no FP8 tensor: nothing to pair (and no copy of a million-tensor listing)
@@ -248,6 +248,11 @@ def entry_table(
                 kind = generic_kind(metas[i].shape)
             ids[j] = profile(i, kind, plan_reason)
     return EntryTable(names, ids, profiles, loader_of, plan, packed)
+
+
+def _shapes(names, meta_ids, metas) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each tensor's (shape, dtype) by name, as the FP8 and packed plans read them."""
+    return {n: (metas[i].shape, metas[i].dtype) for n, i in zip(names, meta_ids, strict=True)}
 
 
 def build_entries(

@@ -51,12 +51,11 @@ are missing or have shapes that do not fit its codes. What can only be checked o
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from .._errors import InfospecError
+from .._errors import InfospecError, SourceError
 from .._text import printable
 
 __all__ = ["PACKED_DTYPES", "PackedPlan", "packed_plan"]
@@ -105,7 +104,7 @@ class PackedPlan(NamedTuple):
     def loader(self, name: str, loader_of: Callable[[str], Callable]) -> Callable:
         """The dequantizing loader of the packed entry ``name``."""
         spec = self.weights[name]
-        decode = _DECODERS[spec.dtype[: spec.dtype.index("_")]]
+        decode = _DECODERS[spec.dtype]
 
         def load(device: Any = None):
             parts = {role: loader_of(t)(device) for role, t in spec.parts.items()}
@@ -212,10 +211,14 @@ def _bnb4(weight, qtype, state_name, tensors, read):
         raw = read(state_name).contiguous().cpu().numpy().tobytes()
     except Exception as exc:  # a tensor with no data (meta device), a damaged file
         return skip(f"quant_state '{state_name}' cannot be read ({printable(str(exc), 80)})")
+    from .safetensors_source import _loads  # the hardened parser of untrusted JSON
+
     try:
-        state = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        state = _loads(raw.decode("utf-8"), SourceError, lambda exc: f"character {exc.pos}")
+    except UnicodeDecodeError as exc:
         return skip(f"quant_state '{state_name}' is not JSON ({printable(str(exc), 80)})")
+    except SourceError as exc:  # invalid, a key twice, too deep, a huge integer
+        return skip(f"quant_state '{state_name}' is not JSON that can be read: it {exc}")
     if not isinstance(state, dict):
         return skip(f"quant_state '{state_name}' is not a JSON object")
     shape = state.get("shape")
@@ -347,9 +350,7 @@ def _bnb8(module, tensors, read):
     return weight, packed._replace(shape=(shape[0], shape[1])), part, None
 
 
-def _decode_bnb(name, codes, parts, spec):
-    if spec.dtype != "bnb_int8":
-        return _decode_bnb4(name, codes, parts, spec)
+def _decode_bnb8(name, codes, parts, spec):
     # as bitsandbytes computes it: (codes * SCB) * float32(1/127)
     w = codes.float()  # in place: one float32 matrix
     w.mul_(parts["SCB"].float().reshape(-1, 1))
@@ -506,7 +507,13 @@ def _decode_gptq(name, qweight, parts, spec):
     return w
 
 
-_DECODERS = {"bnb": _decode_bnb, "gptq": _decode_gptq}
+#: The decoder of each packed dtype: ``decode(name, codes, parts, spec)``.
+_DECODERS = {
+    "bnb_nf4": _decode_bnb4,
+    "bnb_fp4": _decode_bnb4,
+    "bnb_int8": _decode_bnb8,
+    **{f"gptq_int{b}": _decode_gptq for b in _GPTQ_BITS},
+}
 
 
 def _join(module: str, name: str) -> str:

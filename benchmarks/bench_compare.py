@@ -21,7 +21,10 @@ report: modeldelta forms the delta and its SVD in float32; infospec in float64.
 Usage::
 
     python benchmarks/bench_compare.py [--layers 1] [--workers 1] [--dir /tmp/bench_compare]
-        [--only 'q_proj|down_proj']
+        [--only 'q_proj|down_proj'] [--skip-modeldelta] [--reuse]
+
+Each tool's result is saved as JSON in ``--dir``; ``--reuse`` takes it from there instead
+of running that tool again (the tools can then be run at different times, each alone).
 """
 
 from __future__ import annotations
@@ -125,12 +128,27 @@ def run(code: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _result(path: Path, reuse: bool, code: str, *args: str) -> dict:
+    """One tool's run, saved to ``path`` (JSON); with ``reuse``, read from there if present."""
+    if reuse and path.exists():
+        print(f"(reusing {path})")
+        return json.loads(path.read_text())
+    out = run(code, *args)
+    path.write_text(json.dumps(out))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--dir", default="/tmp/bench_compare")
     parser.add_argument("--skip-modeldelta", action="store_true")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a tool's result from an earlier run's JSON in --dir where there is one",
+    )
     parser.add_argument("--only", default="", help="regex: compare only the matching tensors")
     args = parser.parse_args()
     folder = Path(args.dir)
@@ -146,7 +164,16 @@ def main() -> None:
     )
     if args.only:
         print(f"tensors matching {args.only!r} only")
-    ours = run(_INFOSPEC, base, tuned, str(args.workers), args.only)
+    tag = f"layers-{args.layers}-workers-{args.workers}-only-{args.only or 'all'}"
+    ours = _result(
+        folder / f"infospec-{tag}.json",
+        args.reuse,
+        _INFOSPEC,
+        base,
+        tuned,
+        str(args.workers),
+        args.only,
+    )
     largest = max(math.prod(s) for s in SHAPES.values()) * 2 / 1e6
     print(
         f"infospec compare (k=10, workers={args.workers}): {ours['seconds']:.1f} s, "
@@ -154,7 +181,9 @@ def main() -> None:
     )
     if args.skip_modeldelta:
         return
-    theirs = run(_MODELDELTA, base, tuned, args.only)
+    theirs = _result(
+        folder / f"modeldelta-{tag}.json", args.reuse, _MODELDELTA, base, tuned, args.only
+    )
     print(
         f"modeldelta 0.4.4 compare_models (top_k=20): {theirs['seconds']:.1f} s, "
         f"peak RSS {theirs['rss_mb']:.0f} MB; speed ratio {theirs['seconds'] / ours['seconds']:.2f}"

@@ -150,3 +150,25 @@ def test_a_gram_sum_that_overflows_takes_the_rescaled_route(rng):
         assert np.isfinite(W.T @ W).all() and not np.isfinite(np.tril(W.T @ W).sum())
     want = np.linalg.svd(base, compute_uv=False) * 5e152
     np.testing.assert_allclose(singular_values(W).numpy(), want, rtol=1e-12)
+
+
+def test_refinement_leaves_the_gram_matrix_as_it_was_and_reads_its_lower_triangle(rng):
+    """The shifted Cholesky factor is formed in G's own memory: G is put back bit for bit,
+    and a NaN in the (undefined) upper triangle changes nothing."""
+    from infospec.spectra.gram import refine_small_singular_values
+
+    sigma = np.r_[np.linspace(1.0, 0.5, 55), np.full(5, 1e-7)]
+    W = torch.from_numpy(_matrix(rng, 90, 60, sigma))
+    gram = gram_matrix(W)
+    lam = torch.linalg.eigvalsh(gram, UPLO="L")
+    subspace = int((lam < 1e-4 * lam[-1]).sum())
+    assert subspace == 5
+    before = gram.clone()
+    refined = refine_small_singular_values(W, gram, lam, count=5, subspace=subspace)
+    assert torch.equal(gram, before)
+    np.testing.assert_allclose(refined.numpy(), np.full(5, 1e-7), rtol=1e-7)
+    poisoned = gram.clone()
+    upper = torch.ones_like(poisoned, dtype=torch.bool).triu(1)
+    poisoned[upper] = float("nan")
+    again = refine_small_singular_values(W, poisoned, lam, count=5, subspace=subspace)
+    assert torch.equal(again, refined)

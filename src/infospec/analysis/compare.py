@@ -52,6 +52,7 @@ from .._validation import check_choice, check_device, check_probability
 from ..sources import open_source
 from ..sources.entry import WeightEntry, skip_reason_under
 from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES, as_matrices
+from ..spectra.gram import gram_matrix
 from ..spectra.matrices import singular_values
 from .analyze import (
     _data_device,
@@ -247,6 +248,19 @@ def _top_eigenvectors(gram: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack(out).reshape(*gram.shape[:-2], n, k).to(gram.device)
 
 
+def _full_gram(t: torch.Tensor, right_side: bool) -> torch.Tensor:
+    """The whole symmetric Gram matrix of the smaller side of ``t`` (float64, ``(..., n, n)``).
+
+    A single matrix takes :func:`~infospec.spectra.gram.gram_matrix`'s symmetric rank-k
+    update (half the products of ``t.mT @ t``) and its lower triangle mirrored; a batch
+    one batched product.
+    """
+    if t.ndim != 2:
+        return t.mT @ t if right_side else t @ t.mT
+    lower = gram_matrix(t, dtype=torch.float64).tril()
+    return lower + lower.tril(-1).mT
+
+
 def top_singular_subspaces(
     matrix: torch.Tensor, k: int, *, method: str = "auto", device=None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -296,7 +310,7 @@ def top_singular_subspaces(
     rows, cols = t.shape[-2:]
     k = min(k, rows, cols)
     right_side = cols <= rows
-    gram = t.mT @ t if right_side else t @ t.mT
+    gram = _full_gram(t, right_side)
     scale = None
     tiny = torch.finfo(torch.float64).tiny ** 0.5
     if not bool(torch.isfinite(gram).all()) or bool(
@@ -310,7 +324,7 @@ def top_singular_subspaces(
         scale = t.abs().amax(dim=(-2, -1), keepdim=True)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         t = t / scale
-        gram = t.mT @ t if right_side else t @ t.mT
+        gram = _full_gram(t, right_side)
     # one Gram matrix for both the spectrum (singular_values' routes) and the vectors
     lam = torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0.0)
     sigma = lam.sqrt()

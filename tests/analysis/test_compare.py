@@ -274,3 +274,35 @@ def test_subspaces_of_tiny_huge_and_nonfinite_matrices(rng):
     bad[1, 2] = np.nan
     with pytest.raises(InputError, match=r"The matrix tensor contains 1 NaN"):
         top_singular_subspaces(torch.from_numpy(bad), 3)
+
+
+@pytest.mark.parametrize("rows, cols", [(90, 60), (60, 90)])
+def test_subspaces_of_an_ill_conditioned_matrix_take_the_refined_route(rng, rows, cols):
+    """Base and tuned spectra follow singular_values' routes: at the Gram route's limit
+    the small values are refined from W (no full SVD), and the route is reported."""
+    sigma = np.r_[np.linspace(3.0, 1.0, 55), np.full(5, 1e-7)]
+    w = torch.from_numpy(_with_spectrum(rng, rows, cols, sigma))
+    got, left, right, route = top_singular_subspaces(w, 4, return_method=True)
+    assert route == "gram+refine"
+    want = np.linalg.svd(w.numpy(), compute_uv=False)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-7)
+    u, _, vt = np.linalg.svd(w.numpy(), full_matrices=False)
+    assert np.max(scipy.linalg.subspace_angles(left.numpy(), u[:, :4])) < 1e-8
+    assert np.max(scipy.linalg.subspace_angles(right.numpy(), vt[:4].T)) < 1e-8
+    assert top_singular_subspaces(w, 4, method="svd", return_method=True)[3] == "svd"
+    assert len(top_singular_subspaces(w, 4)) == 3  # the route only when asked
+
+
+def test_compare_rows_name_the_route_of_their_spectra(rng):
+    sigma = np.r_[np.linspace(3.0, 1.0, 43), np.full(5, 1e-7)]
+    ill = _with_spectrum(rng, 80, 48, sigma)
+    well = _with_spectrum(rng, 80, 48, np.linspace(10.0, 1.0, 48))
+    delta = 0.05 * rng.standard_normal((80, 48))
+    base = {"ill.weight": torch.from_numpy(ill), "well.weight": torch.from_numpy(well)}
+    tuned = {name: w + torch.from_numpy(delta) for name, w in base.items()}
+    report = infospec.compare(base, tuned, k=4, progress=False)
+    routes = {row["name"]: row["spectrum_method"] for row in report.weights}
+    assert routes == {"ill.weight": "gram+refine", "well.weight": "gram"}
+    again = infospec.compare(base, tuned, k=0, progress=False)  # no subspaces: same routes
+    assert {row["name"]: row["spectrum_method"] for row in again.weights} == routes
+    assert "spectrum_method" in importlib.import_module("infospec.analysis.compare").COMPARE_COLUMNS

@@ -172,3 +172,29 @@ def test_refinement_leaves_the_gram_matrix_as_it_was_and_reads_its_lower_triangl
     poisoned[upper] = float("nan")
     again = refine_small_singular_values(W, poisoned, lam, count=5, subspace=subspace)
     assert torch.equal(again, refined)
+
+
+@pytest.mark.parametrize("case", ["well", "ill", "rank-deficient", "svd"])
+@pytest.mark.parametrize("in_place_side", [64, 10**9])
+def test_spectrum_and_gram_keeps_the_gram_matrix_it_returns(rng, monkeypatch, case, in_place_side):
+    """Every route leaves the Gram matrix it returns intact (the in-place eigensolver is not
+    taken), equal to gram_matrix(W), and its spectrum equal to singular_values'."""
+    import infospec.spectra.matrices as matrices
+    from infospec.spectra.matrices import spectrum_and_gram
+
+    monkeypatch.setattr(matrices, "_IN_PLACE_MIN_SIDE", in_place_side)
+    sigma = {
+        "well": np.linspace(2.0, 1.0, 70),
+        "ill": np.r_[np.linspace(2.0, 1.0, 65), np.full(5, 1e-7)],
+        "rank-deficient": np.r_[np.linspace(2.0, 1.0, 40), np.full(30, 1e-9)],
+        "svd": np.linspace(2.0, 1.0, 70),
+    }[case]
+    W = torch.from_numpy(_matrix(rng, 100, 70, sigma))
+    method = "svd" if case == "svd" else "auto"
+    got, route, gram, scale = spectrum_and_gram(W, method=method)
+    assert (
+        route == {"well": "gram", "ill": "gram+refine", "rank-deficient": "svd", "svd": "svd"}[case]
+    )
+    assert scale is None
+    assert torch.equal(torch.tril(gram), torch.tril(gram_matrix(W)))
+    np.testing.assert_allclose(got.numpy(), singular_values(W, method=method).numpy(), rtol=1e-12)

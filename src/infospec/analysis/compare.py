@@ -52,8 +52,8 @@ from .._validation import check_choice, check_device, check_probability
 from ..sources import open_source
 from ..sources.entry import WeightEntry, skip_reason_under
 from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES, as_matrices
-from ..spectra.gram import gram_matrix
-from ..spectra.matrices import singular_values
+from ..spectra.gram import project
+from ..spectra.matrices import SPECTRUM_METHODS, singular_values, spectrum_and_gram
 from .analyze import (
     _data_device,
     _records,
@@ -86,6 +86,8 @@ COMPARE_COLUMNS: dict[str, str] = {
     "overlap_left": "mean cos^2 of the principal angles of the top-k left singular subspaces",
     "overlap_right": "mean cos^2 of the principal angles of the top-k right singular subspaces",
     "overlap_min_cos": "smallest cosine of a principal angle, left or right",
+    "spectrum_method": "costliest route of the delta's, base's and tuned spectra (gram, "
+    "gram+refine, svd)",
     **{f"change_{c}": f"tuned minus base: {WEIGHT_COLUMNS[c]}" for c in CHANGE_COLUMNS},
 }
 
@@ -248,34 +250,31 @@ def _top_eigenvectors(gram: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack(out).reshape(*gram.shape[:-2], n, k).to(gram.device)
 
 
-def _full_gram(t: torch.Tensor, right_side: bool) -> torch.Tensor:
-    """The whole symmetric Gram matrix of the smaller side of ``t`` (float64, ``(..., n, n)``).
-
-    A single matrix takes :func:`~infospec.spectra.gram.gram_matrix`'s symmetric rank-k
-    update (half the products of ``t.mT @ t``) and its lower triangle mirrored; a batch
-    one batched product.
-    """
-    if t.ndim != 2:
-        return t.mT @ t if right_side else t @ t.mT
-    lower = gram_matrix(t, dtype=torch.float64).tril()
-    return lower + lower.tril(-1).mT
-
-
 def top_singular_subspaces(
-    matrix: torch.Tensor, k: int, *, method: str = "auto", device=None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    matrix: torch.Tensor,
+    k: int,
+    *,
+    method: str = "auto",
+    device=None,
+    return_method: bool = False,
+) -> tuple[torch.Tensor, ...]:
     r"""The singular values and orthonormal bases of the top-``k`` singular subspaces.
 
     The smaller Gram matrix (:math:`G = W^\top W` when ``cols <= rows``) is formed once
-    in float64 and serves both: the spectrum follows :func:`infospec.singular_values`'
-    routes (:math:`\sigma = \sqrt{\lambda(G)}` by ``eigvalsh``, or an SVD for
-    ``method="svd"`` and for ``"auto"`` when
-    :math:`\lambda_{\min}/\lambda_{\max} < 10^{-10}`), and the top-``k`` eigenvectors
-    of :math:`G` (the right singular vectors :math:`V_k`) come from a full
-    eigendecomposition for sides up to 512 and from Lanczos iteration (ARPACK's
-    ``eigsh`` to machine precision) above, which costs :math:`O(k)` products with
-    :math:`G` instead of a second :math:`O(n^3)` factorisation. The other side's basis
-    is the Q factor of :math:`W V_k`, which spans the top-``k`` left singular subspace.
+    in float64 and serves both:
+
+    * the spectrum takes :func:`infospec.singular_values`' routes for a single matrix
+      (:math:`\sigma = \sqrt{\lambda(G)}`; ``gram+refine`` when
+      :math:`\lambda_{\min}/\lambda_{\max} < 10^{-10}`, an SVD for ``method="svd"`` or a
+      nearly rank-deficient matrix); a batch (a convolution's kernel positions) takes one
+      batched ``eigvalsh``, or an SVD of the batch when one of its matrices is that
+      ill-conditioned;
+    * the top-``k`` eigenvectors of :math:`G` (the right singular vectors :math:`V_k`) come
+      from a full eigendecomposition for sides up to 512 and from Lanczos iteration
+      (ARPACK's ``eigsh`` to machine precision) above, which costs :math:`O(k)` products
+      with :math:`G` instead of a second :math:`O(n^3)` factorisation. The other side's
+      basis is the Q factor of :math:`W V_k` (formed blockwise from ``W``'s stored dtype),
+      which spans the top-``k`` left singular subspace.
 
     Parameters
     ----------
@@ -287,6 +286,9 @@ def top_singular_subspaces(
         Route of the singular values.
     device : optional
         Where to compute.
+    return_method : bool, default False
+        Also return the route of the singular values (one of
+        :data:`~infospec.spectra.matrices.SPECTRUM_METHODS`).
 
     Returns
     -------
@@ -295,6 +297,8 @@ def top_singular_subspaces(
     left : torch.Tensor, shape (..., rows, k)
     right : torch.Tensor, shape (..., cols, k)
         Orthonormal bases of the top-``k`` left and right singular subspaces.
+    route : str
+        With ``return_method=True`` only.
 
     Raises
     ------
@@ -306,11 +310,27 @@ def top_singular_subspaces(
     R. B. Lehoucq, D. C. Sorensen and C. Yang, *ARPACK Users' Guide*, SIAM (1998).
     """
     t = matrix.to(device) if device is not None else matrix
-    t = t.to(torch.float64)
     rows, cols = t.shape[-2:]
     k = min(k, rows, cols)
     right_side = cols <= rows
-    gram = _full_gram(t, right_side)
+    if t.ndim == 2:
+        error = nonfinite_error(t)
+        if error is not None:
+            raise InputError(f"The matrix {error}")
+        sigma, route, lower, scale = spectrum_and_gram(t, method=method)
+        lower = lower.tril()
+        top = _top_eigenvectors(lower + lower.tril(-1).mT, k)
+        del lower
+        other = torch.linalg.qr(project(t, top, dtype=torch.float64, scale=scale)).Q
+    else:
+        sigma, route, top, other = _batch_subspaces(t.to(torch.float64), k, right_side, method)
+    left, right = (other, top) if right_side else (top, other)
+    return (sigma, left, right, route) if return_method else (sigma, left, right)
+
+
+def _batch_subspaces(t: torch.Tensor, k: int, right_side: bool, method: str):
+    """:func:`top_singular_subspaces` of a batch ``(..., rows, cols)`` of float64 matrices."""
+    gram = t.mT @ t if right_side else t @ t.mT
     scale = None
     tiny = torch.finfo(torch.float64).tiny ** 0.5
     if not bool(torch.isfinite(gram).all()) or bool(
@@ -324,19 +344,17 @@ def top_singular_subspaces(
         scale = t.abs().amax(dim=(-2, -1), keepdim=True)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         t = t / scale
-        gram = _full_gram(t, right_side)
-    # one Gram matrix for both the spectrum (singular_values' routes) and the vectors
+        gram = t.mT @ t if right_side else t @ t.mT
     lam = torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0.0)
-    sigma = lam.sqrt()
+    sigma, route = lam.sqrt(), "gram"
     ill = lam[..., -1] < 1e-10 * lam[..., 0]
     if method == "svd" or (method == "auto" and bool(ill.any())):
-        sigma = torch.linalg.svdvals(t)
+        sigma, route = torch.linalg.svdvals(t), "svd"
     if scale is not None:
         sigma = sigma * scale.squeeze(-1)
     top = _top_eigenvectors(gram, k)
     other = torch.linalg.qr(t @ top if right_side else t.mT @ top).Q
-    left, right = (other, top) if right_side else (top, other)
-    return sigma, left, right
+    return sigma, route, top, other
 
 
 @dataclass(frozen=True)
@@ -366,7 +384,8 @@ class MatchedPair:
 
 
 #: One matrix of a pair: (label, rows, cols, sigma_delta, sigma_base, sigma_tuned,
-#: overlaps {left, right, min_cos, k} or None, error).
+#: overlaps {left, right, min_cos, k} or None, error, route: the costliest of the three
+#: spectra's routes, "" for an error).
 PairSpectrum = tuple
 
 
@@ -387,15 +406,22 @@ def _pair_spectra(
             rows, cols = mb.shape[-2:]
             bad = nonfinite_error(mb) or nonfinite_error(mt)
             if bad is not None:
-                out.append((label, rows, cols, None, None, None, None, bad))
+                out.append((label, rows, cols, None, None, None, None, bad, ""))
                 continue
             delta = mt.to(torch.float64, copy=True)
             delta -= mb  # float64: bf16 and fp16 values and their differences are exact
-            sigma_d = singular_values(delta, method=method, device=device).cpu()
+            sigma_d, route_d = singular_values(
+                delta, method=method, device=device, return_method=True
+            )
+            sigma_d = sigma_d.cpu()
             del delta
             if k > 0:
-                sb, lb, rb = top_singular_subspaces(mb, k, method=method, device=device)
-                st, lt, rt = top_singular_subspaces(mt, k, method=method, device=device)
+                sb, lb, rb, route_b = top_singular_subspaces(
+                    mb, k, method=method, device=device, return_method=True
+                )
+                st, lt, rt, route_t = top_singular_subspaces(
+                    mt, k, method=method, device=device, return_method=True
+                )
                 cos_l = principal_cosines(lb, lt)
                 cos_r = principal_cosines(rb, rt)
                 overlaps = {
@@ -405,14 +431,15 @@ def _pair_spectra(
                     "overlap_min_cos": float(torch.minimum(cos_l.min(), cos_r.min())),
                 }
             else:
-                sb = singular_values(mb, method=method, device=device)
-                st = singular_values(mt, method=method, device=device)
+                sb, route_b = singular_values(mb, method=method, device=device, return_method=True)
+                st, route_t = singular_values(mt, method=method, device=device, return_method=True)
                 overlaps = None
-            out.append((label, rows, cols, sigma_d, sb.cpu(), st.cpu(), overlaps, ""))
+            route = max((route_d, route_b, route_t), key=SPECTRUM_METHODS.index)
+            out.append((label, rows, cols, sigma_d, sb.cpu(), st.cpu(), overlaps, "", route))
     except SourceError:
         raise
     except (InfospecError, torch.linalg.LinAlgError) as exc:
-        out.append((pair.name, None, None, None, None, None, None, str(exc)))
+        out.append((pair.name, None, None, None, None, None, None, str(exc), ""))
     return out
 
 
@@ -427,13 +454,14 @@ def _pair_records(
     """The second stage of :func:`compare`: the delta's rows (via ``_records``) and changes."""
     rows_out, esds = _records(
         pair,
-        [(label, r, c, sd, err) for label, r, c, sd, _, _, _, err in spectra],
+        [(label, r, c, sd, err) for label, r, c, sd, _, _, _, err, _ in spectra],
         rel_distortion=rel_distortion,
         fits=fits,
     )
-    for row, (_, r, c, sd, sb, st, overlaps, _) in zip(rows_out, spectra, strict=True):
+    for row, (_, r, c, sd, sb, st, overlaps, _, route) in zip(rows_out, spectra, strict=True):
         if row["status"] != "ok":
             continue
+        row["spectrum_method"] = route
         recs = [
             weight_record(
                 s, rows=r, cols=c, rel_distortion=rel_distortion, fit_power=fits, fit_mp=fits

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["gram_matrix", "refine_small_singular_values"]
+__all__ = ["gram_matrix", "project", "refine_small_singular_values"]
 
 #: Size of one upcast block of ``W`` (bytes in the working precision): at most this much
 #: working-precision memory beyond ``W`` and ``G`` is held while ``G`` is formed.
@@ -111,7 +111,7 @@ def gram_matrix(
     return gram
 
 
-def _project(
+def project(
     W: torch.Tensor, X: torch.Tensor, *, dtype: torch.dtype, scale: float | None
 ) -> torch.Tensor:
     """``W X`` (``n <= m``, ``X`` of shape (n, p)) or ``W^T X`` (``m < n``), blockwise."""
@@ -209,5 +209,5 @@ def refine_small_singular_values(
         y = torch.linalg.solve_triangular(factor, X, upper=False)
         X = torch.linalg.qr(torch.linalg.solve_triangular(factor.mT, y, upper=True)).Q
     del factor, y
-    ritz = torch.linalg.svdvals(_project(W, X, dtype=dtype, scale=scale))
+    ritz = torch.linalg.svdvals(project(W, X, dtype=dtype, scale=scale))
     return ritz[-count:]

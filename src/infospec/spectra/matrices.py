@@ -18,7 +18,7 @@ from .._validation import (
 )
 from .gram import gram_matrix, refine_small_singular_values
 
-__all__ = ["SPECTRUM_METHODS", "singular_values"]
+__all__ = ["SPECTRUM_METHODS", "singular_values", "spectrum_and_gram"]
 
 #: Ratio lambda_min / lambda_max of the Gram matrix below which ``method="auto"`` refines
 #: the smallest eigenvalues from ``W``: below it the Gram eigenvalues of the smallest
@@ -61,9 +61,44 @@ def _matrix_spectrum(
     W: torch.Tensor, *, method: str, dtype: torch.dtype, func: str
 ) -> tuple[torch.Tensor, str]:
     """Singular values (descending, ``dtype``, on ``W``'s device) of one matrix, and the route."""
+    sigma, route, _, _ = _spectrum_and_gram(W, method=method, dtype=dtype, func=func, keep=False)
+    return sigma, route
+
+
+def spectrum_and_gram(
+    W: torch.Tensor, *, method: str = "auto", dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, str, torch.Tensor, float | None]:
+    """:func:`singular_values` of one matrix, its route, and the Gram matrix it came from.
+
+    For the callers that need the Gram matrix again (the top singular vectors of
+    :func:`infospec.analysis.compare.top_singular_subspaces`): the spectrum takes the same
+    routes as :func:`singular_values` (``gram``, ``gram+refine``, ``svd``), and the Gram
+    matrix of the smaller side is formed once for both.
+
+    Returns
+    -------
+    sigma : torch.Tensor
+        Descending singular values of ``W``.
+    route : str
+        One of :data:`SPECTRUM_METHODS`.
+    gram : torch.Tensor, shape (s, s)
+        The Gram matrix of ``W / scale`` (of ``W`` when ``scale`` is None); **only its lower
+        triangle is defined**, as :func:`~infospec.spectra.gram.gram_matrix` returns it.
+    scale : float or None
+        The largest absolute entry of ``W`` when its Gram matrix would overflow or
+        underflow ``dtype``, else None.
+    """
+    return _spectrum_and_gram(W, method=method, dtype=dtype, func="spectrum_and_gram", keep=True)
+
+
+def _spectrum_and_gram(
+    W: torch.Tensor, *, method: str, dtype: torch.dtype, func: str, keep: bool
+) -> tuple[torch.Tensor, str, torch.Tensor | None, float | None]:
+    """The work of both: ``keep`` returns the Gram matrix intact (else it may be overwritten)."""
     if method == "svd":
         t = check_finite(W.to(dtype), "W", func)
-        return torch.linalg.svdvals(t), "svd"
+        if not keep:
+            return torch.linalg.svdvals(t), "svd", None, None
     gram = gram_matrix(W, dtype=dtype)
     scale = None
     # Entries beyond ~1e154 overflow the Gram matrix and entries below ~1e-154 underflow
@@ -81,7 +116,11 @@ def _matrix_spectrum(
         if largest > 0:
             scale = largest
             gram = gram_matrix(W, dtype=dtype, scale=scale)
-    lam, overwritten = _gram_eigenvalues(gram)  # ascending
+    if method == "svd":  # keep: the Gram matrix for the caller, the values by the SVD
+        t = W.to(dtype)
+        sigma = torch.linalg.svdvals(t if scale is None else t / scale)
+        return (sigma if scale is None else sigma * scale), "svd", gram, scale
+    lam, overwritten = _gram_eigenvalues(gram, overwrite=not keep)  # ascending
     sigma = lam.clamp_min(0).sqrt()
     route = "gram"
     lam_max = float(lam[-1])
@@ -91,9 +130,10 @@ def _matrix_spectrum(
         subspace = int((lam < _REFINE_SUBSPACE * lam_max).sum())
         if subspace > _REFINE_MAX_FRACTION * side:
             t = W.to(dtype)
-            del gram
+            if not keep:
+                gram = None
             sigma = torch.linalg.svdvals(t if scale is None else t / scale)
-            return (sigma if scale is None else sigma * scale), "svd"
+            return (sigma if scale is None else sigma * scale), "svd", gram, scale
         count = int((lam < _REFINE_REPLACE * lam_max).sum())
         if overwritten:
             gram = gram_matrix(W, dtype=dtype, scale=scale)
@@ -105,11 +145,13 @@ def _matrix_spectrum(
         sigma = sigma.sort().values
         route = "gram+refine"
     sigma = sigma.flip(-1)  # descending
-    return (sigma if scale is None else sigma * scale), route
+    return (sigma if scale is None else sigma * scale), route, gram, scale
 
 
-def _gram_eigenvalues(gram: torch.Tensor) -> tuple[torch.Tensor, bool]:
+def _gram_eigenvalues(gram: torch.Tensor, *, overwrite: bool = True) -> tuple[torch.Tensor, bool]:
     """Ascending eigenvalues of a Gram matrix (its lower triangle), and whether it was overwritten.
+
+    ``overwrite=False`` keeps ``gram`` intact whatever its side.
 
     A CPU float64/float32 matrix of side :data:`_IN_PLACE_MIN_SIDE` or more, stored in
     Fortran order (as :func:`~infospec.spectra.gram.gram_matrix` returns it on the CPU),
@@ -119,7 +161,8 @@ def _gram_eigenvalues(gram: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """
     side = gram.shape[-1]
     if (
-        gram.device.type == "cpu"
+        overwrite
+        and gram.device.type == "cpu"
         and gram.dtype in (torch.float64, torch.float32)
         and side >= _IN_PLACE_MIN_SIDE
         and gram.stride() == (1, side)

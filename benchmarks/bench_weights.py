@@ -17,6 +17,8 @@ given exactly those tensors):
   of one intra-op thread each, :func:`infospec.analysis.analyze._map_in_order`), the floor
   that ``analyze``'s scheduling alone would reach;
 * ``infospec``: :func:`infospec.analyze`, every measure and fit (weights only);
+* ``infospec w1`` (``default`` only): the same with ``workers=1``, the calling thread
+  with torch's and every BLAS pool's default threads;
 * ``ww``: ``WeightWatcher(model).analyze()`` with its defaults (a power-law fit per layer);
 * ``ww mp``: ``analyze(mp_fit=True)``, the metric set comparable with infospec's (it adds
   the Marchenko-Pastur fit); ``--no-mp-fit`` leaves it out.
@@ -141,6 +143,11 @@ def bench(name: str, setting: str, rounds: int, mp_fit: bool) -> dict:
             ),
             "ww": lambda: watcher.analyze(),
         }
+        if setting == "default":
+            # one worker with every library at its defaults (torch's intra-op threads)
+            contenders["infospec w1"] = lambda: infospec.analyze(
+                model, layers=names, progress=False, workers=1
+            )
         if mp_fit:
             contenders["ww mp"] = lambda: watcher.analyze(mp_fit=True)
         infospec.analyze(model, layers=names, progress=False, workers=workers)  # warm-up

@@ -71,8 +71,11 @@ def test_seeds_workers_and_pooled_convs(gen):
     b = infospec.analyze(state, randomize=3, workers=2, progress=False)
     c = infospec.analyze(state, randomize=4, workers=1, progress=False)
     for name in state:
-        np.testing.assert_array_equal(
-            a.spectrum(name, "randomized"), b.spectrum(name, "randomized")
+        # the same permutation whatever the workers; the Gram products themselves are
+        # equal to round-off only (one worker runs torch's multi-threaded products, each
+        # of two workers SciPy's single-threaded syrk)
+        np.testing.assert_allclose(
+            a.spectrum(name, "randomized"), b.spectrum(name, "randomized"), rtol=1e-13
         )
         assert not np.array_equal(a.spectrum(name, "randomized"), c.spectrum(name, "randomized"))
     conv = torch.nn.Conv2d(16, 24, 3)

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -15,15 +17,54 @@ def _matrix(rng, m, n, sigma):
     return (u * sigma) @ v.T
 
 
-@pytest.mark.parametrize("shape", [(300, 200), (200, 300), (256, 256)])
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300), (256, 256), (1100, 1030)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-def test_blockwise_gram_equals_float64_product(shape, dtype, monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])  # SciPy's syrk on one thread, torch's products else
+def test_blockwise_gram_equals_float64_product(shape, dtype, threads, monkeypatch):
     monkeypatch.setattr("infospec.spectra.gram.BLOCK_BYTES", 8 * 64 * 8)  # many blocks
     W = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(dtype)
     w = W.double()
     ref = w.mT @ w if shape[1] <= shape[0] else w @ w.mT
-    got = gram_matrix(W)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = gram_matrix(W)
+    finally:
+        torch.set_num_threads(before)
+    side = min(shape)
+    assert got.shape == (side, side) and got.stride() == (1, side)  # Fortran order either way
     torch.testing.assert_close(got.tril(), ref.tril(), rtol=1e-13, atol=1e-13 * ref.abs().max())
+
+
+@pytest.mark.parametrize("d", [1, 255, 256, 384, 512, 1024, 1025, 4096, 11008])
+def test_triangle_blocks_cover_the_columns_in_blocks_of_at_most_512(d):
+    from infospec.spectra.gram import triangle_blocks
+
+    blocks = triangle_blocks(d)
+    assert blocks[0][0] == 0 and blocks[-1][1] == d
+    assert all(a1 == b0 for (_, a1), (b0, _) in itertools.pairwise(blocks))
+    k = len(blocks)
+    assert k == (1 if d < 256 else max(2, -(-d // 512)))
+    assert all(a1 - a0 <= 512 for a0, a1 in blocks) or d < 256
+    # the products on and below the diagonal: about (k + 1) / (2 k) of a full product's
+    share = sum((a1 - a0) * a1 for a0, a1 in blocks) / d**2
+    assert share <= (k + 1) / (2 * k) + 1e-3  # blocks of equal width but the last
+
+
+def test_add_lower_gram_adds_or_overwrites_the_lower_blocks_only():
+    from infospec.spectra.gram import add_lower_gram, triangle_blocks
+
+    a = torch.randn(40, 600, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    full = a.mT @ a
+    upper = torch.ones(600, 600, dtype=torch.bool)
+    for a0, a1 in triangle_blocks(600):
+        upper[a0:a1, :a1] = False
+    g = torch.full((600, 600), 7.0, dtype=torch.float64)
+    add_lower_gram(g, a)
+    torch.testing.assert_close(g[~upper], full[~upper] + 7.0, rtol=1e-13, atol=1e-12)
+    assert bool((g[upper] == 7.0).all())  # above the diagonal blocks: not touched
+    add_lower_gram(g, a, overwrite=True)
+    torch.testing.assert_close(g[~upper], full[~upper], rtol=1e-13, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(150, 100), (100, 150), (160, 160)])

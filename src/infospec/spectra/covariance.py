@@ -19,6 +19,7 @@ from .._validation import (
     check_probability,
     describe,
 )
+from .gram import add_lower_gram, triangle_blocks
 
 __all__ = [
     "PRECISIONS",
@@ -241,9 +242,6 @@ def covariance_eigenvalues(
 #: Gram-product precisions of :class:`StreamingCovariance` (see its ``precision``).
 PRECISIONS = ("auto", "float64", "float32")
 
-#: Below this width one matrix product is as fast as the block-triangular Gram.
-_TRIANGLE_MIN_DIM = 256
-
 
 def gram_dtype(precision: str, dtype: torch.dtype) -> torch.dtype:
     """The dtype of the per-batch Gram products for inputs of ``dtype`` (see StreamingCovariance).
@@ -270,23 +268,16 @@ def _check_precision(precision: Any, func: str) -> str:
 def gram(y: torch.Tensor) -> torch.Tensor:
     r"""The symmetric Gram matrix :math:`Y^\top Y` of ``y`` (shape (b, d)), in ``y``'s dtype.
 
-    For :math:`d \ge 256` only the blocks on and above the diagonal of a 2 x 2 (d < 1024)
-    or 3 x 3 block partition of the columns are multiplied and the others mirrored: 3/4
-    (2/3) of the products of a full matrix multiply, the same operations per entry, so
-    the same rounding. (torch has no symmetric rank-k update; this is its blockwise form.)
+    The blocks on and below the diagonal of :func:`~infospec.spectra.gram.triangle_blocks`
+    are multiplied (:func:`~infospec.spectra.gram.add_lower_gram`: 3/4 of the products of
+    a full matrix multiply at d = 384, the same operations per entry, so the same
+    rounding) and the others mirrored.
     """
     d = y.shape[-1]
-    if d < _TRIANGLE_MIN_DIM:
-        return y.mT @ y
-    k = 2 if d < 1024 else 3
-    w = -(-d // k)
     g = y.new_empty(d, d)
-    for a0 in range(0, d, w):
-        a1 = min(d, a0 + w)
-        # block row from the diagonal on, straight into g (a strided view BLAS writes to)
-        torch.mm(y[:, a0:a1].mT, y[:, a0:], out=g[a0:a1, a0:])
-        if a1 < d:
-            g[a1:, a0:a1] = g[a0:a1, a1:].mT
+    add_lower_gram(g, y, overwrite=True)
+    for a0, a1 in triangle_blocks(d)[:-1]:
+        g[a0:a1, a1:] = g[a1:, a0:a1].mT
     return g
 
 

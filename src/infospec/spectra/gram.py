@@ -8,7 +8,10 @@ Two steps of :func:`infospec.singular_values` live here:
   of ``W`` is made. On the CPU the products are symmetric rank-k updates (BLAS ``syrk``,
   through :func:`scipy.linalg.blas.dsyrk`), which compute one triangle: half the
   multiply-adds of a general product (``benchmarks/bench_weights.py --gram`` measures
-  both). On other devices each block is added with ``addmm`` (untested on CUDA).
+  both). When torch runs more than one thread, and on other devices, the lower block
+  triangle is accumulated by torch's own matrix products instead
+  (:func:`add_lower_gram`): SciPy's OpenBLAS threads and torch's OpenMP threads, each
+  pool spinning while the other works, slowed every matrix of MiniLM 1.6-2.4x.
 * :func:`refine_small_singular_values`: the Rayleigh-Ritz refinement of the eigenvalues of
   ``G`` that the Gram route cannot resolve, from ``W`` itself (the route ``"gram+refine"``
   of :func:`infospec.singular_values`).
@@ -27,13 +30,56 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["gram_matrix", "project", "refine_small_singular_values"]
+__all__ = [
+    "add_lower_gram",
+    "gram_matrix",
+    "project",
+    "refine_small_singular_values",
+    "triangle_blocks",
+]
 
 #: Size of one upcast block of ``W`` (bytes in the working precision): at most this much
 #: working-precision memory beyond ``W`` and ``G`` is held while ``G`` is formed.
 BLOCK_BYTES = 16 * 2**20
 
 _NUMPY = {torch.float64: np.float64, torch.float32: np.float32}
+
+#: Below this width one matrix product is as fast as the block-triangular Gram.
+_TRIANGLE_MIN_DIM = 256
+#: Widest column block of the block-triangular Gram.
+_TRIANGLE_MAX_BLOCK = 512
+
+
+def triangle_blocks(d: int) -> list[tuple[int, int]]:
+    """Column blocks ``(a0, a1)`` of the block-triangular Gram of a ``d``-wide matrix.
+
+    One block below 256 columns; else ``k = max(2, ceil(d / 512))`` blocks of equal width,
+    so that the products on and below the diagonal are :math:`(k+1)/(2k)` of a full
+    product's (3/4 at d = 384, 9/16 at d = 4096).
+    """
+    if d < _TRIANGLE_MIN_DIM:
+        return [(0, d)]
+    k = max(2, -(-d // _TRIANGLE_MAX_BLOCK))
+    w = -(-d // k)
+    return [(a0, min(d, a0 + w)) for a0 in range(0, d, w)]
+
+
+def add_lower_gram(g: torch.Tensor, a: torch.Tensor, *, overwrite: bool = False) -> None:
+    r"""Add :math:`A^\top A` to the lower block triangle of ``g`` in place (``A``: (b, d)).
+
+    Only the blocks on and below the diagonal of :func:`triangle_blocks` are multiplied
+    (each block row ``i``: ``g[i, :i+1] += A[:, i]^T A[:, :i+1]``), written straight into
+    ``g`` (a strided view BLAS writes to); the blocks above the diagonal are not touched.
+    ``overwrite=True`` sets those blocks to the product instead of adding to them (``g``
+    may then be uninitialised). The same operations per entry as ``A.mT @ A``, so the
+    same rounding. (torch has no symmetric rank-k update; this is its blockwise form.)
+    """
+    for a0, a1 in triangle_blocks(a.shape[-1]):
+        left, right, out = a[:, a0:a1].mT, a[:, :a1], g[a0:a1, :a1]
+        if overwrite:
+            torch.mm(left, right, out=out)
+        else:
+            out.addmm_(left, right)
 
 
 def _blocks(
@@ -83,13 +129,14 @@ def gram_matrix(
     Returns
     -------
     G : torch.Tensor, shape (min(m, n), min(m, n))
-        On ``W``'s device. **Only its lower triangle is defined** (the CPU route leaves
-        zeros above the diagonal): read it with ``torch.linalg.eigvalsh(G, UPLO="L")``.
+        On ``W``'s device, Fortran-ordered (strides ``(1, side)``). **Only its lower
+        triangle is defined** (zeros, or part of the products, above the diagonal): read
+        it with ``torch.linalg.eigvalsh(G, UPLO="L")``.
     """
     m, n = W.shape
     by_rows = n <= m
     side = min(m, n)
-    if W.device.type == "cpu" and dtype in _NUMPY:
+    if W.device.type == "cpu" and dtype in _NUMPY and torch.get_num_threads() == 1:
         from scipy.linalg.blas import get_blas_funcs
 
         syrk = get_blas_funcs("syrk", dtype=_NUMPY[dtype])
@@ -102,12 +149,11 @@ def gram_matrix(
                         overwrite_c=1)  # fmt: skip
             del a, block
         return torch.from_numpy(gram)
-    gram = torch.zeros((side, side), dtype=dtype, device=W.device)
+    # Fortran-ordered like the syrk route's (the in-place eigensolver of large Gram
+    # matrices reads that layout)
+    gram = torch.zeros((side, side), dtype=dtype, device=W.device).mT
     for _, block in _blocks(W, by_rows=by_rows, dtype=dtype, scale=scale):
-        if by_rows:
-            gram.addmm_(block.mT, block)
-        else:
-            gram.addmm_(block, block.mT)
+        add_lower_gram(gram, block if by_rows else block.mT)
     return gram
 
 

@@ -231,3 +231,24 @@ def test_other_dtypes_and_layouts_agree_with_float64(name, variant):
     assert out is not None, f"{name} refused a valid {variant} input"
     got = np.asarray(_numbers(out), dtype=float)
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=1e-12 * max(1.0, abs(ref).max()))
+
+
+@pytest.mark.parametrize(
+    ("func", "expected"),
+    [
+        (infospec.spectral_flatness, 0.9711832700543621),  # cbrt(1.7 * 1.7 * 1) / (4.4 / 3)
+        (infospec.effective_rank, 2.9199708099825386),
+        (infospec.entropy_rank, 2.9199708099825386),
+    ],
+)
+def test_scale_free_measures_survive_an_overflowing_sum(func, expected):
+    """The sum of [1.7e308, 1.7e308, 1e308] overflows float64; the measure must not."""
+    big = torch.tensor([1.7e308, 1.7e308, 1e308], dtype=torch.float64)
+    assert float(func(big)) == pytest.approx(expected, rel=1e-12)
+    # float32 near its maximum: value and gradient equal the unit-scale ones (gradient x 1e38).
+    z = torch.tensor([3e38, 3e38, 1e38], requires_grad=True)
+    u = torch.tensor([3.0, 3.0, 1.0], requires_grad=True)
+    func(z).backward()
+    func(u).backward()
+    assert torch.isfinite(z.grad).all()
+    torch.testing.assert_close(z.grad.double() * 1e38, u.grad.double(), rtol=1e-4, atol=0)

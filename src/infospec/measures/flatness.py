@@ -89,6 +89,10 @@ def spectral_flatness(values, *, dim: int = -1, amin: float = 0.0) -> torch.Tens
     """
     func = "spectral_flatness"
     v = _prepare(values, "values", func, dim, amin)
+    # The ratio is scale-free: dividing by a detached per-spectrum maximum leaves value and
+    # gradient exact and keeps the arithmetic mean finite for values near the float maximum.
+    peak = v.detach().amax(dim=-1, keepdim=True)
+    v = v / torch.where(peak > 0, peak, torch.ones_like(peak))
     mean = v.mean(dim=-1)
     if bool((mean == 0).any()):
         idx = first_index(mean == 0)

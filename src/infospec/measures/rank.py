@@ -63,6 +63,9 @@ def effective_rank(values) -> torch.Tensor:
     1.0
     """
     v = _spectrum(values, "effective_rank")
+    # Scale-free: a detached maximum keeps the sum finite near the float maximum, exactly.
+    peak = v.detach().amax(dim=-1, keepdim=True)
+    v = v / torch.where(peak > 0, peak, torch.ones_like(peak))
     p = v / v.sum(dim=-1, keepdim=True)
     plogp = torch.where(
         p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p)

@@ -153,6 +153,7 @@ def entropy_rank(values: Any, *, eps: float = 0.0) -> torch.Tensor:
     func = "entropy_rank"
     e = _eps(eps, func)
     v = _spectrum(values, "values", func)
+    v = v / v.detach().amax()  # scale-free; keeps the sum finite near the float maximum
     p = v / v.sum() + e
     terms = torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))
     return torch.exp(-terms.sum())

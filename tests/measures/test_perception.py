@@ -148,3 +148,39 @@ def test_errors_name_the_argument():
         rate_distortion_perception(1.0, -1.0, 0.1)
     with pytest.raises(InputError, match="do not broadcast"):
         distortion_rate_perception([1.0, 2.0], [0.1, 0.2, 0.3], 0.0)
+
+
+def _central_difference(f, x, h=1e-6):
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+@pytest.mark.parametrize("d0", [0.3, 0.5, 0.8])
+def test_rate_distortion_perception_gradient_where_perception_binds(d0):
+
+    d = torch.tensor(d0, dtype=torch.float64, requires_grad=True)
+    out = rate_distortion_perception(1.0, d, 0.0)
+    assert bool(out.perception_binds)
+    out.rate.backward()
+    ref = _central_difference(lambda x: float(rate_distortion_perception(1.0, x, 0.0).rate), d0)
+    assert float(d.grad) == pytest.approx(ref, rel=1e-7)
+    v = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    rate_distortion_perception(v, d0, 0.05).rate.backward()
+    ref_v = _central_difference(lambda x: float(rate_distortion_perception(x, d0, 0.05).rate), 1.3)
+    assert float(v.grad) == pytest.approx(ref_v, rel=1e-7)
+
+
+def test_distortion_rate_perception_gradient_at_rate_zero_in_the_slack_branch():
+
+    r = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    out = distortion_rate_perception(2.0, r, 4.0)  # perception slack: D = var e^{-2R}
+    assert not bool(out.perception_binds)
+    out.distortion.backward()
+    assert float(r.grad) == pytest.approx(-4.0, rel=1e-12)  # dD/dR = -2 var at R = 0
+    r = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    out = distortion_rate_perception(1.0, r, 0.01)
+    assert bool(out.perception_binds)
+    out.distortion.backward()
+    ref = _central_difference(
+        lambda x: float(distortion_rate_perception(1.0, x, 0.01).distortion), 0.2
+    )
+    assert float(r.grad) == pytest.approx(ref, rel=1e-7)

@@ -176,7 +176,10 @@ def distortion_rate_perception(
     s_hat = torch.where(binds, floor, rho * sigma)
     # sigma^2 + s^2 - 2 rho sigma s, written so the slack branch is exactly sigma^2 e^{-2R}
     slack = var * torch.exp(-2 * r)
-    bound = (sigma - s_hat) ** 2 + 2 * (1 - rho) * sigma * s_hat
+    # The bound is evaluated at a harmless rate where it is not selected: rho's derivative is
+    # infinite at R = 0 and torch.where would turn 0 * inf into a NaN gradient of the slack.
+    rho_b = torch.sqrt(-torch.expm1(-2 * torch.where(binds, r, torch.ones_like(r))))
+    bound = (sigma - floor) ** 2 + 2 * (1 - rho_b) * sigma * floor
     return DistortionRatePerception(torch.where(binds, bound, slack), s_hat, binds)
 
 
@@ -237,8 +240,7 @@ def rate_distortion_perception(
     s = torch.clamp(sigma - torch.sqrt(p), min=0)
     slack = torch.sqrt(torch.clamp(var - d, min=0)) >= s
     zero = d >= var + s * s
-    with torch.no_grad():
-        safe_s = torch.where(s > 0, s, torch.ones_like(s))
+    safe_s = torch.where(s > 0, s, torch.ones_like(s))  # s carries its gradient where it binds
     rho = torch.clamp((var + s * s - d) / (2 * sigma * safe_s), max=1.0)
     bound = -0.5 * torch.log1p(-rho * rho)
     free = 0.5 * (torch.log(var) - torch.log(d))

@@ -252,3 +252,14 @@ def test_scale_free_measures_survive_an_overflowing_sum(func, expected):
     func(u).backward()
     assert torch.isfinite(z.grad).all()
     torch.testing.assert_close(z.grad.double() * 1e38, u.grad.double(), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1e-310, 1e-300, 1.0, 1e300])
+def test_rate_distortion_keeps_its_rate_at_the_ends_of_the_float_range(scale):
+    """R(c * eig, c * D) = R(eig, D), subnormal eigenvalues included (was 0 at 1e-310)."""
+    eig = torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64)
+    ref = infospec.rate_distortion(eig, 0.9)
+    out = infospec.rate_distortion(eig * scale, 0.9 * scale)
+    assert float(out.rate) == pytest.approx(float(ref.rate), rel=1e-9)
+    # reverse water-filling at D = 0.9 on [3, 1, 0.5]: all three components coded, theta = 0.3
+    assert float(ref.rate) == pytest.approx(0.5 * math.log(3 * 1 * 0.5 / 0.3**3), rel=1e-12)

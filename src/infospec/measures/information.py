@@ -581,10 +581,15 @@ def rate_distortion(eigvals: Any, distortion: Any, *, bits: bool = False) -> Rat
             f"needs none); got {float(dist_b[idx]):.6g}{_at(idx)}."
         )
     dist = torch.minimum(dist_b, total_b)
-    theta = _water_level(eig, dist, fill=False)
+    # R(eig, D) is scale-free: water-fill in units of the detached largest eigenvalue, so
+    # spectra near the smallest (subnormal) or largest float keep their exact rate and
+    # gradient instead of meeting the floor below.
+    peak = eig.detach().amax(-1)
+    theta_u = _water_level(eig / peak.unsqueeze(-1), dist / peak, fill=False)
     # theta >= D / d > 0; the floor only guards a distortion near the smallest float.
-    log_theta = torch.log(theta.clamp_min(torch.finfo(theta.dtype).tiny))
+    log_theta = torch.log(theta_u.clamp_min(torch.finfo(theta_u.dtype).tiny)) + torch.log(peak)
     comps = _component_rates(torch.log(eig), log_theta)
+    theta = theta_u * peak
     return RateDistortion(from_nats(comps.sum(-1), bits), theta, from_nats(comps, bits))
 
 

@@ -153,6 +153,17 @@ def check_finite(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
     return t
 
 
+def unit_peak(v: torch.Tensor) -> torch.Tensor:
+    r"""Divide each spectrum (last axis) by its detached largest value; all-zero rows stay 0.
+
+    For a scale-free measure :math:`f(c v) = f(v)` this changes neither the value nor the
+    gradient (:math:`\nabla f(v / c) / c = \nabla f(v)` for a constant :math:`c`), and keeps
+    sums and squares finite for spectra near the largest or smallest float.
+    """
+    peak = v.detach().amax(dim=-1, keepdim=True)
+    return v / torch.where(peak > 0, peak, torch.ones_like(peak))
+
+
 def check_eigenvalues(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
     """Validate a spectrum of non-negative values along the last axis.
 

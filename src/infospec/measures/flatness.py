@@ -9,7 +9,13 @@ from __future__ import annotations
 import torch
 
 from .._errors import InputError
-from .._validation import as_float_tensor, check_eigenvalues, check_positive, first_index
+from .._validation import (
+    as_float_tensor,
+    check_eigenvalues,
+    check_positive,
+    first_index,
+    unit_peak,
+)
 
 __all__ = ["log_spectrum_variance", "spectral_flatness"]
 
@@ -89,10 +95,7 @@ def spectral_flatness(values, *, dim: int = -1, amin: float = 0.0) -> torch.Tens
     """
     func = "spectral_flatness"
     v = _prepare(values, "values", func, dim, amin)
-    # The ratio is scale-free: dividing by a detached per-spectrum maximum leaves value and
-    # gradient exact and keeps the arithmetic mean finite for values near the float maximum.
-    peak = v.detach().amax(dim=-1, keepdim=True)
-    v = v / torch.where(peak > 0, peak, torch.ones_like(peak))
+    v = unit_peak(v)  # the ratio is scale-free; keeps the mean finite near the float maximum
     mean = v.mean(dim=-1)
     if bool((mean == 0).any()):
         idx = first_index(mean == 0)

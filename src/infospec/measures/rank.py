@@ -5,20 +5,21 @@ from __future__ import annotations
 import torch
 
 from .._errors import InputError
-from .._validation import as_float_tensor, check_eigenvalues, check_finite, check_ndim
+from .._validation import as_float_tensor, check_eigenvalues, check_finite, check_ndim, unit_peak
 
 __all__ = ["effective_rank", "participation_ratio", "stable_rank"]
 
 
 def _spectrum(values, func: str, name: str = "values") -> torch.Tensor:
     v = check_eigenvalues(as_float_tensor(values, name, func), name, func)
-    total = v.sum(dim=-1)
-    if bool((total == 0).any()):
+    if bool((v.amax(dim=-1) == 0).any()):
         raise InputError(
             f"The '{name}' argument of {func} holds an all-zero spectrum (shape "
             f"{tuple(v.shape)}); its rank measures are 0/0. Drop zero matrices first."
         )
-    return v
+    # every measure here is scale-free: in units of the largest value, sums and squares of
+    # spectra near the largest or smallest float stay finite
+    return unit_peak(v)
 
 
 def effective_rank(values) -> torch.Tensor:
@@ -63,9 +64,6 @@ def effective_rank(values) -> torch.Tensor:
     1.0
     """
     v = _spectrum(values, "effective_rank")
-    # Scale-free: a detached maximum keeps the sum finite near the float maximum, exactly.
-    peak = v.detach().amax(dim=-1, keepdim=True)
-    v = v / torch.where(peak > 0, peak, torch.ones_like(peak))
     p = v / v.sum(dim=-1, keepdim=True)
     plogp = torch.where(
         p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p)
@@ -111,9 +109,6 @@ def participation_ratio(values) -> torch.Tensor:
     1.6
     """
     v = _spectrum(values, "participation_ratio")
-    # divided by the largest value first: squares of values beyond ~1e±154 would
-    # overflow or underflow float64 (the ratio is scale invariant)
-    v = v / v.amax(dim=-1, keepdim=True)
     return v.sum(dim=-1) ** 2 / (v * v).sum(dim=-1)
 
 
@@ -184,5 +179,4 @@ def stable_rank(W=None, *, sigma=None) -> torch.Tensor:
             )
         return fro2 / spec2
     s = _spectrum(sigma, func, "sigma")
-    s = s / s.amax(dim=-1, keepdim=True)  # scale invariant; keeps the squares in range
     return (s * s).sum(dim=-1)

@@ -47,7 +47,14 @@ from typing import Any, NamedTuple
 import torch
 
 from .._errors import InputError
-from .._validation import as_float_tensor, check_eigenvalues, check_finite, check_ndim, describe
+from .._validation import (
+    as_float_tensor,
+    check_eigenvalues,
+    check_finite,
+    check_ndim,
+    describe,
+    unit_peak,
+)
 
 __all__ = [
     "ALPHA_REQ_FIT_RANGE",
@@ -153,7 +160,7 @@ def entropy_rank(values: Any, *, eps: float = 0.0) -> torch.Tensor:
     func = "entropy_rank"
     e = _eps(eps, func)
     v = _spectrum(values, "values", func)
-    v = v / v.detach().amax()  # scale-free; keeps the sum finite near the float maximum
+    v = unit_peak(v)  # scale-free; keeps the sum finite near the float maximum
     p = v / v.sum() + e
     terms = torch.where(p > 0, p * torch.log(p), torch.zeros_like(p))
     return torch.exp(-terms.sum())

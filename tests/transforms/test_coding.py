@@ -213,3 +213,46 @@ def test_a_stream_of_another_operating_point_is_refused():
     assert low.n_active_ != coder.n_active_
     with pytest.raises(InputError, match="codes 3 components; this coder keeps 1"):
         low.decode(data)
+
+
+def test_quantizer_keeps_the_promised_error_at_rates_the_bitstream_cannot_code():
+    """Above ~16.8 bits per component the clip range is not capped: the measured error keeps
+    following D(R) (it grew to the total variance when the range was capped at 2^19)."""
+    x = _gaussian(4000, [4.0, 1.0, 0.1], seed=15)
+    base = TransformCoder(rate=8.0).fit(x)
+    for rate in (60.0, 100.0):
+        coder = base.at(rate=rate)
+        assert coder.distortion(x) == pytest.approx(coder.distortion_, rel=0.05)
+        assert int(coder.max_symbols_[0]) > 2**19
+        with pytest.raises(InputError, match=r"codes at most \+-2\^19. Pass a rate of at most"):
+            coder.encode(x)
+        with pytest.raises(InputError, match=r"range coder codes at most"):
+            coder.decode(base.at(rate=20.0).encode(x))
+
+
+def test_the_quoted_highest_coded_rate_codes_and_round_trips():
+    x = _gaussian(2000, [4.0, 1.0, 0.1], seed=16)
+    high = TransformCoder(rate=8.0).fit(x).at(rate=60.0)
+    with pytest.raises(InputError) as info:
+        high.encode(x)
+    quoted = float(str(info.value).split("at most ")[2].split(" bits")[0])
+    coder = high.at(rate=quoted)
+    assert 2**18 < int(coder.max_symbols_[0]) <= 2**19
+    assert torch.equal(coder.decode(coder.encode(x)), coder.dequantize(coder.quantize(x)))
+    assert coder.distortion(x) == pytest.approx(coder.distortion_, rel=0.05)
+
+
+def test_an_outlier_far_beyond_the_range_is_clipped_not_wrapped():
+    x = _gaussian(500, [3.0, 1.0], seed=17)
+    coder = TransformCoder(rate=30.0).fit(x)
+    y = x.clone()
+    y[0] = torch.tensor([1e300, -1e300], dtype=torch.float64)
+    q = coder.quantize(y)
+    assert torch.equal(q[0].abs(), coder.max_symbols_)
+    assert torch.equal(q[1:], coder.quantize(x)[1:])
+
+
+def test_a_rate_beyond_float64_symbols_is_refused():
+    x = _gaussian(500, [3.0, 1.0], seed=18)
+    with pytest.raises(InputError, match=r"beyond 2\^52\). Pass a lower rate"):
+        TransformCoder(rate=150.0).fit(x)

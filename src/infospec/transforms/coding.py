@@ -72,9 +72,12 @@ _MAGIC = b"ISTC"
 _VERSION = 1
 _HEADER = struct.Struct("<4sBII")
 
-#: Largest clip range: constriction's models spend at least 2^-24 of probability on each
-#: symbol of the range, so a range of 2^20 symbols wastes at most 1/8 of a bit per symbol.
-_MAX_SYMBOL = 2**19
+#: Largest clip range the bitstream codes: constriction's models spend at least 2^-24 of
+#: probability on each symbol of the range, so a range of 2^20 symbols wastes at most 1/8 of
+#: a bit per symbol.
+_MAX_CODED_SYMBOL = 2**19
+#: Largest clip range of the quantizer: symbols stay integers that float64 holds exactly.
+_MAX_SYMBOL = 2**52
 
 
 def _constriction():
@@ -181,8 +184,11 @@ class TransformCoder:
         the component's variance, or a quantized Laplace of the same variance (heavier
         tails, often shorter on real embeddings).
     clip_sigmas : float > 0, default 16
-        Symbols are clipped to :math:`\pm\lceil c \sqrt{\lambda_i}/\Delta\rceil`
-        (also capped at 2^19).
+        Symbols are clipped to :math:`\pm\lceil c \sqrt{\lambda_i}/\Delta\rceil`.
+        :meth:`quantize` and :meth:`dequantize` work at any rate whose symbols float64
+        holds exactly (:math:`M_i \le 2^{52}`); the bitstream of :meth:`encode` codes
+        ranges up to :math:`M_i \le 2^{19}` (about 16.8 bits per component at the default
+        ``clip_sigmas``), and refuses higher rates with the highest rate it can code.
 
     Attributes
     ----------
@@ -310,8 +316,8 @@ class TransformCoder:
                 f"{func}: every training vector is the same (the covariance is zero); there is "
                 f"nothing to code."
             )
-        self._fitted = True
         self._allocate()
+        self._fitted = True
         return self
 
     def _allocate(self) -> None:
@@ -338,12 +344,19 @@ class TransformCoder:
         self.theta_ = theta
         self.rate_bits_ = rate_bits
         self.distortion_ = dist
-        self.n_active_ = int((lam > theta).sum())
-        self.step_ = math.sqrt(12.0 * theta)
-        sigma = lam[: self.n_active_].sqrt()
-        self.max_symbols_ = (
-            torch.ceil(self.clip_sigmas * sigma / self.step_).clamp(1, _MAX_SYMBOL).to(torch.int64)
-        )
+        n_active = int((lam > theta).sum())
+        step = math.sqrt(12.0 * theta)
+        spans = torch.ceil(self.clip_sigmas * lam[:n_active].sqrt() / step).clamp_min(1)
+        if n_active and float(spans[0]) > _MAX_SYMBOL:
+            raise InputError(
+                f"TransformCoder: at {kind}={value:g} the quantizer step ({step:.3g}) is below "
+                f"the float64 resolution of the first component's coefficients (their symbols "
+                f"would span +-{float(spans[0]):.3g}, beyond 2^52). Pass a lower rate or a "
+                f"larger distortion."
+            )
+        self.n_active_ = n_active
+        self.step_ = step
+        self.max_symbols_ = spans.to(torch.int64)
 
     def at(self, *, rate: float | None = None, distortion: float | None = None) -> TransformCoder:
         """A copy at another operating point, sharing the fitted basis (no refit).
@@ -410,8 +423,9 @@ class TransformCoder:
         """
         self._check_fitted("quantize")
         y = self.transform(X)[:, : self.n_active_]
-        q = torch.round(y / self.step_).to(torch.int64)
-        return torch.maximum(torch.minimum(q, self.max_symbols_), -self.max_symbols_)
+        m = self.max_symbols_.to(torch.float64)
+        # clipped before the cast, so an outlier far beyond the range cannot overflow int64
+        return torch.round(torch.clamp(y / self.step_, -m, m)).to(torch.int64)
 
     def dequantize(self, symbols: Any) -> torch.Tensor:
         r"""Reconstructed vectors :math:`\hat x = \mu + \sum_i q_i \Delta\, u_i`, shape (n, d)."""
@@ -442,7 +456,23 @@ class TransformCoder:
 
     # -- the bitstream -----------------------------------------------------------------
 
-    def _models(self):
+    def _highest_coded_rate(self) -> float:
+        """Gaussian rate (bits per vector) at which the widest clip range is 2^19 symbols."""
+        lam = self.eigenvalues_
+        step = self.clip_sigmas * float(lam[0].sqrt()) / (_MAX_CODED_SYMBOL - 1)
+        theta = step * step / 12.0
+        rate = float((0.5 * torch.log2(lam[lam > theta] / theta)).sum())
+        return math.floor(rate * 1000) / 1000  # rounded down: the quoted rate can be coded
+
+    def _models(self, func: str):
+        if self.n_active_ and int(self.max_symbols_[0]) > _MAX_CODED_SYMBOL:
+            raise InputError(
+                f"{func}: at this operating point the first component's symbols span "
+                f"+-{int(self.max_symbols_[0])}; the range coder codes at most +-2^19. Pass a "
+                f"rate of at most {self._highest_coded_rate():g} bits per vector (coder.at("
+                f"rate=...)) or a smaller clip_sigmas; quantize() and dequantize() work at "
+                f"this rate."
+            )
         constriction = _constriction()
         family = (
             constriction.stream.model.QuantizedGaussian
@@ -468,15 +498,17 @@ class TransformCoder:
         ------
         InputError
             If the coder is not fitted, ``X`` is not a finite (n, d) array of the fitted
-            width, or it holds more than 2^32 - 1 vectors.
+            width, it holds more than 2^32 - 1 vectors, or the operating point needs a clip
+            range above 2^19 symbols (the message gives the highest rate it can code).
         """
         constriction = _constriction()
         q = self.quantize(X)
         n = q.shape[0]
         if n >= 2**32:
             raise InputError("TransformCoder.encode codes at most 2^32 - 1 vectors at once.")
+        models = self._models("TransformCoder.encode")
         encoder = constriction.stream.queue.RangeEncoder()
-        for j, model in enumerate(self._models()):
+        for j, model in enumerate(models):
             encoder.encode(q[:, j].numpy().astype(np.int32), model)
         words = encoder.get_compressed()
         return _HEADER.pack(_MAGIC, _VERSION, n, self.n_active_) + words.astype("<u4").tobytes()
@@ -517,9 +549,10 @@ class TransformCoder:
             )
         words = np.frombuffer(data, dtype="<u4", offset=_HEADER.size).astype(np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
+        models = self._models(func)
         q = torch.empty((n, k), dtype=torch.int64)
         try:
-            for j, model in enumerate(self._models()):
+            for j, model in enumerate(models):
                 q[:, j] = torch.from_numpy(decoder.decode(model, n).astype(np.int64))
         except Exception as exc:  # constriction reports a corrupt stream as a plain error
             raise InputError(f"{func}: the bitstream is truncated or corrupt ({exc}).") from exc

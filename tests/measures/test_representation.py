@@ -193,3 +193,57 @@ def test_errors_name_the_argument():
         lidar(z, np.arange(12))  # every class one view: no within-class scatter
     with pytest.raises(InputError, match="'delta' argument of lidar"):
         lidar(z, np.repeat(np.arange(4), 3), delta=0.0)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e-3, 1e3, 1e170, 1e300])
+def test_rankme_and_alpha_req_are_scale_free_to_the_edges_of_float64(emb, scale):
+    z = np.asarray(emb)
+    ref_rank = float(rankme(z))
+    ref = alpha_req(z, fit_range=(5, 100))
+    assert float(rankme(z * scale)) == pytest.approx(ref_rank, rel=1e-12)
+    got = alpha_req(z * scale, fit_range=(5, 100))
+    assert float(got.alpha) == pytest.approx(float(ref.alpha), rel=1e-10)
+    # the eigenvalues scale by scale^2: the intercept (log lambda at rank 1) by 2 log scale
+    assert float(got.intercept) == pytest.approx(
+        float(ref.intercept) + 2 * math.log(scale), abs=1e-9
+    )
+
+
+def test_lidar_is_scale_free_with_a_covariant_ridge_and_has_the_right_limits(rng):
+    n_cls, views, d = 40, 4, 6
+    centres = rng.standard_normal((n_cls, d)) * np.linspace(3, 0.1, d)
+    z = np.repeat(centres, views, 0) + 0.5 * rng.standard_normal((n_cls * views, d))
+    groups = np.repeat(np.arange(n_cls), views)
+    ref = float(lidar(z, groups, delta=0.01))
+    for scale in (1e-140, 1e140):
+        assert float(lidar(z * scale, groups, delta=0.01 * scale**2)) == pytest.approx(
+            ref, rel=1e-9
+        )
+    # a ridge negligible against the within-class scatter: LiDAR without it
+    no_ridge = float(lidar(z, groups, delta=1e-300))
+    assert float(lidar(z * 1e300, groups)) == pytest.approx(no_ridge, rel=1e-9)
+    # a ridge that dominates: Sigma_w ~ delta I, the entropy rank of Sigma_b alone
+    means = z.reshape(n_cls, views, d).mean(axis=1)
+    sigma_b = np.cov(means.T)
+    want = float(entropy_rank(np.linalg.eigvalsh(sigma_b).clip(0), eps=1e-8))
+    assert float(lidar(z * 1e-300, groups)) == pytest.approx(want, rel=1e-9)
+
+
+def test_lidar_takes_class_names_and_names_bad_labels(rng):
+    z = rng.standard_normal((12, 3))
+    names = np.array(["cat", "dog", "emu"])[np.arange(12) % 3]
+    assert float(lidar(z, names)) == pytest.approx(float(lidar(z, np.arange(12) % 3)), rel=1e-14)
+    assert float(lidar(z, list(names))) == pytest.approx(float(lidar(z, names)), rel=1e-14)
+    for bad in (None, "abc", {1: 2}, 5, [[1, 2]] * 12):
+        with pytest.raises(InputError, match=r"'groups' argument of lidar must be one label"):
+            lidar(z, bad)
+
+
+def test_the_scaled_measures_keep_exact_gradients():
+    """The scale c = max |Z| is detached; the measures' gradients stay those of the formula."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(30, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    groups = torch.arange(10).repeat_interleave(3)
+    assert torch.autograd.gradcheck(lambda t: rankme(t), (z,))
+    assert torch.autograd.gradcheck(lambda t: alpha_req(t, fit_range=(1, 6)).intercept, (z,))
+    assert torch.autograd.gradcheck(lambda t: lidar(t, groups), (z,))

@@ -289,6 +289,9 @@ def test_non_finite_and_overflowing_batches_add_nothing():
         acc.update(torch.tensor([[1.0, float("inf")], [0.0, 1.0]], dtype=torch.bfloat16))
     with pytest.raises(InputError, match="sums beyond the float64 range"):
         acc.update(torch.tensor([[1e308, 0.0], [1e308, 1.0]], dtype=torch.float64))
+    # finite sums whose squares overflow: the scatter would be inf and NaN
+    with pytest.raises(InputError, match=r"squares overflow beyond about 1e154"):
+        acc.update(torch.tensor([[1e155, 0.0], [-1e155, 1.0]], dtype=torch.float64))
     assert acc.count == 2 and torch.equal(acc.scatter, before)
 
 

@@ -256,3 +256,24 @@ def test_a_rate_beyond_float64_symbols_is_refused():
     x = _gaussian(500, [3.0, 1.0], seed=18)
     with pytest.raises(InputError, match=r"beyond 2\^52\). Pass a lower rate"):
         TransformCoder(rate=150.0).fit(x)
+
+
+@pytest.mark.parametrize("scale", [1e-150, 1e-100, 1e100, 1e150])
+def test_the_code_is_scale_covariant_to_the_edges_of_float64(scale):
+    x = _gaussian(800, [3.0, 1.0, 0.5, 0.1], seed=19)
+    ref = TransformCoder(rate=8.0).fit(x)
+    coder = TransformCoder(rate=8.0).fit(x * scale)
+    assert coder.n_active_ == ref.n_active_
+    assert coder.distortion_ / scale**2 == pytest.approx(ref.distortion_, rel=1e-10)
+    assert torch.allclose(coder.eigenvalues_ / scale**2, ref.eigenvalues_, rtol=1e-10)
+    assert torch.equal(coder.quantize(x * scale), ref.quantize(x))
+
+
+def test_training_vectors_beyond_the_float64_squares_are_named():
+    x = _gaussian(200, [3.0, 1.0], seed=20)
+    with pytest.raises(InputError, match=r"overflows float64 \(values up to .*e\+15[56]"):
+        TransformCoder(rate=4.0).fit(x * 1e155)
+    with pytest.raises(InputError, match="overflows float64"):  # each batch fine, not the sum
+        TransformCoder(rate=4.0).fit([x * 1e153] * 200)
+    with pytest.raises(InputError, match=r"spread is below about 1e-154"):
+        TransformCoder(rate=4.0).fit(x * 1e-200)

@@ -41,9 +41,11 @@ Self-Supervised Learning", ICML 2022.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from .._errors import InputError
@@ -206,17 +208,22 @@ def _samples(Z: Any, func: str, *, min_rows: int = 2) -> torch.Tensor:
     return z
 
 
-def _squared_singular_values(z: torch.Tensor) -> torch.Tensor:
-    r""":math:`\sigma(Z)^2` by the float64 Gram matrix of the smaller side and ``eigvalsh``.
+def _squared_singular_values(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r""":math:`\sigma(Z/c)^2` by the float64 Gram matrix of the smaller side, and :math:`c`.
 
-    Each value carries an absolute error of about :math:`d\,\epsilon\,\sigma_{\max}^2`;
-    the entropy ranks here weigh a value by its share of the total, so that error moves
-    them by about :math:`10^{-13}` relative, at a fraction of an SVD's cost for
-    :math:`n \gg d`.
+    ``Z`` is divided by its largest absolute entry :math:`c` (detached; 1 for a zero
+    matrix) first, so that the Gram matrix neither overflows (entries beyond ~1e154) nor
+    underflows (below ~1e-154); :math:`\sigma(Z)^2 = c^2\,\sigma(Z/c)^2`. Each value
+    carries an absolute error of about :math:`d\,\epsilon\,\sigma_{\max}^2`; the entropy
+    ranks here weigh a value by its share of the total, so that error moves them by about
+    :math:`10^{-13}` relative, at a fraction of an SVD's cost for :math:`n \gg d`.
     """
     z = z.to(torch.float64)
+    top = z.detach().abs().amax()
+    scale = torch.where(top > 0, top, torch.ones_like(top))
+    z = z / scale
     gram = z.mT @ z if z.shape[0] >= z.shape[1] else z @ z.mT
-    return torch.linalg.eigvalsh(gram).clamp_min(0)
+    return torch.linalg.eigvalsh(gram).clamp_min(0), scale
 
 
 def rankme(
@@ -274,7 +281,7 @@ def rankme(
     z = _samples(Z, func)
     if center:
         z = z - z.mean(dim=0, keepdim=True)
-    sq = _squared_singular_values(z)
+    sq, _ = _squared_singular_values(z)  # in units of max |Z|: RankMe is scale-free
     if not bool((sq > 0).any()):
         raise InputError(f"The 'Z' argument of {func} is constant: RankMe is undefined.")
     return entropy_rank(torch.sqrt(sq) if values == "singular" else sq, eps=eps)
@@ -383,8 +390,33 @@ def alpha_req(Z: Any, *, fit_range: tuple[int, int] = ALPHA_REQ_FIT_RANGE) -> Al
         As :func:`eigen_decay`, and if ``Z`` is not a finite 2-D array with 2 rows or more.
     """
     z = _samples(Z, "alpha_req").to(torch.float64)
-    sq = _squared_singular_values(z - z.mean(dim=0, keepdim=True))
-    return eigen_decay(sq / (z.shape[0] - 1), fit_range=fit_range)
+    sq, scale = _squared_singular_values(z - z.mean(dim=0, keepdim=True))
+    fit = eigen_decay(sq / (z.shape[0] - 1), fit_range=fit_range)
+    # the eigenvalues are c^2 times those fitted: only the intercept moves, by 2 log c
+    return fit._replace(intercept=fit.intercept + 2 * torch.log(scale))
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _labels(groups: Any, func: str, n: int) -> torch.Tensor:
+    """Class labels as a tensor: integers as given, strings coded by their sorted order."""
+    if isinstance(groups, torch.Tensor):
+        return groups
+    try:
+        arr = np.asarray(groups)
+        if arr.ndim != 1:
+            raise ValueError
+        if arr.dtype.kind in "USO":  # names of classes: code them 0..C-1
+            arr = np.unique(arr, return_inverse=True)[1].reshape(arr.shape)
+        return torch.as_tensor(arr)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(
+            f"The 'groups' argument of {func} must be one label (an integer or a string) per "
+            f"row of Z ({n} rows); got {type(groups).__name__} {_short(groups)}."
+        ) from None
 
 
 def lidar(Z: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> torch.Tensor:
@@ -411,9 +443,9 @@ def lidar(Z: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> tor
     ----------
     Z : tensor or array-like, shape (n, d)
         Embeddings, one view per row.
-    groups : tensor or array-like of int, shape (n,)
-        The surrogate class of each row (any integer labels); at least 2 classes, and at
-        least 2 views in some class.
+    groups : tensor or array-like of int or str, shape (n,)
+        The surrogate class of each row (any integer labels, or class names); at least 2
+        classes, and at least 2 views in some class.
     delta : float > 0, default 1e-4
         Ridge of the within-class covariance, in the units of ``Z`` squared.
     eps : float >= 0, default 1e-8
@@ -449,8 +481,14 @@ def lidar(Z: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> tor
         raise InputError(
             f"The 'delta' argument of {func} must be a finite number > 0; got {delta!r}."
         )
-    g = torch.as_tensor(groups)
-    if g.ndim != 1 or g.shape[0] != z.shape[0] or g.is_floating_point() or g.is_complex():
+    g = _labels(groups, func, z.shape[0])
+    if (
+        g.ndim != 1
+        or g.shape[0] != z.shape[0]
+        or g.is_floating_point()
+        or g.is_complex()
+        or g.device.type == "meta"
+    ):
         raise InputError(
             f"The 'groups' argument of {func} must be one integer label per row of Z "
             f"({z.shape[0]} rows); got {describe(g)}."
@@ -463,13 +501,25 @@ def lidar(Z: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> tor
             f"{int(counts.max())} views."
         )
     d = z.shape[1]
+    # in units of c = max |Z| (detached): the covariances stay finite at any scale, and
+    # the ridge delta becomes delta / c^2, carried as its log (it may leave float64)
+    top = z.detach().abs().amax()
+    scale = torch.where(top > 0, top, torch.ones_like(top))
+    z = z / scale
+    log_ridge = math.log(float(delta)) - 2 * math.log(float(scale))
     sums = torch.zeros(labels.numel(), d, dtype=torch.float64).index_add_(0, inverse, z)
     means = sums / counts.unsqueeze(1).to(torch.float64)
     centred_means = means - means.mean(dim=0, keepdim=True)
     sigma_b = centred_means.mT @ centred_means / (labels.numel() - 1)
     within = z - means[inverse]
     sigma_w = within.mT @ within / int((counts - 1).sum())
-    sigma_w = sigma_w + float(delta) * torch.eye(d, dtype=torch.float64)
+    # LiDAR's spectrum is taken up to scale (entropy_rank), so Sigma_w + delta I may be
+    # divided by t = max(largest within-class variance, delta): both terms stay <= 1, and
+    # the ridge is held at 1e-300 of t at least (a ridge below float64's range)
+    log_w = math.log(float(sigma_w.detach().diagonal().amax().clamp_min(1e-300)))
+    log_t = max(log_w, log_ridge)
+    ridge = math.exp(max(log_ridge - log_t, -690.0))
+    sigma_w = sigma_w * math.exp(-log_t) + ridge * torch.eye(d, dtype=torch.float64)
     w_eig, w_vec = torch.linalg.eigh(sigma_w)
     inv_sqrt = (w_vec / torch.sqrt(w_eig)) @ w_vec.mT
     lam = torch.linalg.eigvalsh(inv_sqrt @ sigma_b @ inv_sqrt).clamp_min(0)

@@ -428,7 +428,8 @@ class StreamingCovariance:
         """Add a batch of samples, shape (b, d) (or (..., d): leading axes are flattened).
 
         Raises :class:`InputError` if ``X`` is not numeric, has another width than the
-        accumulator, or holds NaN or infinite values (then nothing is added).
+        accumulator, holds NaN or infinite values, or its scatter overflows float64 (values
+        beyond about 1e154); then nothing is added.
         """
         func = "StreamingCovariance.update"
         if isinstance(X, torch.Tensor) and X.is_floating_point():
@@ -445,11 +446,12 @@ class StreamingCovariance:
         if x.shape[0] == 0:
             return
         moments = batch_moments(x, precision=self.precision, device=self.mean.device)
-        if moments is None:
+        if moments is None or not bool(torch.isfinite(moments[2]).all()):
             check_finite(x, "X", func)  # says how many NaN/Inf and where
             raise InputError(
                 f"The 'X' argument of {func} sums beyond the float64 range (values up to "
-                f"{float(x.abs().max()):.3g}); rescale the samples."
+                f"{float(x.abs().max()):.3g}, whose squares overflow beyond about 1e154); "
+                f"rescale the samples."
             )
         self.merge_moments(*moments)
 

@@ -162,6 +162,14 @@ def _samples(X: Any, func: str, name: str = "X", dim: int | None = None) -> torc
     return check_finite(t, name, func)
 
 
+def _overflow(func: str, peak: float) -> str:
+    return (
+        f"{func}: the covariance of the training vectors overflows float64 (values up to "
+        f"{peak:.3g}; beyond about 1e154 they have no finite square). Divide X by a "
+        f"constant first (rates are scale-free; distortions scale by its square)."
+    )
+
+
 class TransformCoder:
     r"""A KLT transform code with reverse water-filling bit allocation and a range coder.
 
@@ -293,7 +301,10 @@ class TransformCoder:
             )
             if acc is None:
                 acc = StreamingCovariance(b.shape[1])
-            acc.update(b)
+            try:
+                acc.update(b)
+            except InputError:  # b is finite (checked): its squares overflow
+                raise InputError(_overflow(func, float(b.abs().max()))) from None
         if acc is None or acc.count < 2:
             raise InputError(
                 f"{func} needs at least 2 training vectors; got {0 if acc is None else acc.count}."
@@ -305,17 +316,21 @@ class TransformCoder:
             mean = torch.zeros(acc.dim, dtype=torch.float64)
             centred = acc.covariance(ddof=0)
             cov = centred + torch.outer(acc.mean, acc.mean)
-        eig, vec = torch.linalg.eigh(cov)
+        if not bool(torch.isfinite(cov).all()):  # the batches' sums overflowed together
+            raise InputError(_overflow(func, float(acc.mean.abs().max())))
+        top = float(cov.diagonal().amax())
+        if not top > 0:
+            raise InputError(
+                f"{func}: the covariance is zero: every training vector is the same, or their "
+                f"spread is below about 1e-154 (its square underflows float64; then multiply "
+                f"X by a constant first). There is nothing to code."
+            )
+        eig, vec = torch.linalg.eigh(cov / top)  # entries of order one for the solver
         order = torch.argsort(eig, descending=True)
-        self.eigenvalues_ = eig[order].clamp_min(0)
+        self.eigenvalues_ = eig[order].clamp_min(0) * top
         self.components_ = vec[:, order].mT.contiguous()
         self.mean_ = mean
         self.n_samples_ = acc.count
-        if float(self.eigenvalues_[0]) <= 0:
-            raise InputError(
-                f"{func}: every training vector is the same (the covariance is zero); there is "
-                f"nothing to code."
-            )
         self._allocate()
         self._fitted = True
         return self

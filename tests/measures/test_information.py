@@ -741,3 +741,32 @@ def test_coding_rate_with_an_eps_whose_square_underflows():
     Z = np.eye(3)
     want = 0.5 * 3 * (-2 * math.log(1e-200))  # log(1 + c) = log c to 1e-400, c = 1e400
     assert float(coding_rate(Z, eps=1e-200)) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("func", "target", "want"),
+    [
+        # R(D) at D = 0.5 on (4, 1, 0): theta = 0.25; a dead component's dR/dlam = 1/(2 theta)
+        (rate_distortion, 0.5, [1 / 8, 1 / 2, 2.0]),
+        # D(R): theta set by the live ones; a dead component's dD/dlam = 1 (D sums it)
+        (distortion_rate, 2.0, None),
+    ],
+)
+def test_a_zero_eigenvalue_has_a_finite_exact_gradient(func, target, want):
+    """log(0) was taken with its infinite gradient and multiplied by 0: NaN."""
+    lam = torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    out = func(lam, target)
+    value = out.rate if func is rate_distortion else out.distortion
+    (grad,) = torch.autograd.grad(value, lam)
+    assert bool(torch.isfinite(grad).all())
+    h = 1e-7  # one-sided: the eigenvalue cannot go below 0
+    for i in range(3):
+        step = torch.zeros(3, dtype=torch.float64)
+        step[i] = h
+        moved = func(lam.detach() + step, target)
+        fd = (float(moved.rate if func is rate_distortion else moved.distortion) - float(value)) / h
+        assert float(grad[i]) == pytest.approx(fd, rel=1e-5)
+    if want is not None:
+        assert grad.tolist() == pytest.approx(want, rel=1e-12)
+    else:
+        assert float(grad[2]) == pytest.approx(1.0, rel=1e-12)

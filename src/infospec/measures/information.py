@@ -195,6 +195,17 @@ def _water_level(levels: torch.Tensor, target: torch.Tensor, *, fill: bool) -> t
     return x.squeeze(-1)
 
 
+def _log_or_minus_inf(eig: torch.Tensor) -> torch.Tensor:
+    """``log(eig)``, ``-inf`` at zero eigenvalues, with a zero (not NaN) gradient there.
+
+    ``torch.log``'s gradient at 0 is infinite, and a later ``max``/``where`` that discards
+    the value multiplies it by 0: NaN. The zero entries take ``log(1)`` first.
+    """
+    positive = eig > 0
+    logs = torch.log(torch.where(positive, eig, torch.ones_like(eig)))
+    return torch.where(positive, logs, torch.full_like(eig, -torch.inf))
+
+
 def _component_rates(log_eig: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
     """Per-component rates :math:`\\tfrac12 \\max(0, \\log\\lambda_i - \\log\\theta)`.
 
@@ -588,7 +599,7 @@ def rate_distortion(eigvals: Any, distortion: Any, *, bits: bool = False) -> Rat
     theta_u = _water_level(eig / peak.unsqueeze(-1), dist / peak, fill=False)
     # theta >= D / d > 0; the floor only guards a distortion near the smallest float.
     log_theta = torch.log(theta_u.clamp_min(torch.finfo(theta_u.dtype).tiny)) + torch.log(peak)
-    comps = _component_rates(torch.log(eig), log_theta)
+    comps = _component_rates(_log_or_minus_inf(eig), log_theta)
     theta = theta_u * peak
     return RateDistortion(from_nats(comps.sum(-1), bits), theta, from_nats(comps, bits))
 
@@ -658,7 +669,7 @@ def distortion_rate(eigvals: Any, rate: Any, *, bits: bool = False) -> Distortio
             f"{float(r[idx]):.6g}{_at(idx)}."
         )
     r = to_nats(r, bits)
-    log_eig = torch.log(eig)
+    log_eig = _log_or_minus_inf(eig)
     # -log(eig) is +inf for zero eigenvalues: those channels never open.
     log_theta = -_water_level(-log_eig, 2.0 * r, fill=True)
     theta = torch.exp(log_theta)  # may underflow to 0 at rates of hundreds of nats

@@ -165,11 +165,18 @@ def _pairwise_bhattacharyya(m: torch.Tensor, cov: torch.Tensor, chol: torch.Tens
 
 
 def _pairwise_estimator(c: torch.Tensor, h: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-    """:math:`\\sum_i c_i h_i - \\sum_i c_i \\log \\sum_j c_j e^{-D_{ij}}` (log-sum-exp)."""
-    log_c = torch.log(c)
-    inner = torch.logsumexp(log_c[None, :] - dist, dim=1)
-    live = c > 0  # a zero-weight component contributes nothing (0 * -inf is not 0)
-    return (c * h).sum() - torch.where(live, c * inner, torch.zeros_like(inner)).sum()
+    """:math:`\\sum_i c_i h_i - \\sum_i c_i \\log S_i`, :math:`S_i = \\sum_j c_j e^{-D_{ij}}`.
+
+    :math:`D \\ge 0` with :math:`D_{ii} = 0`, so :math:`c_i \\le S_i \\le 1`: the sum is
+    formed directly (no log-sum-exp, and no :math:`\\log c_j`, whose infinite gradient at a
+    zero weight made NaN). A zero-weight component adds 0 to the value and its exact
+    derivative :math:`h_i - \\log S_i - \\sum_k c_k e^{-D_{ki}}/S_k` to the gradient; a
+    row whose sum underflows to 0 (every live component beyond ~745 nats) takes
+    :math:`\\log 1`.
+    """
+    sums = (c[None, :] * torch.exp(-dist)).sum(dim=1)
+    inner = torch.log(torch.where(sums > 0, sums, torch.ones_like(sums)))
+    return (c * h).sum() - (c * inner).sum()
 
 
 def mixture_entropy_bounds(

@@ -770,3 +770,39 @@ def test_a_zero_eigenvalue_has_a_finite_exact_gradient(func, target, want):
         assert grad.tolist() == pytest.approx(want, rel=1e-12)
     else:
         assert float(grad[2]) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-170, 1e-3, 1e3, 1e170, 1e300, 1e307])
+def test_water_filling_is_exact_when_noise_and_power_scale_together(scale):
+    """Was inf at noise ~1e308 (the breakpoint sums overflowed) and 0 at 1e300."""
+    noise = torch.tensor([1.0, 2.0, 4.0, 0.5], dtype=torch.float64)
+    nu = 13 / 6  # (3 + 1 + 2 + 0.5) / 3: the 4.0 channel stays closed
+    want = 0.5 * (math.log(nu) + math.log(nu / 2) + math.log(nu / 0.5))
+    wf = water_filling_capacity(noise * scale, 3.0 * scale)
+    assert float(wf.capacity) == pytest.approx(want, rel=1e-14)
+    assert float(wf.water_level) / scale == pytest.approx(nu, rel=1e-14)
+    assert (wf.allocation / scale).tolist() == pytest.approx([nu - 1, nu - 2, 0.0, nu - 0.5])
+
+
+def test_water_filling_across_the_whole_float64_range():
+    # noises 600 decades apart: the quiet channel takes all the power, C = 1/2 log1p(1e300)
+    wf = water_filling_capacity(torch.tensor([1e-300, 1e300], dtype=torch.float64), 1.0)
+    assert float(wf.capacity) == pytest.approx(0.5 * math.log1p(1e300), rel=1e-14)
+    # a subnormal noise (1e-310) keeps its share of the power
+    sub = water_filling_capacity(torch.tensor([1e-310, 2e-310], dtype=torch.float64), 1e-310)
+    assert float(sub.capacity) == pytest.approx(
+        float(water_filling_capacity(torch.tensor([1.0, 2.0]), 1.0).capacity), rel=1e-12
+    )
+    # a power far below the noise: equal noises share it exactly (the water level
+    # N + P/k used to absorb P, leaving no allocation and C = 0)
+    tiny = water_filling_capacity(torch.tensor([1e300, 1e300], dtype=torch.float64), 1.0)
+    assert tiny.allocation.tolist() == [0.5, 0.5]
+    assert float(tiny.capacity) == pytest.approx(5e-301, rel=1e-14)
+    low = water_filling_capacity(torch.tensor([1.0, 1.0 + 2**-40, 3.0], dtype=torch.float64), 1e-9)
+    assert float(low.allocation.sum()) == pytest.approx(1e-9, rel=1e-12)
+    x = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: water_filling_capacity(t, 3.0).capacity, (x,))
+    # equal noises: dC/dN_i = 1/(2 nu) - 1/(2 N_i) = 1/4 - 1/2 at N = 1, P = 3
+    ones = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(water_filling_capacity(ones, 3.0).capacity, ones)
+    assert grad.tolist() == pytest.approx([-0.25] * 3, rel=1e-12)

@@ -110,6 +110,18 @@ def test_capacity_is_invariant_to_a_common_scaling_of_signal_and_noise():
     assert float(b.kl_rate) != pytest.approx(float(a.kl_rate), rel=1e-3)
 
 
+@pytest.mark.parametrize("c", [1e-300, 1e-170, 1e170, 1e300])
+def test_the_scaling_invariance_holds_to_the_edges_of_float64(c):
+    """The squares of mu overflowed beyond ~1e154 (capacity inf) and underflowed below
+    ~1e-154 (a live dimension read as collapsed: capacity 0)."""
+    mu, logvar = _codes(80, 4, seed=6)
+    a = latent_capacity(mu, logvar)
+    b = latent_capacity(c * mu, logvar + 2 * math.log(c))
+    # logvar + 2 log c carries ~1e-13 of relative round-off at |log c| ~ 700
+    np.testing.assert_allclose(b.per_dim.numpy(), a.per_dim.numpy(), rtol=1e-11)
+    assert b.active == (() if c < 1 else (0, 1, 2, 3))
+
+
 def test_collapsed_dimension_carries_nothing_and_is_inactive():
     rng = np.random.default_rng(6)
     mu = rng.standard_normal((40, 3))

@@ -776,6 +776,12 @@ def water_filling_capacity(noise_vars: Any, power: Any, *, bits: bool = False) -
     many power budgets at once. ``power = 0`` gives capacity 0 and water level
     :math:`\\min_i N_i`.
 
+    Numerics: the levels are filled above :math:`\\min_i N_i` and in units of the larger
+    of the power and the noises' spread, so a power far below the noise is shared exactly
+    (equal noises get :math:`P/k` each) and noises and power anywhere in the float64 range,
+    subnormals included, give the capacity to round-off; a ratio :math:`P_i/N_i` beyond
+    float64 is taken through its logarithm.
+
     Parameters
     ----------
     noise_vars : tensor or array-like, shape (..., d)
@@ -830,7 +836,36 @@ def water_filling_capacity(noise_vars: Any, power: Any, *, bits: bool = False) -
         raise InputError(
             f"The 'power' argument of {func} must be >= 0; got {float(p[idx]):.6g}{_at(idx)}."
         )
-    nu = _water_level(noise, p, fill=True)
-    alloc = (nu.unsqueeze(-1) - noise).clamp_min(0)
-    capacity = 0.5 * torch.log1p(alloc / noise).sum(-1)
-    return WaterFilling(from_nats(capacity, bits), nu, alloc)
+    # Water-fill the noise above its smallest value (v' = N - min N: equal noises give
+    # exactly P / k each, however small P is beside N), in units of the detached
+    # c = max(largest v', power): every level and the power are <= 1, so no breakpoint sum
+    # overflows and a subnormal noise keeps its share.
+    base = noise.amin(-1, keepdim=True)
+    shifted = noise - base
+    c = torch.maximum(shifted.detach().amax(-1), p.detach())
+    c = c.clamp_min(torch.finfo(noise.dtype).tiny)
+    unit = c.unsqueeze(-1)
+    nu_u = _water_level(shifted / unit, p / c, fill=True)
+    alloc_u = (nu_u.unsqueeze(-1) - shifted / unit).clamp_min(0)
+    alloc = alloc_u * unit
+    # each term 1/2 log1p(P_i / N_i); where P_i / N_i leaves the normal float64 range it is
+    # read from logs, logaddexp(0, log(P_i/c) + log c - log N_i); a closed channel adds 0
+    ratio = alloc / noise
+    direct = (alloc >= torch.finfo(noise.dtype).tiny) & torch.isfinite(ratio)
+    open_ = alloc_u > 0
+    log_ratio = (
+        torch.log(torch.where(open_, alloc_u, torch.ones_like(alloc_u)))
+        + torch.log(unit)
+        - torch.log(noise)
+    )
+    terms = torch.where(
+        direct,
+        torch.log1p(torch.where(direct, ratio, torch.zeros_like(ratio))),
+        torch.where(
+            open_,
+            torch.logaddexp(torch.zeros_like(log_ratio), log_ratio),
+            torch.zeros_like(log_ratio),
+        ),
+    )
+    capacity = 0.5 * terms.sum(-1)
+    return WaterFilling(from_nats(capacity, bits), base.squeeze(-1) + nu_u * c, alloc)

@@ -123,8 +123,10 @@ def latent_capacity(
     inputs are the empirical distribution of ``x``; the bound above is proved for this
     choice). :math:`\\log t_j^2` is a log-sum-exp of ``logvar`` and
     :math:`\\log(1 + s^2/t^2)` is ``logaddexp(0, log s² − log t²)``, so log variances of
-    ±700 neither overflow nor underflow; a constant column of ``mu`` gives exactly
-    :math:`C_j = 0`. The result is
+    ±700 neither overflow nor underflow, and :math:`s_j^2` is formed in units of the
+    column's largest deviation, so means from about 1e-300 to 1e300 give the exact capacity
+    (the KL rate, whose :math:`\\mu^2` term then exceeds float64, is ``inf`` beyond about
+    1e154); a constant column of ``mu`` gives exactly :math:`C_j = 0`. The result is
     differentiable in ``mu`` and ``logvar`` (a ``requires_grad`` float32 input is computed
     in float32, anything else in float64).
 
@@ -206,11 +208,18 @@ def latent_capacity(
     # s_j^2 (ddof = 0), two-pass after subtracting the first row, so that a constant column
     # gives exactly 0 rather than the round-off of its mean
     c = m - m[:1].detach()
-    spread = (c - c.mean(0)).square().mean(0)
+    # in units of each column's largest |mu_j - mu_j(x_1)| (detached), so that the squares
+    # neither overflow (|mu| beyond ~1e154) nor underflow (spreads below ~1e-154)
+    top = c.detach().abs().amax(0)
+    unit = torch.where(top > 0, top, torch.ones_like(top))
+    cu = c / unit
+    spread_u = (cu - cu.mean(0)).square().mean(0)
     log_noise = torch.logsumexp(lv, dim=0) - math.log(n)  # log t_j^2
-    live = spread > 0
+    live = spread_u > 0
     # log(1) in place of log(0) for a collapsed dimension keeps its gradient finite (0)
-    log_spread = torch.log(torch.where(live, spread, torch.ones_like(spread)))
+    log_spread = torch.log(torch.where(live, spread_u, torch.ones_like(spread_u)))
+    log_spread = log_spread + 2 * torch.log(unit)
+    spread = torch.exp(log_spread.detach()) * live  # s_j^2 for the active rule (may be inf)
     per_dim = 0.5 * torch.logaddexp(torch.zeros_like(log_spread), log_spread - log_noise)
     per_dim = torch.where(live, per_dim, torch.zeros_like(per_dim))
     kl_per_dim = 0.5 * (m.square() + torch.exp(lv) - 1.0 - lv).mean(0)

@@ -164,6 +164,19 @@ def unit_peak(v: torch.Tensor) -> torch.Tensor:
     return v / torch.where(peak > 0, peak, torch.ones_like(peak))
 
 
+def binary_scale(x: torch.Tensor) -> torch.Tensor:
+    """The power of two :math:`c = 2^e` with :math:`\\max|x| / c \\in [1/2, 1)` (1 for an
+    all-zero ``x``), detached, 0-d.
+
+    Dividing by it is exact (only the exponents change), so a computation in units of
+    ``c`` gives bit for bit the result of the unscaled one wherever that one does not
+    overflow or underflow, and a finite one where it would.
+    """
+    top = x.detach().abs().amax()
+    _, exponent = torch.frexp(torch.where(top > 0, top, torch.ones_like(top)))
+    return torch.ldexp(torch.ones_like(top), exponent)
+
+
 def check_eigenvalues(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
     """Validate a spectrum of non-negative values along the last axis.
 

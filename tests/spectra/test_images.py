@@ -238,3 +238,19 @@ def test_fit_cutoff_and_information_errors(gen):
         noise_level_information(s, 1.0, bits="yes")
     with pytest.raises(InputError, match="'radial' parameter of noise_level_information"):
         noise_level_information(s, 1.0, radial=None)
+
+
+@pytest.mark.parametrize("exponent", [-500, -300, 300, 500])
+def test_the_radial_spectrum_scales_bit_for_bit_to_the_edges_of_float64(exponent):
+    img = torch.randn(16, 16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    s = 2.0**exponent
+    ref = radial_power_spectrum(img)
+    got = radial_power_spectrum(img * s)
+    assert torch.equal(got.power / (s * s), ref.power)
+    assert torch.equal(got.power_2d / (s * s), ref.power_2d)
+
+
+def test_a_radial_power_beyond_float64_is_named():
+    img = torch.randn(16, 16, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    with pytest.raises(InputError, match=r"'images' argument of radial_power_spectrum .*overflow"):
+        radial_power_spectrum(img * 1e160)

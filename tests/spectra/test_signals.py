@@ -257,3 +257,24 @@ def test_entropy_flag_errors():
         frame_entropy(np.ones(100), bits=1)
     with pytest.raises(InputError, match="'normalize' parameter of frame_entropy must be a bool"):
         frame_entropy(np.ones(100), normalize="yes")
+
+
+@pytest.mark.parametrize("exponent", [-1000, -520, 500, 1000])
+def test_a_magnitude_spectrogram_covers_the_float64_range_bit_for_bit(exponent):
+    """The squares of the coefficients overflowed beyond ~1e154 (a magnitude of inf) and
+    underflowed below ~1e-154 (0): the frames are now taken in units of a power of two."""
+    y = torch.randn(2048, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    s = 2.0**exponent
+    ref = power_spectrogram(y, n_fft=256, power=1)
+    assert torch.equal(power_spectrogram(y * s, n_fft=256, power=1) / s, ref)
+    if abs(exponent) < 510:  # the power itself is representable
+        power = power_spectrogram(y * s, n_fft=256) / (s * s)
+        assert torch.equal(power, power_spectrogram(y, n_fft=256))
+
+
+def test_a_power_beyond_float64_is_named_not_inf():
+    y = torch.randn(2048, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with pytest.raises(InputError, match="power_spectrogram overflows float64 when raised"):
+        power_spectrogram(y * 1e160, n_fft=256)
+    with pytest.raises(InputError, match="frame_flatness overflows float64"):
+        frame_flatness(y * 1e200, n_fft=256)

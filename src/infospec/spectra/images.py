@@ -46,6 +46,7 @@ from .._errors import InputError
 from .._units import from_nats
 from .._validation import (
     as_float_tensor,
+    binary_scale,
     check_choice,
     check_finite,
     check_ndim,
@@ -199,8 +200,17 @@ def radial_power_spectrum(
             f"'channels' option."
         )
     check_finite(x, "images", func)
-    coeff = torch.view_as_real(torch.fft.fft2(x, norm="ortho"))
-    power_2d = (coeff * coeff).sum(dim=-1)  # |x^|^2 without a square root (exact at 0)
+    # in units of c ~ max |x| (a power of two: exact), so |x^|^2 neither overflows nor
+    # underflows on the way; c^2 is applied last and a power beyond float64 is named
+    c = binary_scale(x)
+    coeff = torch.view_as_real(torch.fft.fft2(x / c, norm="ortho"))
+    power_2d = (coeff * coeff).sum(dim=-1) * c * c  # |x^|^2, no square root (exact at 0)
+    if not bool(torch.isfinite(power_2d).all()):
+        raise InputError(
+            f"The 'images' argument of {func} has values up to {float(x.abs().max()):.3g}, "
+            f"whose power |x^|^2 overflows {str(power_2d.dtype)[6:]}; divide the images by "
+            f"a constant first (the power scales by its square)."
+        )
     if average:
         power_2d = power_2d.reshape(-1, h, w).mean(dim=0)
     bins, side = _radial_bins(h, w, x.device)

@@ -58,6 +58,7 @@ from .._errors import InputError
 from .._units import from_nats
 from .._validation import (
     as_float_tensor,
+    binary_scale,
     check_choice,
     check_eigenvalues,
     check_finite,
@@ -240,8 +241,13 @@ def _frames(
     center: bool,
     pad_mode: str,
     power: float,
+    caller: str = "power_spectrogram",
 ) -> torch.Tensor:
-    """:func:`power_spectrogram` with frequency last, shape (..., t, 1 + n_fft // 2)."""
+    """:func:`power_spectrogram` with frequency last, shape (..., t, 1 + n_fft // 2).
+
+    ``caller`` names the public function in the error raised when :math:`|X|^p` leaves
+    float64.
+    """
     func = "power_spectrogram"
     n_fft = check_positive(n_fft, "n_fft", func, integer=True)
     if win_length is None:
@@ -273,9 +279,19 @@ def _frames(
     w = _window(window, int(win_length), n_fft, x, func)
     # frames along the last axis but one, frequency last: (..., t, n_fft) -> (..., t, F),
     # reduced along the contiguous axis; the same frames as torch.stft(center=False)
-    coeff = torch.fft.rfft(x.unfold(-1, n_fft, hop) * w, dim=-1)
+    # in units of c ~ max |y| (a power of two: exact), so the squares of the coefficients neither
+    # overflow nor underflow before the power; c^p is applied last, in two halves
+    c = binary_scale(x)
+    coeff = torch.fft.rfft((x / c).unfold(-1, n_fft, hop) * w, dim=-1)
     power_2 = coeff.real.square() + coeff.imag.square()
-    return power_2 if power == 2.0 else power_2 ** (power / 2)
+    if power == 2.0:
+        out = power_2 * c * c
+    elif power == 1.0:
+        out = torch.sqrt(power_2) * c
+    else:
+        half = c ** (power / 2)
+        out = power_2 ** (power / 2) * half * half
+    return _check_overflow(out, caller)
 
 
 def _floored(func: str, y: Any, S: Any, amin: float, power: float, framing: tuple) -> torch.Tensor:
@@ -293,7 +309,8 @@ def _floored(func: str, y: Any, S: Any, amin: float, power: float, framing: tupl
     power = check_positive(power, "power", func)
     if y is not None:
         names = ("n_fft", "hop_length", "win_length", "window", "center", "pad_mode")
-        return _frames(y, power=power, **dict(zip(names, framing, strict=True))).clamp_min(amin)
+        framed = _frames(y, power=power, caller=func, **dict(zip(names, framing, strict=True)))
+        return framed.clamp_min(amin)
     s = as_float_tensor(S, "S", func)
     check_ndim(s, "S", func, min_ndim=2, expected="at least 2 dimensions (..., frequency, time)")
     s = check_eigenvalues(s, "S", func).transpose(-1, -2)

@@ -251,3 +251,40 @@ def test_training_pulls_sigma_max_toward_one():
     # pushed down, so one power step per training step lags: the approach is gradual.
     for s0, s1 in zip(start, end, strict=True):
         assert abs(s1 - 1) < 0.2 and abs(s1 - 1) < 0.1 * abs(s0 - 1), (start, end)
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"),
+    [
+        (1e-20, torch.float32),
+        (1e-30, torch.float32),
+        (1e30, torch.float32),
+        (1e-300, torch.float64),
+        (1e150, torch.float64),
+    ],
+)
+def test_sigma_is_estimated_at_any_weight_scale(scale, dtype):
+    """The power iteration normalised with a 1e-12 floor: weights of 1e-20 gave sigma 0."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 6)).to(dtype)
+    with torch.no_grad():
+        net[0].weight.mul_(scale)
+    reg = SpectralRegularizer(net)
+    reg()
+    want = float(torch.linalg.matrix_norm(net[0].weight.double(), ord=2))
+    assert reg.sigmas()["0.weight"] == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("k", [0.5, 1.0, 2.0])
+def test_a_zero_initialised_layer_gets_a_finite_gradient(k):
+    """For k < 1 the slope k sigma^(k-1) is infinite at sigma = 0: it was -inf times a zero
+    vector, NaN in the weight's gradient."""
+    net = nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 4))
+    nn.init.zeros_(net[0].weight)
+    reg = SpectralRegularizer(net, k=k)
+    loss = reg()
+    loss.backward()
+    assert bool(torch.isfinite(net[0].weight.grad).all())
+    assert bool(torch.isfinite(net[1].weight.grad).all())
+    assert float(net[1].weight.grad.abs().max()) > 0  # the live layer is still regularised
+    assert float(loss) >= 1.0  # the zero layer's term is (0 - 1)^2 = 1

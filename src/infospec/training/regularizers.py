@@ -43,6 +43,12 @@ def _power_iteration(
     """
     v = u.new_empty(W.shape[1])
     with torch.no_grad():
+        # the vectors do not depend on the scale of W: iterate on W / max|W|, so that the
+        # eps floor of the normalisation does not meet a matrix of tiny entries (1e-20
+        # gave u = v = 0 and sigma = 0) and products of huge ones do not overflow
+        top = W.abs().amax()
+        if bool(top > 0) and bool(torch.isfinite(top)):
+            W = W / top
         for _ in range(steps):
             v = F.normalize(W.mT @ u, dim=0, eps=eps)
             u = F.normalize(W @ v, dim=0, eps=eps)
@@ -58,13 +64,18 @@ def _spectral_penalty(
     r""":math:`\sum_l (\hat\sigma_l^k - 1)^2` with :math:`\hat\sigma_l = u_l^\top W_l v_l`.
 
     ``u_l`` and ``v_l`` are constants: the gradient in :math:`W_l` is
-    :math:`2 (\hat\sigma^k - 1)\, k \hat\sigma^{k-1}\, u v^\top`.
+    :math:`2 (\hat\sigma^k - 1)\, k \hat\sigma^{k-1}\, u v^\top` (0 at
+    :math:`\hat\sigma = 0` when :math:`k < 1`, where that slope is infinite).
     """
     total = None
     for W, u, v in zip(matrices, us, vs, strict=True):
         sigma = torch.dot(u, W @ v)
-        # sigma >= 0 once u, v come from power iteration; clamp guards a fractional k.
-        term = (sigma.clamp_min(0) ** k - 1.0) ** 2
+        # sigma >= 0 once u, v come from power iteration. For k < 1 the slope k sigma^(k-1)
+        # is infinite at sigma = 0 (a zero-initialised layer): there the term is held at
+        # its value 1 with gradient 0 (the floor is the dtype's smallest normal number),
+        # instead of an infinite gradient times a zero vector (NaN).
+        floor = torch.finfo(sigma.dtype).tiny if k < 1 else 0.0
+        term = (sigma.clamp_min(floor) ** k - 1.0) ** 2
         total = term if total is None else total + term
     assert total is not None
     return total

@@ -45,6 +45,17 @@ def first_index(mask: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in mask.nonzero()[0])
 
 
+def check_not_meta(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
+    """``t``, or an :class:`InputError` if it is a meta tensor (a shape without values)."""
+    if t.device.type == "meta":
+        raise InputError(
+            f"The '{name}' argument of {func} is a meta tensor (shape {tuple(t.shape)}, no "
+            f"values): load the weights first (e.g. model.to_empty(device='cpu') and a "
+            f"state dict, or read the checkpoint file with infospec.analyze)."
+        )
+    return t
+
+
 def as_float_tensor(x: Any, name: str, func: str) -> torch.Tensor:
     """Convert ``x`` (tensor, array, list or scalar) to a floating torch tensor.
 
@@ -57,7 +68,7 @@ def as_float_tensor(x: Any, name: str, func: str) -> torch.Tensor:
     Raises
     ------
     InputError
-        If ``x`` cannot be converted, or is complex or boolean.
+        If ``x`` cannot be converted, is complex or boolean, or is a meta tensor.
     """
     if isinstance(x, torch.Tensor):
         t = x
@@ -86,6 +97,7 @@ def as_float_tensor(x: Any, name: str, func: str) -> torch.Tensor:
                 else (np.ascontiguousarray(arr))
             )
         t = torch.as_tensor(arr)
+    check_not_meta(t, name, func)
     if t.is_complex():
         raise InputError(
             f"The '{name}' argument of {func} must be real; got a complex tensor with "
@@ -162,6 +174,17 @@ def unit_peak(v: torch.Tensor) -> torch.Tensor:
     """
     peak = v.detach().amax(dim=-1, keepdim=True)
     return v / torch.where(peak > 0, peak, torch.ones_like(peak))
+
+
+def check_bool(value: Any, name: str, func: str) -> bool:
+    """``value`` as a bool, or an :class:`InputError` naming the parameter.
+
+    Python and NumPy booleans are accepted; anything else (``1``, ``"yes"``, a tensor) is
+    refused rather than read by its truth value.
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise InputError(f"The '{name}' parameter of {func} must be True or False. Got {value!r}.")
 
 
 def binary_scale(x: torch.Tensor) -> torch.Tensor:

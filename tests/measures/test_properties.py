@@ -43,8 +43,19 @@ def _numbers(out: Any) -> list[float]:
 #: name -> (call(main input, scale), kind of main input, scale law). The calls take their
 #: other arguments from the clean input's statistics times ``scale`` (never from the probe,
 #: which may be anything). Scale law: "invariant" (same value), ("power", k) (value times
-#: s**k), ("log", k) (value + k log s, nats), or None (finite or named error only).
+#: s**k), ("log", k) (value + k log s, nats), a function (want, s) -> expected, or None
+#: (finite or named error only).
 S_SUM, S_MEDIAN, S_MEAN = float(SPECTRUM.sum()), float(np.median(SPECTRUM)), float(SPECTRUM.mean())
+
+
+def _MIXTURE_LAW(want: np.ndarray, scale: float) -> np.ndarray | None:
+    """h + 5 log s, where the covariances s^2 I are normal numbers (at s = 1e-160 they are
+    subnormal, ~5 digits: then the input itself is not s^2 I to float64 accuracy)."""
+    if not scale * scale >= np.finfo(np.float64).tiny:
+        return None
+    return want + 5.0 * math.log(scale)
+
+
 MEASURES: dict[str, tuple[Callable[..., Any], str, Any]] = {
     "spectral_flatness": (lambda v, s: infospec.spectral_flatness(v), "spectrum", "invariant"),
     "log_spectrum_variance": (
@@ -114,6 +125,99 @@ MEASURES: dict[str, tuple[Callable[..., Any], str, Any]] = {
         "samples",
         "invariant",
     ),
+    "entropy_rank": (lambda v, s: infospec.entropy_rank(v, eps=1e-7), "spectrum", "invariant"),
+    "nesum": (lambda v, s: infospec.nesum(v), "spectrum", "invariant"),
+    "eigen_decay": (lambda v, s: infospec.eigen_decay(v).alpha, "spectrum", "invariant"),
+    "alpha_req": (
+        lambda z, s: infospec.alpha_req(z, fit_range=(1, 5)).alpha,
+        "samples",
+        "invariant",
+    ),
+    "rankme": (lambda z, s: infospec.rankme(z), "samples", "invariant"),
+    "lidar": (
+        # the ridge is in the units of Z squared: scaled with it (beyond 1e154 it is inf,
+        # refused by name)
+        lambda z, s: infospec.lidar(z, LABELS, delta=1e-4 * s * s),
+        "samples",
+        "invariant",
+    ),
+    "fit_power_law": (
+        # threshold is absolute (eigenvalues below it are dropped): no scale law
+        lambda v, s: infospec.fit_power_law(v).alpha,
+        "spectrum",
+        None,
+    ),
+    "rate_distortion_perception": (
+        lambda v, s: (
+            infospec.rate_distortion_perception(v, 0.5 * S_MEDIAN * s, 0.05 * S_MEDIAN * s).rate
+        ),
+        "spectrum",
+        "invariant",
+    ),
+    "distortion_rate_perception": (
+        lambda v, s: infospec.distortion_rate_perception(v, 1.0, 0.05 * S_MEDIAN * s).distortion,
+        "spectrum",
+        None,  # the perception budget is fixed, not a share of each variance
+    ),
+    "latent_capacity": (
+        lambda z, s: infospec.latent_capacity(z, np.full((60, 5), 2 * math.log(s))).total,
+        "samples",
+        "invariant",
+    ),
+    "mixture_entropy_bounds": (
+        lambda z, s: tuple(
+            infospec.mixture_entropy_bounds(
+                np.full(60, 1 / 60), z, np.eye(5)[None].repeat(60, 0) * (s * s)
+            )[:2]
+        ),
+        "samples",
+        _MIXTURE_LAW,
+    ),
+    "mixture_entropy_monte_carlo": (
+        lambda z, s: (
+            infospec.mixture_entropy_monte_carlo(
+                np.full(60, 1 / 60),
+                z,
+                np.eye(5)[None].repeat(60, 0) * (s * s),
+                n_samples=64,
+                generator=torch.Generator().manual_seed(0),
+            ).entropy
+        ),
+        "samples",
+        _MIXTURE_LAW,
+    ),
+    "TransformCoder.rate": (
+        lambda z, s: infospec.transforms.TransformCoder(rate=6.0).fit(z).empirical_rate_bits(z),
+        "samples",
+        "invariant",
+    ),
+    "TransformCoder.distortion": (
+        lambda z, s: infospec.transforms.TransformCoder(rate=6.0).fit(z).distortion(z),
+        "samples",
+        ("power", 2),
+    ),
+    "rate_distortion_curve": (
+        lambda z, s: torch.tensor(
+            infospec.transforms.rate_distortion_curve(z, [4.0, 8.0])["rate_bits"].values
+        ),
+        "samples",
+        "invariant",
+    ),
+    "truncation_curve": (
+        lambda z, s: torch.tensor(infospec.transforms.truncation_curve(z, [1, 3])["ratio"].values),
+        "samples",
+        "invariant",
+    ),
+    "radial_power_spectrum": (
+        lambda z, s: infospec.spectra.radial_power_spectrum(z).power,
+        "samples",
+        ("power", 2),
+    ),
+    "power_spectrogram": (
+        lambda v, s: infospec.spectra.power_spectrogram(v, n_fft=16, power=1),
+        "spectrum",
+        ("power", 1),
+    ),
 }
 
 
@@ -156,6 +260,7 @@ def _bad_probes(kind: str) -> dict[str, Any]:
         "nested_ragged": [[1.0, 2.0], [3.0]],
         "too_many_dims": np.ones((2, 2, 2, 2)) if kind == "samples" else np.ones((3, 2)),
         "negative": -x,
+        "meta": torch.empty(x.shape, dtype=torch.float64, device="meta"),
     }
 
 
@@ -186,7 +291,11 @@ def test_extreme_scales_follow_the_scale_law_or_are_refused(name, scale):
         return
     got = np.asarray(_numbers(out), dtype=float)
     want = np.asarray(_numbers(ref), dtype=float)
-    if law == "invariant":
+    if callable(law):
+        expected = law(want, scale)
+        if expected is None:
+            return  # the law does not apply at this scale (its docstring says why)
+    elif law == "invariant":
         expected = want
     elif law[0] == "power":
         with np.errstate(over="ignore", under="ignore"):
@@ -263,3 +372,75 @@ def test_rate_distortion_keeps_its_rate_at_the_ends_of_the_float_range(scale):
     assert float(out.rate) == pytest.approx(float(ref.rate), rel=1e-9)
     # reverse water-filling at D = 0.9 on [3, 1, 0.5]: all three components coded, theta = 0.3
     assert float(ref.rate) == pytest.approx(0.5 * math.log(3 * 1 * 0.5 / 0.3**3), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(MEASURES))
+def test_a_meta_tensor_is_refused_by_name(name):
+    """A tensor without values (a model built on the meta device): named, not Tensor.item()."""
+    call, kind, _ = MEASURES[name]
+    with pytest.raises(InfospecError, match="meta tensor"):
+        call(_bad_probes(kind)["meta"], 1.0)
+
+
+FLAGS = [
+    (lambda b: infospec.gaussian_entropy(SPECTRUM, bits=b), "'bits' parameter of gaussian_entropy"),
+    (lambda b: infospec.coding_rate(SAMPLES, eps=0.5, bits=b), "'bits' parameter of coding_rate"),
+    (
+        lambda b: infospec.rate_reduction(SAMPLES, LABELS, eps=0.5, bits=b),
+        "'bits' parameter of rate_reduction",
+    ),
+    (lambda b: infospec.rate_distortion(SPECTRUM, 1.0, bits=b), "'bits' parameter of rate_dist"),
+    (lambda b: infospec.distortion_rate(SPECTRUM, 1.0, bits=b), "'bits' parameter of distortion_"),
+    (lambda b: infospec.gaussian_capacity(SPECTRUM, 1.0, bits=b), "'bits' parameter of gaussian_c"),
+    (
+        lambda b: infospec.water_filling_capacity(SPECTRUM, 1.0, bits=b),
+        "'bits' parameter of water_filling_capacity",
+    ),
+    (
+        lambda b: infospec.rate_distortion_perception(1.0, 0.5, 0.1, bits=b),
+        "'bits' parameter of rate_distortion_perception",
+    ),
+    (
+        lambda b: infospec.distortion_rate_perception(1.0, 0.5, 0.1, bits=b),
+        "'bits' parameter of distortion_rate_perception",
+    ),
+    (
+        lambda b: infospec.mixture_entropy_bounds([1.0], [[0.0]], [[[1.0]]], bits=b),
+        "'bits' parameter of mixture_entropy_bounds",
+    ),
+    (
+        lambda b: infospec.mixture_entropy_series(3, 2, 0.5, bits=b),
+        "'bits' parameter of mixture_entropy_series",
+    ),
+    (
+        lambda b: infospec.latent_capacity(SAMPLES, np.zeros((60, 5)), bits=b),
+        "'bits' parameter of latent_capacity",
+    ),
+    (lambda b: infospec.rankme(SAMPLES, center=b), "'center' parameter of rankme"),
+    (
+        lambda b: infospec.covariance_eigenvalues(SAMPLES, nonzero=b),
+        "'nonzero' parameter of covariance_eigenvalues",
+    ),
+    (
+        lambda b: infospec.singular_values(SAMPLES, return_method=b),
+        "'return_method' parameter of singular_values",
+    ),
+    (
+        lambda b: infospec.transforms.TransformCoder(rate=1.0, center=b),
+        "'center' parameter of TransformCoder",
+    ),
+    (
+        lambda b: infospec.transforms.rate_distortion_curve(SAMPLES, [2.0], bitstream=b),
+        "'bitstream' parameter of rate_distortion_curve",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "match"), FLAGS)
+@pytest.mark.parametrize("bad", ["yes", 1, torch.tensor(True), None])
+def test_a_flag_that_is_not_a_bool_is_refused_by_name(call, match, bad):
+    """``bits="no"`` was read by its truth value (bits, silently); now it is named."""
+    with pytest.raises(InfospecError, match=match + ".* must be True or False"):
+        call(bad)
+    call(np.True_)  # NumPy's booleans are booleans
+    call(False)

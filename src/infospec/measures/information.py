@@ -31,6 +31,7 @@ from .._errors import InputError
 from .._units import from_nats, to_nats
 from .._validation import (
     as_float_tensor,
+    check_bool,
     check_eigenvalues,
     check_finite,
     check_ndim,
@@ -356,6 +357,7 @@ def gaussian_entropy(eigvals: Any, *, bits: bool = False) -> torch.Tensor:
     -inf
     """
     func = "gaussian_entropy"
+    check_bool(bits, "bits", func)
     eig = check_eigenvalues(as_float_tensor(eigvals, "eigvals", func), "eigvals", func)
     d = eig.shape[-1]
     h = 0.5 * d * _LOG_2PI_E + 0.5 * torch.log(eig).sum(-1)
@@ -428,6 +430,7 @@ def coding_rate(Z: Any, *, eps: float, bits: bool = False) -> torch.Tensor:
     0.405465
     """
     func = "coding_rate"
+    check_bool(bits, "bits", func)
     eps = check_positive(eps, "eps", func)
     z = _check_samples(Z, func, batched=True)
     return from_nats(_coding_rate_nats(z, eps, func), bits)
@@ -483,6 +486,7 @@ def rate_reduction(Z: Any, labels: Any, *, eps: float, bits: bool = False) -> to
     0.0
     """
     func = "rate_reduction"
+    check_bool(bits, "bits", func)
     eps = check_positive(eps, "eps", func)
     z = _check_samples(Z, func, batched=False)
     if isinstance(labels, torch.Tensor):
@@ -576,6 +580,7 @@ def rate_distortion(eigvals: Any, distortion: Any, *, bits: bool = False) -> Rat
     [1.039721, 0.346574, 0.0]
     """
     func = "rate_distortion"
+    check_bool(bits, "bits", func)
     eig = check_eigenvalues(as_float_tensor(eigvals, "eigvals", func), "eigvals", func)
     _check_not_all_zero(eig, "eigvals", func)
     dist = _as_target(distortion, eig, "distortion", func)
@@ -659,6 +664,7 @@ def distortion_rate(eigvals: Any, rate: Any, *, bits: bool = False) -> Distortio
     5.0
     """
     func = "distortion_rate"
+    check_bool(bits, "bits", func)
     eig = check_eigenvalues(as_float_tensor(eigvals, "eigvals", func), "eigvals", func)
     _check_not_all_zero(eig, "eigvals", func)
     r = _as_target(rate, eig, "rate", func)
@@ -736,6 +742,7 @@ def gaussian_capacity(signal_eigvals: Any, noise_var: Any, *, bits: bool = False
     0.346574
     """
     func = "gaussian_capacity"
+    check_bool(bits, "bits", func)
     eig = check_eigenvalues(
         as_float_tensor(signal_eigvals, "signal_eigvals", func), "signal_eigvals", func
     )
@@ -819,6 +826,7 @@ def water_filling_capacity(noise_vars: Any, power: Any, *, bits: bool = False) -
     0.752039
     """
     func = "water_filling_capacity"
+    check_bool(bits, "bits", func)
     noise = as_float_tensor(noise_vars, "noise_vars", func)
     check_ndim(noise, "noise_vars", func, min_ndim=1)
     check_nonempty(noise, "noise_vars", func)

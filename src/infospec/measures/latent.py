@@ -23,7 +23,13 @@ import torch
 
 from .._errors import InputError
 from .._units import from_nats
-from .._validation import as_float_tensor, check_finite, check_ndim, describe
+from .._validation import (
+    as_float_tensor,
+    check_bool,
+    check_finite,
+    check_ndim,
+    describe,
+)
 
 __all__ = ["LatentCapacity", "latent_capacity"]
 
@@ -178,10 +184,7 @@ def latent_capacity(
     True
     """
     func = "latent_capacity"
-    if not isinstance(bits, bool):
-        raise InputError(
-            f"The 'bits' parameter of {func} must be True or False. Got {bits!r} instead."
-        )
+    check_bool(bits, "bits", func)
     threshold = _check_threshold(active_threshold, func)
     m = as_float_tensor(mu, "mu", func)
     lv = as_float_tensor(logvar, "logvar", func)

@@ -25,7 +25,14 @@ import torch
 
 from .._errors import InputError
 from .._units import from_nats
-from .._validation import as_float_tensor, check_finite, check_ndim, check_positive, describe
+from .._validation import (
+    as_float_tensor,
+    check_bool,
+    check_finite,
+    check_ndim,
+    check_positive,
+    describe,
+)
 
 __all__ = [
     "MixtureEntropyBounds",
@@ -81,8 +88,13 @@ class MonteCarloEstimate(NamedTuple):
 
 def _check_mixture(
     weights: Any, means: Any, covariances: Any, func: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validated float64 (or float32 with grad) weights, means, covariances and Cholesky factors."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Validated float64 (or float32 with grad) weights, means, covariances, Cholesky factors.
+
+    Means and covariances are returned in units of a power of two (``log_unit``, the log
+    of the covariance unit, is the fifth value): entropies computed from them are
+    :math:`\\tfrac d2` ``log_unit`` short of the true ones; distances are unchanged.
+    """
     c = as_float_tensor(weights, "weights", func)
     m = as_float_tensor(means, "means", func)
     cov = as_float_tensor(covariances, "covariances", func)
@@ -117,6 +129,16 @@ def _check_mixture(
             f"The 'covariances' argument of {func} must hold symmetric matrices; the largest "
             f"|S - S^T| entry is {float(asym):.3g}. Pass (S + S^T) / 2 if it is round-off."
         )
+    # in units of u = 4^e near the largest |covariance entry| (exact: a power of two, and
+    # sqrt(u) = 2^e for the means): the distances are invariant, the entropies move by
+    # (d / 2) log u, and neither a subnormal nor a huge covariance meets an overflowing
+    # inverse or an underflowing determinant
+    top = cov.detach().abs().amax()
+    _, exponent = torch.frexp(torch.where(top > 0, top, torch.ones_like(top)))
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    root = torch.ldexp(torch.ones_like(top), half)
+    m, cov = m / root, cov / (root * root)
+    log_unit = 2.0 * float(half) * math.log(2.0)
     chol, info = torch.linalg.cholesky_ex(cov)
     if bool((info != 0).any()):
         bad = int(torch.nonzero(info)[0])
@@ -125,7 +147,7 @@ def _check_mixture(
             f"component {bad} is not (its Cholesky factorisation fails). A degenerate "
             f"component has entropy -inf."
         )
-    return c, m, cov, chol
+    return c, m, cov, chol, log_unit
 
 
 def _logdet(chol: torch.Tensor) -> torch.Tensor:
@@ -257,8 +279,9 @@ def mixture_entropy_bounds(
     True
     """
     func = "mixture_entropy_bounds"
-    c, m, cov, chol = _check_mixture(weights, means, covariances, func)
-    h = _component_entropies(chol)
+    check_bool(bits, "bits", func)
+    c, m, cov, chol, log_unit = _check_mixture(weights, means, covariances, func)
+    h = _component_entropies(chol) + 0.5 * m.shape[-1] * log_unit
     kl = _pairwise_kl(m, cov, chol)
     bd = _pairwise_bhattacharyya(m, cov, chol)
     upper = _pairwise_estimator(c, h, kl)
@@ -329,19 +352,20 @@ def mixture_entropy_monte_carlo(
     True
     """
     func = "mixture_entropy_monte_carlo"
+    check_bool(bits, "bits", func)
     n = check_positive(n_samples, "n_samples", func, integer=True)
     if n < 2:
         raise InputError(
             f"The 'n_samples' parameter of {func} must be an int >= 2 (for a standard error). "
             f"Got {n_samples!r} instead."
         )
-    c, m, _, chol = _check_mixture(weights, means, covariances, func)
+    c, m, _, chol, log_unit = _check_mixture(weights, means, covariances, func)
     with torch.no_grad():
         c, m, chol = c.detach().double(), m.detach().double(), chol.detach().double()
         comp = torch.multinomial(c, n, replacement=True, generator=generator)
         eps = torch.randn(n, m.shape[1], 1, dtype=torch.float64, generator=generator)
         x = m[comp] + (chol[comp] @ eps).squeeze(-1)
-        terms = -_log_density(x, c, m, chol)
+        terms = 0.5 * m.shape[-1] * log_unit - _log_density(x, c, m, chol)
         mean = terms.mean()
         se = terms.std(correction=1) / math.sqrt(n)
     return MonteCarloEstimate(from_nats(mean, bits), from_nats(se, bits), n)
@@ -431,6 +455,7 @@ def mixture_entropy_series(
     True
     """
     func = "mixture_entropy_series"
+    check_bool(bits, "bits", func)
     n = check_positive(dim, "dim", func, integer=True)
     q = check_positive(n_components, "n_components", func, integer=True)
     sigma2 = check_positive(noise_var, "noise_var", func)

@@ -44,7 +44,12 @@ import torch
 
 from .._errors import InputError
 from .._units import from_nats, to_nats
-from .._validation import as_float_tensor, check_finite, first_index
+from .._validation import (
+    as_float_tensor,
+    check_bool,
+    check_finite,
+    first_index,
+)
 
 __all__ = [
     "DistortionRatePerception",
@@ -167,6 +172,7 @@ def distortion_rate_perception(
     0.25
     """
     func = "distortion_rate_perception"
+    check_bool(bits, "bits", func)
     var, r, p = _inputs(func, variance=variance, rate=rate, perception=perception)
     r = to_nats(r, bits)
     sigma = torch.sqrt(var)
@@ -235,6 +241,7 @@ def rate_distortion_perception(
     1.0
     """
     func = "rate_distortion_perception"
+    check_bool(bits, "bits", func)
     var, d, p = _inputs(func, variance=variance, distortion=distortion, perception=perception)
     sigma = torch.sqrt(var)
     s = torch.clamp(sigma - torch.sqrt(p), min=0)

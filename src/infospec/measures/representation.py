@@ -51,6 +51,7 @@ import torch
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
+    check_bool,
     check_eigenvalues,
     check_finite,
     check_ndim,
@@ -274,6 +275,7 @@ def rankme(
     4.0
     """
     func = "rankme"
+    check_bool(center, "center", func)
     if values not in ("singular", "eigen"):
         raise InputError(
             f"The 'values' argument of {func} must be 'singular' or 'eigen'; got {values!r}."

@@ -13,8 +13,10 @@ import torch
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
+    check_bool,
     check_finite,
     check_ndim,
+    check_not_meta,
     check_positive,
     check_probability,
     describe,
@@ -181,6 +183,8 @@ def covariance_eigenvalues(
     [2.0, 0.5]
     """
     func = "covariance_eigenvalues"
+    check_bool(nonzero, "nonzero", func)
+    check_bool(center, "center", func)
     x = _check_samples(X, func)
     n, d = x.shape
     if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
@@ -433,7 +437,7 @@ class StreamingCovariance:
         """
         func = "StreamingCovariance.update"
         if isinstance(X, torch.Tensor) and X.is_floating_point():
-            x = X.detach()  # keep the dtype: the Gram precision follows it
+            x = check_not_meta(X.detach(), "X", func)  # keep the dtype: the Gram follows it
         else:
             x = as_float_tensor(X, "X", func)  # rejects strings, ragged lists, complex, bool
         if x.ndim < 1 or x.shape[-1] != self.dim:

@@ -47,6 +47,7 @@ from .._units import from_nats
 from .._validation import (
     as_float_tensor,
     binary_scale,
+    check_bool,
     check_choice,
     check_finite,
     check_ndim,
@@ -184,8 +185,7 @@ def radial_power_spectrum(
     """
     func = "radial_power_spectrum"
     check_choice(channels, "channels", func, _CHANNELS)
-    if not isinstance(average, bool):
-        raise InputError(f"The 'average' parameter of {func} must be a bool. Got {average!r}.")
+    check_bool(average, "average", func)
     x = as_float_tensor(images, "images", func)
     layout = {None: "(..., H, W)", "first": "(..., C, H, W)", "last": "(..., H, W, C)"}
     need = 2 if channels is None else 3
@@ -467,9 +467,8 @@ def noise_level_information(
     """
     func = "noise_level_information"
     spectrum = _check_spectrum(spectrum, func)
-    for name, flag in (("bits", bits), ("radial", radial)):
-        if not isinstance(flag, bool):
-            raise InputError(f"The '{name}' parameter of {func} must be a bool. Got {flag!r}.")
+    bits = check_bool(bits, "bits", func)
+    radial = check_bool(radial, "radial", func)
     noise = _noise_levels(noise_var, func, spectrum.power)
     if radial:
         power = spectrum.power

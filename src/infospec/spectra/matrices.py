@@ -11,10 +11,12 @@ import torch
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
+    check_bool,
     check_choice,
     check_device,
     check_finite,
     check_ndim,
+    check_not_meta,
 )
 from .gram import gram_matrix, refine_small_singular_values
 
@@ -53,7 +55,7 @@ SPECTRUM_METHODS = ("gram", "gram+refine", "svd")
 def _as_matrix_tensor(W, func: str) -> torch.Tensor:
     """``W`` as a real floating tensor, keeping a floating tensor's stored dtype."""
     if isinstance(W, torch.Tensor) and W.dtype.is_floating_point:
-        return W.detach()
+        return check_not_meta(W.detach(), "W", func)
     return as_float_tensor(W.detach() if isinstance(W, torch.Tensor) else W, "W", func)
 
 
@@ -314,5 +316,6 @@ def singular_values(
     >>> route, float(sigma[0]), float(sigma[-1])
     ('gram+refine', 1.0, 1e-07)
     """
+    check_bool(return_method, "return_method", "singular_values")
     sigma, route = _singular_values_and_method(W, method=method, dtype=dtype, device=device)
     return (sigma, route) if return_method else sigma

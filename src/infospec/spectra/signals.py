@@ -59,6 +59,7 @@ from .._units import from_nats
 from .._validation import (
     as_float_tensor,
     binary_scale,
+    check_bool,
     check_choice,
     check_eigenvalues,
     check_finite,
@@ -73,12 +74,6 @@ __all__ = ["frame_entropy", "frame_flatness", "power_spectrogram"]
 _PAD_MODES = ("constant", "edge", "linear_ramp", "reflect", "symmetric")
 #: ``librosa.feature``'s default hop, for the functions that mirror ``spectral_flatness``.
 FEATURE_HOP = 512
-
-
-def _check_bool(value: Any, name: str, func: str) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"The '{name}' parameter of {func} must be a bool. Got {value!r}.")
-    return value
 
 
 def _window(window: Any, win_length: int, n_fft: int, like: torch.Tensor, func: str):
@@ -261,7 +256,7 @@ def _frames(
         hop = max(int(win_length) // 4, 1)
     else:
         hop = check_positive(hop_length, "hop_length", func, integer=True)
-    _check_bool(center, "center", func)
+    check_bool(center, "center", func)
     check_choice(pad_mode, "pad_mode", func, _PAD_MODES)
     power = check_positive(power, "power", func)
     x = as_float_tensor(y, "y", func)
@@ -471,8 +466,8 @@ def frame_entropy(
     True
     """
     func = "frame_entropy"
-    _check_bool(bits, "bits", func)
-    _check_bool(normalize, "normalize", func)
+    check_bool(bits, "bits", func)
+    check_bool(normalize, "normalize", func)
     framing = (n_fft, hop_length, win_length, window, center, pad_mode)
     spec = _floored(func, y, S, amin, power, framing)
     total = spec.sum(dim=-1)  # H = log Z - sum_f S log S / Z, with Z = sum_f S

@@ -39,7 +39,7 @@ from torch import nn
 
 from .._errors import InfospecError, InputError
 from .._names import match_names
-from .._validation import check_finite, check_ndim, check_positive, describe
+from .._validation import check_bool, check_finite, check_ndim, check_positive, describe
 from ..measures.flatness import log_spectrum_variance
 from ..measures.information import _check_samples, _coding_rate_nats, rate_reduction
 from ..sources.torch_sources import module_param_kind
@@ -219,6 +219,7 @@ def coding_rate_loss(
     """
     func = "coding_rate_loss"
     eps = check_positive(eps, "eps", func)
+    check_bool(normalize, "normalize", func)
     out_dtype = _loss_dtype(Z)
     with _full_precision(_device_of(Z)):
         z = _check_samples(_upcast(Z), func, batched=views_dim is not None)
@@ -284,7 +285,7 @@ class CodingRateLoss(nn.Module):
         func = "CodingRateLoss"
         self.eps = check_positive(eps, "eps", func)
         self.weight = check_positive(weight, "weight", func, allow_zero=True)
-        self.normalize = bool(normalize)
+        self.normalize = check_bool(normalize, "normalize", func)
         self.views_dim = views_dim
 
     def forward(self, Z: torch.Tensor) -> torch.Tensor:
@@ -353,6 +354,7 @@ def rate_reduction_loss(
     """
     func = "rate_reduction_loss"
     eps = check_positive(eps, "eps", func)
+    check_bool(normalize, "normalize", func)
     out_dtype = _loss_dtype(Z)
     with _full_precision(_device_of(Z)):
         z = _check_samples(_upcast(Z), func, batched=False)

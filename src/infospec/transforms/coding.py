@@ -58,7 +58,14 @@ import numpy as np
 import torch
 
 from .._errors import InputError
-from .._validation import as_float_tensor, check_choice, check_finite, check_ndim, check_positive
+from .._validation import (
+    as_float_tensor,
+    check_bool,
+    check_choice,
+    check_finite,
+    check_ndim,
+    check_positive,
+)
 from ..measures.information import distortion_rate, rate_distortion
 from ..spectra.covariance import StreamingCovariance
 
@@ -245,7 +252,7 @@ class TransformCoder:
     ) -> None:
         func = "TransformCoder"
         self._target = self._check_target(rate, distortion, func)
-        self.center = bool(center)
+        self.center = check_bool(center, "center", func)
         self.model = check_choice(model, "model", func, ENTROPY_MODELS)
         self.clip_sigmas = check_positive(clip_sigmas, "clip_sigmas", func)
         self._fitted = False
@@ -319,7 +326,7 @@ class TransformCoder:
         if not bool(torch.isfinite(cov).all()):  # the batches' sums overflowed together
             raise InputError(_overflow(func, float(acc.mean.abs().max())))
         top = float(cov.diagonal().amax())
-        if not top > 0:
+        if not top >= torch.finfo(torch.float64).tiny:  # zero, or subnormal: ~4 digits left
             raise InputError(
                 f"{func}: the covariance is zero: every training vector is the same, or their "
                 f"spread is below about 1e-154 (its square underflows float64; then multiply "

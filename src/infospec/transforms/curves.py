@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
+from .._validation import binary_scale, check_bool
 from ..measures.information import rate_distortion
 from .coding import TransformCoder, _samples
 
@@ -86,6 +87,7 @@ def rate_distortion_curve(
     the bitstream's length; the bitstream, coded under a model fixed before seeing the
     test vectors, has no such bias.
     """
+    check_bool(bitstream, "bitstream", "rate_distortion_curve")
     x = _samples(X, "rate_distortion_curve")
     t = x if test is None else _samples(test, "rate_distortion_curve", "test", dim=x.shape[1])
     if coder is None:
@@ -178,10 +180,15 @@ def truncation_curve(
                 f"The 'dims' argument of {func} must hold ints in [1, {d}]; got {k!r}."
             )
         ks.append(int(k))
+    # in units of a power of two near max |X| (exact): the ratios are scale-free, the
+    # distortions are multiplied back by unit^2, and no square under- or overflows
+    unit = float(binary_scale(x))
+    x, t = x / unit, t / unit
     coder = TransformCoder(rate=1.0).fit(x)
     mean = coder.mean_
     centred = t - mean
     coeffs = centred @ coder.components_.mT
+    area = unit * unit  # may overflow to inf for |X| beyond ~1e154: so do the distortions
     total = float((centred**2).sum(dim=1).mean())
     rows = []
     for k in ks:
@@ -191,10 +198,10 @@ def truncation_curve(
         rows.append(
             {
                 "k": k,
-                "prefix_distortion": prefix,
-                "klt_distortion": klt,
+                "prefix_distortion": prefix * area,
+                "klt_distortion": klt * area,
                 "ratio": prefix / klt if klt > 0 else float("inf"),
-                "total_variance": total,
+                "total_variance": total * area,
             }
         )
     return pd.DataFrame(rows)

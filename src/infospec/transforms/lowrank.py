@@ -56,7 +56,7 @@ from torch import nn
 from .._errors import InputError
 from .._names import match_names
 from .._progress import progress_bar
-from .._validation import check_choice
+from .._validation import check_bool, check_choice
 from ..spectra.activations import ActivationCovariances
 from .allocation import DENSE, allocate_ranks, uniform_ranks
 from .folder import factorised, load_compressed, save_folder, set_module
@@ -472,6 +472,7 @@ def compress(
             )
     if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
         raise InputError(f"compress: ridge must be a finite number >= 0; got {ridge!r}.")
+    check_bool(mp_edge, "mp_edge", "compress")
     if data is None and method == "activations":
         raise InputError("compress: method='activations' needs data (calibration batches).")
     chosen, skipped = _chosen_linears(model, layers)

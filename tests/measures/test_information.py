@@ -806,3 +806,10 @@ def test_water_filling_across_the_whole_float64_range():
     ones = torch.ones(3, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(water_filling_capacity(ones, 3.0).capacity, ones)
     assert grad.tolist() == pytest.approx([-0.25] * 3, rel=1e-12)
+
+
+def test_gaussian_capacity_of_a_ratio_beyond_float64():
+    """lam / t^2 = 1e600 overflowed to inf: the capacity is 1/2 log(1e600), finite."""
+    got = float(gaussian_capacity([1e300, 1.0], 1e-300))
+    want = 0.5 * (math.log(1e300) - math.log(1e-300)) + 0.5 * math.log1p(1e300)
+    assert got == pytest.approx(want, rel=1e-14)

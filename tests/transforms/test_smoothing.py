@@ -123,3 +123,22 @@ def test_bad_input():
         svd_smooth(model, layers="nothing")
     with pytest.raises(InputError, match="forward"):
         rmt_project(model, [torch.randn(3, 7, dtype=torch.float64)])
+
+
+@pytest.mark.parametrize("func", [svd_smooth, svd_sharpen])
+def test_a_non_finite_weight_is_named_and_a_zero_weight_left_alone(func):
+    """A NaN weight raised torch's LinAlgError from inside the SVD; an all-zero weight
+    raised fit_marchenko_pastur's error about 'eigvals' (an argument the caller never
+    passed)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 20))
+    with torch.no_grad():
+        net[0].weight[1, 2] = float("nan")
+    with pytest.raises(InputError, match=r"weight of layer '0' holds NaN or Inf"):
+        func(net)
+    with torch.no_grad():
+        net[0].weight.zero_()
+    out = func(net)
+    assert torch.equal(out[0].weight, torch.zeros(30, 40))
+    assert out.spectral_changes[0] == {"name": "0", "shape": [30, 40], "skipped": "all-zero weight"}
+    assert "skipped" not in out.spectral_changes[1]

@@ -766,7 +766,13 @@ def gaussian_capacity(signal_eigvals: Any, noise_var: Any, *, bits: bool = False
                 f"shape {tuple(eig.shape)}; got {describe(noise)}. Pass a float, or one "
                 f"variance per component along the last axis."
             ) from exc
-    return from_nats(0.5 * torch.log1p(eig / noise).sum(-1), bits)
+    noise_t = torch.as_tensor(noise, dtype=eig.dtype, device=eig.device)
+    ratio = eig / noise_t
+    # log1p(lam / t^2); a ratio beyond float64 (1e300 / 1e-300) from logs instead of inf
+    big = torch.isinf(ratio)
+    logs = torch.log(torch.where(big, eig, torch.ones_like(eig))) - torch.log(noise_t)
+    terms = torch.where(big, logs, torch.log1p(torch.where(big, torch.zeros_like(ratio), ratio)))
+    return from_nats(0.5 * terms.sum(-1), bits)
 
 
 def water_filling_capacity(noise_vars: Any, power: Any, *, bits: bool = False) -> WaterFilling:

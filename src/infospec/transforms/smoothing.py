@@ -102,6 +102,14 @@ def _rewrite(model: nn.Module, layers, func: str, change) -> tuple[nn.Module, li
     records = []
     for name, lin in _layers(out, layers, func).items():
         w = lin.weight.detach()
+        if not bool(torch.isfinite(w).all()):
+            raise InputError(
+                f"{func}: the weight of layer '{name}' holds NaN or Inf; it has no spectrum "
+                f"to change. Repair the weight, or leave the layer out with layers=."
+            )
+        if not bool((w != 0).any()):  # nothing to smooth or sharpen: left as it is
+            records.append({"name": name, "shape": list(w.shape), "skipped": "all-zero weight"})
+            continue
         u, s, vh = torch.linalg.svd(w.to(torch.float64), full_matrices=False)
         s_new, rec = change(s, tuple(w.shape), name)
         with torch.no_grad():

@@ -142,3 +142,29 @@ def test_a_non_finite_weight_is_named_and_a_zero_weight_left_alone(func):
     assert torch.equal(out[0].weight, torch.zeros(30, 40))
     assert out.spectral_changes[0] == {"name": "0", "shape": [30, 40], "skipped": "all-zero weight"}
     assert "skipped" not in out.spectral_changes[1]
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-30])
+def test_rmt_project_names_a_layer_with_a_constant_output(scale):
+    """float32 outputs 1e-30 W x + b round to b: the error named fit_marchenko_pastur's
+    'eigvals', an argument the caller never passed."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 20))
+    with torch.no_grad():
+        net[0].weight.mul_(scale)
+    data = [torch.randn(64, 40) for _ in range(3)]
+    with pytest.raises(InputError, match=r"layer '0' gives the same output for every row"):
+        rmt_project(net, data, layers="^0$")
+
+
+def test_rmt_project_is_scale_free_in_the_kept_directions():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(40, 30, dtype=torch.float64))
+    data = [torch.randn(64, 40, dtype=torch.float64) for _ in range(3)]
+    ref = rmt_project(net, data).spectral_changes[0]
+    with torch.no_grad():
+        net[0].weight.mul_(1e-120)
+        net[0].bias.mul_(1e-120)
+    got = rmt_project(net, data).spectral_changes[0]
+    assert got["kept"] == ref["kept"]
+    assert got["edge"] == pytest.approx(ref["edge"] * 1e-240, rel=1e-9)

@@ -258,10 +258,24 @@ def rmt_project(
             )
         acc = accs[name]
         cov = acc.covariance().to(torch.float64)
+        # in units of the largest output variance: the spikes and their directions are
+        # scale-free, and outputs of tiny weights (1e-30) are not read as all zero
+        unit = float(cov.diagonal().amax())
+        constant = (
+            f"rmt_project: layer '{name}' gives the same output for every row of 'data' "
+            f"(to the precision of its dtype: its output covariance is zero or round-off); "
+            f"there is no direction to keep. Leave it out with layers=."
+        )
+        if not unit > 0:
+            raise InputError(constant)
+        cov = cov / unit
         evals, evecs = torch.linalg.eigh((cov + cov.mT) / 2)
         evals, evecs = evals.flip(0), evecs.flip(1)
         d, n = cov.shape[0], acc.count
-        fit = fit_marchenko_pastur(evals.clamp_min(0).cpu(), d / n)
+        try:
+            fit = fit_marchenko_pastur(evals.clamp_min(0).cpu(), d / n)
+        except InputError:  # no eigenvalue above the round-off floor
+            raise InputError(constant) from None
         k = max(1, int(fit.num_spikes))
         v, mu = evecs[:, :k], acc.mean.to(torch.float64)
         if type(module) in _LINEAR:
@@ -280,7 +294,7 @@ def rmt_project(
             replacement = ProjectedOutput(module, v.to(mu.device), mu)
         _set_module(out, name, replacement)
         records.append(
-            {"name": name, "kept": k, "of": d, "q": d / n, "edge": float(fit.upper_edge)}
+            {"name": name, "kept": k, "of": d, "q": d / n, "edge": float(fit.upper_edge) * unit}
         )
     out.spectral_changes = records
     return out

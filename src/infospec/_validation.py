@@ -187,9 +187,11 @@ def check_bool(value: Any, name: str, func: str) -> bool:
     raise InputError(f"The '{name}' parameter of {func} must be True or False. Got {value!r}.")
 
 
-def binary_scale(x: torch.Tensor) -> torch.Tensor:
+def binary_scale(x: torch.Tensor, *, square: bool = False) -> torch.Tensor:
     """The power of two :math:`c = 2^e` with :math:`\\max|x| / c \\in [1/2, 1)` (1 for an
-    all-zero ``x``), detached, 0-d.
+    all-zero ``x``), detached, 0-d; with ``square=True`` the exponent is rounded down to
+    an even one, so that :math:`\\sqrt c` is a power of two too (units of a variance whose
+    square root scales the means).
 
     Dividing by it is exact (only the exponents change), so a computation in units of
     ``c`` gives bit for bit the result of the unscaled one wherever that one does not
@@ -197,6 +199,8 @@ def binary_scale(x: torch.Tensor) -> torch.Tensor:
     """
     top = x.detach().abs().amax()
     _, exponent = torch.frexp(torch.where(top > 0, top, torch.ones_like(top)))
+    if square:
+        exponent = 2 * torch.div(exponent, 2, rounding_mode="floor")
     return torch.ldexp(torch.ones_like(top), exponent)
 
 

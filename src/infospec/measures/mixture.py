@@ -27,6 +27,7 @@ from .._errors import InputError
 from .._units import from_nats
 from .._validation import (
     as_float_tensor,
+    binary_scale,
     check_bool,
     check_finite,
     check_ndim,
@@ -133,12 +134,9 @@ def _check_mixture(
     # sqrt(u) = 2^e for the means): the distances are invariant, the entropies move by
     # (d / 2) log u, and neither a subnormal nor a huge covariance meets an overflowing
     # inverse or an underflowing determinant
-    top = cov.detach().abs().amax()
-    _, exponent = torch.frexp(torch.where(top > 0, top, torch.ones_like(top)))
-    half = torch.div(exponent, 2, rounding_mode="floor")
-    root = torch.ldexp(torch.ones_like(top), half)
-    m, cov = m / root, cov / (root * root)
-    log_unit = 2.0 * float(half) * math.log(2.0)
+    unit = binary_scale(cov, square=True)
+    m, cov = m / unit.sqrt(), cov / unit
+    log_unit = float(torch.log(unit))
     chol, info = torch.linalg.cholesky_ex(cov)
     if bool((info != 0).any()):
         bad = int(torch.nonzero(info)[0])

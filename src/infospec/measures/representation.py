@@ -51,6 +51,7 @@ import torch
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
+    binary_scale,
     check_bool,
     check_eigenvalues,
     check_finite,
@@ -212,16 +213,16 @@ def _samples(Z: Any, func: str, *, min_rows: int = 2) -> torch.Tensor:
 def _squared_singular_values(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r""":math:`\sigma(Z/c)^2` by the float64 Gram matrix of the smaller side, and :math:`c`.
 
-    ``Z`` is divided by its largest absolute entry :math:`c` (detached; 1 for a zero
-    matrix) first, so that the Gram matrix neither overflows (entries beyond ~1e154) nor
-    underflows (below ~1e-154); :math:`\sigma(Z)^2 = c^2\,\sigma(Z/c)^2`. Each value
-    carries an absolute error of about :math:`d\,\epsilon\,\sigma_{\max}^2`; the entropy
-    ranks here weigh a value by its share of the total, so that error moves them by about
-    :math:`10^{-13}` relative, at a fraction of an SVD's cost for :math:`n \gg d`.
+    ``Z`` is divided by :math:`c`, the power of two at its largest absolute entry
+    (detached; 1 for a zero matrix) first, so that the Gram matrix neither overflows
+    (entries beyond ~1e154) nor underflows (below ~1e-154);
+    :math:`\sigma(Z)^2 = c^2\,\sigma(Z/c)^2`. Each value carries an absolute error of
+    about :math:`d\,\epsilon\,\sigma_{\max}^2`; the entropy ranks here weigh a value by its
+    share of the total, so that error moves them by about :math:`10^{-13}` relative, at a
+    fraction of an SVD's cost for :math:`n \gg d`.
     """
     z = z.to(torch.float64)
-    top = z.detach().abs().amax()
-    scale = torch.where(top > 0, top, torch.ones_like(top))
+    scale = binary_scale(z)
     z = z / scale
     gram = z.mT @ z if z.shape[0] >= z.shape[1] else z @ z.mT
     return torch.linalg.eigvalsh(gram).clamp_min(0), scale
@@ -283,7 +284,7 @@ def rankme(
     z = _samples(Z, func)
     if center:
         z = z - z.mean(dim=0, keepdim=True)
-    sq, _ = _squared_singular_values(z)  # in units of max |Z|: RankMe is scale-free
+    sq, _ = _squared_singular_values(z)  # in units of ~max |Z|: RankMe is scale-free
     if not bool((sq > 0).any()):
         raise InputError(f"The 'Z' argument of {func} is constant: RankMe is undefined.")
     return entropy_rank(torch.sqrt(sq) if values == "singular" else sq, eps=eps)
@@ -503,10 +504,10 @@ def lidar(Z: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> tor
             f"{int(counts.max())} views."
         )
     d = z.shape[1]
-    # in units of c = max |Z| (detached): the covariances stay finite at any scale, and
-    # the ridge delta becomes delta / c^2, carried as its log (it may leave float64)
-    top = z.detach().abs().amax()
-    scale = torch.where(top > 0, top, torch.ones_like(top))
+    # in units of c, a power of two near max |Z| (detached): the covariances stay finite
+    # at any scale, and the ridge delta becomes delta / c^2, carried as its log (it may
+    # leave float64)
+    scale = binary_scale(z)
     z = z / scale
     log_ridge = math.log(float(delta)) - 2 * math.log(float(scale))
     sums = torch.zeros(labels.numel(), d, dtype=torch.float64).index_add_(0, inverse, z)

@@ -46,9 +46,8 @@ def _power_iteration(
         # the vectors do not depend on the scale of W: iterate on W / max|W|, so that the
         # eps floor of the normalisation does not meet a matrix of tiny entries (1e-20
         # gave u = v = 0 and sigma = 0) and products of huge ones do not overflow
-        top = W.abs().amax()
-        if bool(top > 0) and bool(torch.isfinite(top)):
-            W = W / top
+        top = W.abs().amax()  # no host sync: this runs at every training step
+        W = W / torch.where((top > 0) & torch.isfinite(top), top, torch.ones_like(top))
         for _ in range(steps):
             v = F.normalize(W.mT @ u, dim=0, eps=eps)
             u = F.normalize(W @ v, dim=0, eps=eps)

@@ -178,3 +178,93 @@ def test_a_mapped_covariance_merges_like_any_accumulator(gen):
     )
     first.reset()
     assert first.count == 0 and float(first.scatter.abs().sum()) == 0
+
+
+def _reference(rows):
+    """Count, mean and centred scatter of rows, straight from the definition (float64)."""
+    rows = rows.double()
+    mean = rows.mean(0)
+    return rows.shape[0], mean, (rows - mean).mT @ (rows - mean)
+
+
+class _Embedder(nn.Module):
+    """Word, position (shared by the batch) and token-type lookups, as BERT's embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.word = nn.Embedding(20, 6).double()
+        self.pos = nn.Embedding(16, 6).double()
+        self.kind = nn.Embedding(2, 6).double()
+        self.mix = nn.Linear(6, 6).double()  # a plain tensor shared by the batch, (1, seq, 6)
+
+    def forward(self, ids):
+        seq = ids.shape[1]
+        positions = torch.arange(seq)[None]
+        shared = self.mix(self.pos.weight[:seq][None])
+        return self.word(ids) + self.pos(positions) + self.kind(torch.zeros_like(ids)) + shared
+
+
+def test_lookups_are_accumulated_from_their_distinct_rows(gen, monkeypatch):
+    model = _Embedder()
+    ids = torch.randint(0, 20, (5, 11), generator=gen)
+    ids[:, :3] = 4  # many repeats
+    mask = torch.ones(5, 11, dtype=torch.bool)
+    mask[1, 6:] = mask[4, 2:] = False
+    widths = []
+    real = covariance.batch_moments
+
+    def counting(x, **kwargs):
+        widths.append(x.shape[0])
+        return real(x, **kwargs)
+
+    monkeypatch.setattr("infospec.spectra.activations.batch_moments", counting)
+    with ActivationCovariances(dict(model.named_children())) as acts, torch.no_grad():
+        acts.set_token_mask(mask)
+        model(ids)
+    n = int(mask.sum())
+    flat_positions = torch.arange(11).expand(5, 11)[mask]
+    expected = {
+        "word": model.word.weight[ids[mask]],
+        "pos": model.pos.weight[flat_positions],
+        "kind": model.kind.weight[torch.zeros(n, dtype=torch.long)],
+        "mix": model.mix(model.pos.weight[:11])[flat_positions],
+    }
+    accs = acts.accumulators
+    for name, rows in expected.items():
+        count, mean, scatter = _reference(rows.detach())
+        acc = accs[name]
+        assert acc.count == count == n, name
+        torch.testing.assert_close(acc.mean, mean, rtol=1e-13, atol=1e-14)
+        torch.testing.assert_close(acc.scatter, scatter, rtol=1e-12, atol=1e-12)
+    assert float(accs["kind"].scatter.abs().max()) == 0.0  # one distinct row: no spread
+    # in call order: the shared tensor (one row per position, counted per token), then one
+    # row per distinct id, per position holding a real token, and the one token type
+    assert widths == [11, len(torch.unique(ids[mask])), 11, 1]
+
+
+def test_lookups_with_another_hook_or_a_token_cap_use_every_row(gen):
+    model = _Embedder()
+    ids = torch.randint(0, 20, (3, 7), generator=gen)
+    handle = model.word.register_forward_hook(lambda m, i, o: o + 1.0)  # rewrites rows
+    try:
+        with ActivationCovariances({"word": model.word}) as acts, torch.no_grad():
+            model(ids)
+    finally:
+        handle.remove()
+    *_, scatter = _reference(model.word.weight[ids.flatten()].detach())
+    torch.testing.assert_close(acts.accumulators["word"].scatter, scatter)
+    with ActivationCovariances({"word": model.word}, max_tokens=50) as capped:
+        with torch.no_grad():
+            model(ids)
+    assert capped.accumulators["word"].count == 21
+    torch.testing.assert_close(capped.accumulators["word"].scatter, scatter)
+
+
+def test_a_copy_is_independent(gen):
+    acc = covariance.StreamingCovariance(3)
+    acc.update(torch.randn(10, 3, generator=gen))
+    twin = acc.copy()
+    acc.update(torch.randn(10, 3, generator=gen))
+    assert twin.count == 10 and acc.count == 20
+    assert not torch.equal(twin.scatter, acc.scatter)

@@ -323,3 +323,18 @@ def test_covariance_eigenvalues_outside_float64_are_refused_by_name(scale):
     X = torch.randn(20, 3, dtype=torch.float64) * scale
     with pytest.raises(InputError, match=r"float64 number\. Rescale X"):
         covariance_eigenvalues(X)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_batch_moments_with_counts_equal_the_repeated_rows(gen, precision):
+    from infospec.spectra.covariance import batch_moments
+
+    rows = torch.randn(7, 5, generator=gen, dtype=torch.float64) * 3 + 100
+    counts = torch.tensor([1, 4, 2, 9, 1, 3, 5])
+    x = rows if precision == "float64" else rows.to(torch.bfloat16)
+    n, mean, scatter = batch_moments(x, precision=precision, counts=counts)
+    m, ref_mean, ref = batch_moments(x.repeat_interleave(counts, dim=0), precision="float64")
+    assert n == m == 25
+    torch.testing.assert_close(mean, ref_mean, rtol=1e-14, atol=1e-12)
+    tol = 1e-12 if precision == "float64" else 1e-6
+    torch.testing.assert_close(scatter, ref, rtol=tol, atol=tol * float(ref.abs().max()))

@@ -37,15 +37,16 @@ def test_blockwise_gram_equals_float64_product(shape, dtype, threads, monkeypatc
 
 
 @pytest.mark.parametrize("d", [1, 255, 256, 384, 512, 1024, 1025, 4096, 11008])
-def test_triangle_blocks_cover_the_columns_in_blocks_of_at_most_512(d):
+def test_triangle_blocks_cover_the_columns_in_blocks_of_at_most_256(d):
     from infospec.spectra.gram import triangle_blocks
 
     blocks = triangle_blocks(d)
     assert blocks[0][0] == 0 and blocks[-1][1] == d
     assert all(a1 == b0 for (_, a1), (b0, _) in itertools.pairwise(blocks))
     k = len(blocks)
-    assert k == (1 if d < 256 else max(2, -(-d // 512)))
-    assert all(a1 - a0 <= 512 for a0, a1 in blocks) or d < 256
+    target = 96 if d < 768 else 192 if d < 4096 else 256
+    assert k == (1 if d < 256 else max(2, -(-d // target)))
+    assert all(a1 - a0 <= target for a0, a1 in blocks) or d < 256
     # the products on and below the diagonal: about (k + 1) / (2 k) of a full product's
     share = sum((a1 - a0) * a1 for a0, a1 in blocks) / d**2
     assert share <= (k + 1) / (2 * k) + 1e-3  # blocks of equal width but the last

@@ -94,12 +94,12 @@ class MappedCovariance(StreamingCovariance):
         self, source: StreamingCovariance, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> None:
         w = weight.to(source.scatter)
-        super().__init__(w.shape[0], device=source.mean.device, precision=source.precision)
+        # the state is set here, not by StreamingCovariance.__init__: its d_out x d_out
+        # zeros (19 MB for a 1536-wide layer) would be replaced before they are read
+        self.dim, self.precision = w.shape[0], source.precision
         self._w = w
         #: the input's state at the snapshot (None once this accumulator has changed)
-        self._source: StreamingCovariance | None = StreamingCovariance(
-            source.dim, device=source.mean.device, precision=source.precision
-        ).merge(source)
+        self._source: StreamingCovariance | None = source.copy()
         self.count = source.count
         self.mean = w @ source.mean
         if bias is not None:
@@ -196,6 +196,15 @@ class ActivationCovariances:
     exactly that type, without other forward hooks or pre-hooks and with their class's
     ``forward`` (wrappers such as accelerate's offloading replace it), so the output is
     the affine map of the input.
+
+    **Lookups through their distinct rows.** The output of a plain ``nn.Embedding``
+    (no other hook, its class's ``forward``) has equal rows for equal indices, so its batch
+    moments are formed from one row per distinct index, weighted by how often it occurs
+    (:func:`~infospec.spectra.covariance.batch_moments` with ``counts``); an output shared
+    by the batch (leading shape ``(1, seq)``, as BERT's position embeddings) likewise
+    counts each position's row once per real token there. The result is the same as from
+    every row (to round-off); a token-type embedding of one type costs one row. Not with
+    ``max_tokens``, which samples rows.
 
     A layer whose output is not a floating tensor, changes width between batches, or
     contains NaN/Inf stops accumulating; its reason is kept in :attr:`errors` and the other
@@ -315,7 +324,8 @@ class ActivationCovariances:
             source = inputs[0]
         else:
             source = out
-        moments = self._moments(module, source)
+        ids = None if observe_inputs else self._lookup_ids(module, inputs, out)
+        moments = self._moments(module, source, ids)
         if moments is None:
             raise InputError(
                 f"layer '{name}' produced NaN/Inf activations; its statistics stop here"
@@ -337,19 +347,47 @@ class ActivationCovariances:
             self.dtypes[name] = out.dtype
         acc.merge_moments(*moments)
 
-    def _moments(self, module: nn.Module, t: torch.Tensor):
+    def _lookup_ids(self, module: nn.Module, inputs: Any, out: torch.Tensor):
+        """The indices a plain ``nn.Embedding`` looked up (one per output row), else None.
+
+        Rows of equal index are equal, so the batch moments are formed from the distinct
+        rows, each counted as often as it occurs (:func:`batch_moments` with ``counts``):
+        a token-type embedding of one type costs one row instead of one per token.
+        """
+        if type(module) is not nn.Embedding or self.max_tokens is not None:
+            return None
+        ids = inputs[0] if isinstance(inputs, tuple) and len(inputs) == 1 else None
+        if (
+            not isinstance(ids, torch.Tensor)
+            or ids.is_floating_point()
+            or ids.is_complex()
+            or ids.dtype == torch.bool
+            or tuple(ids.shape) != tuple(out.shape[:-1])
+            or len(module._forward_hooks) != 1  # only ours: nothing rewrites the output
+            or module._forward_pre_hooks
+            or "forward" in vars(module)
+        ):
+            return None
+        return ids
+
+    def _moments(self, module: nn.Module, t: torch.Tensor, ids: torch.Tensor | None = None):
         """Batch moments of the rows of ``t``; shared by the layers fed the same tensor.
 
         ``t`` is the tensor the module received or returned, not a detached view: a
-        detached tensor is a new object at every call, and the object is the key.
+        detached tensor is a new object at every call, and the object is the key. ``ids``
+        (see :meth:`_lookup_ids`) groups equal rows.
         """
         mask = self._mask
         conv = isinstance(module, _CONV)  # channels as features: other rows of one tensor
-        key = (id(t), t.data_ptr(), t._version, tuple(t.shape), t.stride(), conv, id(mask))
+        key = (
+            id(t), t.data_ptr(), t._version, tuple(t.shape), t.stride(), conv, id(mask),
+            ids is None,
+        )  # fmt: skip
         hit = self._shared.get(key)
         if hit is not None and hit[0] is t:
             return hit[1]
         rows, seq_ordered = output_features(module, t.detach())
+        index = counts = None  # the rows kept (flat indices), and how often each counts
         if (
             mask is not None
             and seq_ordered
@@ -359,22 +397,47 @@ class ActivationCovariances:
         ):
             if mask.device != t.device:
                 mask = self._mask = mask.to(t.device)
-                key = (*key[:-1], id(mask))
+                key = (*key[:6], id(mask), key[7])
                 self._rows = None
             if self._rows is None:
-                # flat indices of the real tokens, and their positions: a gather by index
-                # is about twice as fast as boolean indexing, and made once per pass
+                # flat indices of the real tokens, their positions and the real tokens at
+                # each position: a gather by index is about twice as fast as boolean
+                # indexing, and made once per pass
                 flat = mask.flatten().nonzero().squeeze(1)
-                self._rows = (flat, flat % mask.shape[1])
-            # an output shared by the batch (leading shape (1, seq), as position
-            # embeddings) is broadcast: one row per real token, like the others
-            index = self._rows[0] if t.shape[0] == mask.shape[0] else self._rows[1]
+                self._rows = (flat, flat % mask.shape[1], mask.sum(dim=0))
+            if t.shape[0] == mask.shape[0]:
+                index = self._rows[0]
+            elif ids is None and self.max_tokens is None:
+                # an output shared by the batch (leading shape (1, seq), as position
+                # embeddings): each position's row counts once per real token there, as
+                # if broadcast, so that no layer's covariance depends on the batching
+                index = self._rows[2].nonzero().squeeze(1)
+                counts = self._rows[2].index_select(0, index)
+            else:
+                index = self._rows[1]  # broadcast: one row per real token
+        if ids is not None:
+            flat_ids = ids.detach().reshape(-1).to(rows.device)
+            if index is None:
+                index = torch.arange(flat_ids.shape[0], device=rows.device)
+            else:
+                flat_ids = flat_ids.index_select(0, index)
+            distinct, inverse, counts = torch.unique(
+                flat_ids, return_inverse=True, return_counts=True
+            )
+            # any row of each index will do: they are equal
+            index = index.new_empty(distinct.shape[0]).scatter_(0, inverse, index)
+        if index is not None:
             rows = rows.reshape(-1, rows.shape[-1]).index_select(0, index)
         if self.max_tokens is not None and rows.shape[0] > self.max_tokens:
             idx = torch.randperm(rows.shape[0], generator=self._gen)[: self.max_tokens]
             rows = rows[idx.to(rows.device)]
         moments = (
-            batch_moments(rows, precision=self.precision, device=self.device or rows.device)
+            batch_moments(
+                rows,
+                precision=self.precision,
+                device=self.device or rows.device,
+                counts=counts,
+            )
             if rows.shape[0]
             else (0, None, None)
         )

@@ -273,7 +273,7 @@ def gram(y: torch.Tensor) -> torch.Tensor:
     r"""The symmetric Gram matrix :math:`Y^\top Y` of ``y`` (shape (b, d)), in ``y``'s dtype.
 
     The blocks on and below the diagonal of :func:`~infospec.spectra.gram.triangle_blocks`
-    are multiplied (:func:`~infospec.spectra.gram.add_lower_gram`: 3/4 of the products of
+    are multiplied (:func:`~infospec.spectra.gram.add_lower_gram`: 5/8 of the products of
     a full matrix multiply at d = 384, the same operations per entry, so the same
     rounding) and the others mirrored.
     """
@@ -286,43 +286,59 @@ def gram(y: torch.Tensor) -> torch.Tensor:
 
 
 def batch_moments(
-    x: torch.Tensor, *, precision: str = "auto", device: torch.device | None = None
+    x: torch.Tensor,
+    *,
+    precision: str = "auto",
+    device: torch.device | None = None,
+    counts: torch.Tensor | None = None,
 ) -> tuple[int, torch.Tensor, torch.Tensor] | None:
     r"""Count, float64 mean and float64 centred scatter of the rows of ``x`` (b, d).
 
     .. math::
 
-        \bar x = \frac1b\sum_k x_k,\qquad
-        M = \sum_k (x_k - \bar x)(x_k - \bar x)^\top ,
+        n = \sum_k c_k,\qquad
+        \bar x = \frac1n\sum_k c_k x_k,\qquad
+        M = \sum_k c_k (x_k - \bar x)(x_k - \bar x)^\top ,
 
-    the mean summed in float64, the scatter formed as described under ``precision`` in
-    :class:`StreamingCovariance`. Returns None when a column sum is not finite (the batch
-    holds a NaN or an infinity; for float64 inputs also a sum beyond the float64 range):
-    the finiteness check costs no pass of its own.
+    :math:`c_k = 1` unless ``counts`` is given (row ``k`` stands for :math:`c_k` equal
+    rows: the moments of the rows repeated, from one product per distinct row; the
+    activation hooks pass the distinct rows of an embedding lookup). The mean is summed in
+    float64 and the scatter formed as described under ``precision`` in
+    :class:`StreamingCovariance` (with counts, from the rows :math:`\sqrt{c_k}\,(x_k -
+    \bar x)`). Returns None when a column sum is not finite (the batch holds a NaN or an
+    infinity; for float64 inputs also a sum beyond the float64 range): the finiteness check
+    costs no pass of its own.
 
     ``x`` is not modified; ``device`` is where the results (and the float64 copy) go,
-    default ``x``'s.
+    default ``x``'s; ``counts`` (shape (b,), positive integers) are trusted as given.
     """
     dev = x.device if device is None else torch.device(device)
-    b = x.shape[0]
+    x = x.to(dev)
     g_dtype = gram_dtype(precision, x.dtype)
-    if g_dtype == torch.float64:
-        # one float64 copy, summed, centred in place and multiplied: three passes and the Gram
-        y = x.to(device=dev, dtype=torch.float64, copy=True)
-        total = y.sum(dim=0)
-        if not bool(torch.isfinite(total).all()):
-            return None
-        mean = total / b
-        y -= mean
-        return b, mean, gram(y)
-    total = x.sum(dim=0, dtype=torch.float64)
+    if counts is None:
+        b = x.shape[0]
+        total = x.sum(dim=0, dtype=torch.float64)
+        root = None
+    else:
+        c = counts.to(device=dev, dtype=torch.float64)
+        b = round(float(c.sum()))
+        total = c @ x.to(torch.float64)
+        root = c.sqrt().unsqueeze(1)
     if not bool(torch.isfinite(total).all()):
         return None
-    mean = (total / b).to(dev)
+    mean = total / b
+    if g_dtype == torch.float64:
+        # one pass that upcasts and centres (float32 - float64 promotes before subtracting:
+        # the same numbers as a float64 copy centred in place, without the copy's two
+        # extra passes), then the Gram
+        y = torch.sub(x, mean)
+        return b, mean, gram(y if root is None else y.mul_(root))
     # shift by the mean rounded to the Gram dtype; the residual r = mean - shift is exact
-    # in float64 and is taken out of the float64 result: M = Y^T Y - b r r^T
+    # in float64 and is taken out of the float64 result: M = Y^T Y - n r r^T
     shift = mean.to(g_dtype)
-    y = torch.sub(x.to(dev), shift)  # in g_dtype (float32) for 16-bit x, one pass
+    y = torch.sub(x, shift)  # in g_dtype (float32) for 16-bit x, one pass
+    if root is not None:
+        y.mul_(root.to(g_dtype))
     r = mean - shift.to(torch.float64)
     scatter = gram(y).to(torch.float64)
     scatter.addr_(r, r, alpha=-b)
@@ -473,6 +489,13 @@ class StreamingCovariance:
             self.scatter.addr_(delta, delta, alpha=n_a * n_b / n)
         self.mean += delta * (n_b / n)
         self.count = n
+
+    def copy(self) -> StreamingCovariance:
+        """An independent accumulator with the same state (a plain StreamingCovariance)."""
+        out = StreamingCovariance.__new__(StreamingCovariance)
+        out.dim, out.precision, out.count = self.dim, self.precision, self.count
+        out.mean, out.scatter = self.mean.clone(), self.scatter.clone()
+        return out
 
     def merge(self, other: StreamingCovariance) -> StreamingCovariance:
         """Fold another accumulator (same dimension) into this one; returns ``self``."""

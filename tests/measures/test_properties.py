@@ -102,6 +102,12 @@ MEASURES: dict[str, tuple[Callable[..., Any], str, Any]] = {
         "spectrum",
         "invariant",
     ),
+    "marchenko_pastur_edges": (
+        # sigma2 as a tensor: the edges of each variance (they broadcast)
+        lambda v, s: tuple(infospec.marchenko_pastur_edges(0.5, sigma2=v)),
+        "spectrum",
+        ("power", 1),
+    ),
     "fit_marchenko_pastur": (
         # a fixed zero_rtol: its default follows the input dtype's epsilon, by design
         lambda v, s: infospec.fit_marchenko_pastur(v, 0.5, zero_rtol=1e-12).sigma2,

@@ -268,3 +268,46 @@ def test_a_copy_is_independent(gen):
     acc.update(torch.randn(10, 3, generator=gen))
     assert twin.count == 10 and acc.count == 20
     assert not torch.equal(twin.scatter, acc.scatter)
+
+
+def test_a_global_hook_turns_the_shortcuts_off(gen):
+    """A global forward hook may rewrite any output: rows of one index differ, and a linear
+    layer's output is no longer the map of its input."""
+    model = _Embedder()
+    ids = torch.randint(0, 4, (3, 9), generator=gen)
+    noise = torch.Generator().manual_seed(5)
+    seen = {}
+
+    def noisy(mod, _inputs, out):
+        if isinstance(mod, (nn.Embedding, nn.Linear)):
+            out = out + 0.1 * torch.randn(out.shape, generator=noise, dtype=out.dtype)
+            seen[mod] = out
+            return out
+        return None
+
+    handle = torch.nn.modules.module.register_module_forward_hook(noisy)
+    try:
+        modules = {"word": model.word, "mix": model.mix}
+        with ActivationCovariances(modules, linear_inputs=True) as acts, torch.no_grad():
+            model(ids)
+    finally:
+        handle.remove()
+    assert not acts._through_input
+    for name, module in modules.items():
+        *_, scatter = _reference(seen[module].reshape(-1, 6))
+        torch.testing.assert_close(acts.accumulators[name].scatter, scatter)
+
+
+def test_outputs_with_several_rows_per_token_keep_those_of_the_real_tokens(gen):
+    lookup = nn.Embedding(10, 4).double()
+    ids = torch.randint(0, 10, (2, 5, 3), generator=gen)  # 3 lookups per token
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    with ActivationCovariances({"e": lookup}) as acts, torch.no_grad():
+        acts.set_token_mask(mask)
+        lookup(ids)
+    acc = acts.accumulators["e"]
+    rows = lookup.weight[ids[mask].flatten()].detach()
+    n, mean, scatter = _reference(rows)
+    assert acc.count == n == 24
+    torch.testing.assert_close(acc.mean, mean)
+    torch.testing.assert_close(acc.scatter, scatter)

@@ -68,6 +68,20 @@ def output_features(module: nn.Module, out: torch.Tensor) -> tuple[torch.Tensor,
     return out.reshape(-1, out.shape[-1]), True
 
 
+def _global_hooks() -> bool:
+    """Whether a global module hook (``register_module_forward_hook`` or its pre-hook) is set.
+
+    Global hooks run on every module, before its own, and may rewrite inputs and outputs:
+    then an output is not the plain function of the input that a shortcut assumes.
+    """
+    from torch.nn.modules import module as torch_module
+
+    return bool(
+        getattr(torch_module, "_global_forward_hooks", None)
+        or getattr(torch_module, "_global_forward_pre_hooks", None)
+    )
+
+
 #: Linear modules whose forward is exactly ``F.linear(x, weight, bias)``.
 _LINEAR = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
 
@@ -288,6 +302,7 @@ class ActivationCovariances:
             or len(module._forward_hooks) != 1  # only ours: nothing rewrites the output
             or module._forward_pre_hooks
             or "forward" in vars(module)
+            or _global_hooks()
             or weight.device.type == "meta"
             or not weight.is_floating_point()
         ):
@@ -366,6 +381,7 @@ class ActivationCovariances:
             or len(module._forward_hooks) != 1  # only ours: nothing rewrites the output
             or module._forward_pre_hooks
             or "forward" in vars(module)
+            or _global_hooks()
         ):
             return None
         return ids
@@ -405,9 +421,10 @@ class ActivationCovariances:
                 # indexing, and made once per pass
                 flat = mask.flatten().nonzero().squeeze(1)
                 self._rows = (flat, flat % mask.shape[1], mask.sum(dim=0))
+            per_token = rows.shape[0] // max(1, t.shape[0] * t.shape[1])  # (batch, seq, ..., d)
             if t.shape[0] == mask.shape[0]:
                 index = self._rows[0]
-            elif ids is None and self.max_tokens is None:
+            elif ids is None and self.max_tokens is None and per_token == 1:
                 # an output shared by the batch (leading shape (1, seq), as position
                 # embeddings): each position's row counts once per real token there, as
                 # if broadcast, so that no layer's covariance depends on the batching
@@ -415,6 +432,9 @@ class ActivationCovariances:
                 counts = self._rows[2].index_select(0, index)
             else:
                 index = self._rows[1]  # broadcast: one row per real token
+            if per_token > 1:  # outputs (batch, seq, k, d): the k rows of each real token
+                step = torch.arange(per_token, device=index.device)
+                index = (index[:, None] * per_token + step).flatten()
         if ids is not None:
             flat_ids = ids.detach().reshape(-1).to(rows.device)
             if index is None:

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Iterable
 from typing import Any
 
 from ._errors import InputError
 
-__all__ = ["check_choice", "check_positive", "check_probability"]
+__all__ = [
+    "check_choice",
+    "check_positive",
+    "check_probability",
+    "count_in_range",
+    "real_above",
+    "shown",
+]
 
 
 def _format(value: Any) -> str:
@@ -62,3 +70,40 @@ def check_choice(value: Any, name: str, func: str, choices: Iterable[str]) -> st
             f"Got {_format(value)} instead."
         )
     return value
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, at most 60 characters (an int past Python's 4300 digits has none)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"an int of about {int(value.bit_length() * math.log10(2))} digits"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def count_in_range(value: Any, what: str, *, low: int = 1, high: int | None = None) -> int:
+    """``value`` as an int in ``[low, high]``; ``what`` names it in the error message.
+
+    Python, NumPy and 0-d tensor integers pass, and integral floats (a JSON config may write
+    ``4096.0``); bools, strings, other floats, NaN and infinities do not.
+    """
+    v = None
+    if not isinstance(value, (bool, str, bytes)):
+        try:
+            v = operator.index(value)
+        except TypeError:
+            if isinstance(value, numbers.Real) and math.isfinite(value) and value == int(value):
+                v = int(value)
+    if v is None or v < low or (high is not None and v > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise InputError(f"{what} must be an int {bound}. Got {shown(value)} instead.")
+    return v
+
+
+def real_above(value: Any, what: str, *, above: float = 0.0) -> float:
+    """``value`` as a finite float ``> above``; ``what`` names it in the error."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        v = float(value)
+        if math.isfinite(v) and v > above:
+            return v
+    raise InputError(f"{what} must be a finite number > {above:g}. Got {shown(value)} instead.")

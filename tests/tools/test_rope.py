@@ -274,3 +274,152 @@ def test_top_level_export():
 
     assert infospec.rope_feasibility is rope_feasibility
     assert infospec.minimal_rope_base is minimal_rope_base
+
+
+# -- hostile arguments and configs (issue 9): a named error, never a raw one or a hang ------
+SMALL = {"rope_theta": 10000.0, "head_dim": 64, "max_position_embeddings": 2048}
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: minimal_rope_base(float("nan")), r"'context' parameter of minimal_rope_base"),
+        (lambda: minimal_rope_base(10**30), r"int in \[1, 268435456\]. Got 1000"),
+        (lambda: minimal_rope_base(1e300), r"'context' parameter .* Got 1e\+300"),
+        (lambda: minimal_rope_base("4096"), r"Got '4096'"),
+        (lambda: minimal_rope_base(True), r"Got True"),
+        (lambda: minimal_rope_base(None), r"Got None"),
+        (lambda: minimal_rope_base(100, head_dim=2), r"'head_dim' .* in \[4, 65536\]"),
+        (lambda: minimal_rope_base(100, head_dim=63), r"even int >= 4. Got 63"),
+        (lambda: minimal_rope_base(100, head_dim=10**30), r"'head_dim'"),
+        (lambda: minimal_rope_base(100, grid=[0.5, 2.0]), r"finite bases > 1"),
+        (lambda: minimal_rope_base(100, grid=["a"]), r"'grid' parameter"),
+        (lambda: minimal_rope_base(100, grid=[]), r"non-empty 1-D"),
+        (lambda: rope_feasibility(SMALL, context=float("inf")), r"'context' parameter of rope_"),
+        (lambda: rope_feasibility(SMALL, context=10**5000), r"an int of about 5000 digits"),
+        (lambda: rope_feasibility(SMALL, context=[4096]), r"Got \[4096\]"),
+        (lambda: rope_feasibility(SMALL, eps="x"), r"'eps' parameter of rope_feasibility"),
+        (lambda: rope_feasibility(SMALL, eps=1.0), r"in \(0, 1\)"),
+        (lambda: rope_feasibility(SMALL, dtype="fp8"), r"'dtype' parameter .* 'bf16'"),
+        (lambda: rope_feasibility({**SMALL, "rope_theta": "x"}), r"'rope_theta' field .* > 1"),
+        (lambda: rope_feasibility({**SMALL, "rope_theta": 1.0}), r"'rope_theta' field"),
+        (lambda: rope_feasibility({**SMALL, "head_dim": 2}), r"rotary dimension 2 < 4"),
+        (lambda: rope_feasibility({**SMALL, "head_dim": "64"}), r"'head_dim' field"),
+        (lambda: rope_feasibility({**SMALL, "head_dim": 1e30}), r"'head_dim' field"),
+        (
+            lambda: rope_feasibility(
+                {
+                    "rope_theta": 1e4,
+                    "hidden_size": 64,
+                    "num_attention_heads": 100,
+                    "max_position_embeddings": 2048,
+                }
+            ),
+            r"'hidden_size // num_attention_heads' field",
+        ),
+        (lambda: rope_feasibility({**SMALL, "num_hidden_layers": 10**400}), r"'num_hidden_la"),
+        (lambda: rope_feasibility({**SMALL, "max_position_embeddings": 10**12}), r"context="),
+        (lambda: rope_feasibility({**SMALL, "max_position_embeddings": -1}), r"'max_position_"),
+        (lambda: rope_feasibility({**SMALL, "partial_rotary_factor": "x"}), r"'partial_rotary"),
+        (lambda: rope_feasibility({**SMALL, "rope_scaling": [1]}), r"'rope_scaling' field must"),
+        (lambda: rope_feasibility({"text_config": [1], "head_dim": 64}), r"'text_config' field mu"),
+        (
+            lambda: rope_feasibility({**SMALL, "rope_scaling": {"type": "linear", "factor": "x"}}),
+            r"'factor' field \(type 'linear'\)",
+        ),
+        (
+            lambda: rope_feasibility({**SMALL, "rope_scaling": {"type": "linear", "factor": 1e-9}}),
+            r"'factor' \(type 'linear'\) must be >= 1",
+        ),
+        (
+            lambda: rope_feasibility(
+                {**SMALL, "rope_theta": 1e300, "rope_scaling": {"type": "linear", "factor": 1e10}}
+            ),
+            r"effective base .* beyond float64",
+        ),
+        (
+            lambda: rope_feasibility(
+                {**SMALL, "rope_theta": 1e300, "rope_scaling": {"type": "dynamic", "factor": 1e300}}
+            ),
+            r"frequencies outside float64",
+        ),
+        (
+            lambda: rope_feasibility(
+                {
+                    **SMALL,
+                    "rope_scaling": {
+                        "type": "llama3",
+                        "factor": 8,
+                        "low_freq_factor": 4,
+                        "high_freq_factor": 4,
+                        "original_max_position_embeddings": 1024,
+                    },
+                }
+            ),
+            r"'high_freq_factor' \(4\) must exceed",
+        ),
+        (
+            lambda: rope_feasibility(
+                {
+                    **SMALL,
+                    "rope_scaling": {
+                        "type": "longrope",
+                        "short_factor": ["a"] * 32,
+                        "long_factor": [1.0] * 32,
+                        "original_max_position_embeddings": 4096,
+                    },
+                }
+            ),
+            r"'short_factor' must be a list of numbers",
+        ),
+        (lambda: long_term_decay([np.nan], 10), r"'theta' parameter of long_term_decay"),
+        (lambda: long_term_decay([0.1], 0), r"'context' parameter of long_term_decay"),
+        (lambda: long_term_decay([0.1], 10, block=0), r"'block' parameter"),
+        (lambda: rope_table(context=0), r"'context' parameter of rope_table"),
+    ],
+)
+def test_hostile_arguments_get_a_named_error(call, match):
+    with pytest.raises(InputError, match=match):
+        call()
+
+
+def test_numpy_and_tensor_integers_and_integral_floats_are_counts():
+    import torch
+
+    want = rope_feasibility(SMALL, context=1024).rows
+    for context in (np.int64(1024), torch.tensor(1024), 1024.0):
+        assert rope_feasibility(SMALL, context=context).rows == want
+    assert rope_feasibility({**SMALL, "max_position_embeddings": 1024.0}).rows == want
+
+
+def test_config_files_are_read_as_untrusted_text(tmp_path):
+    import os
+
+    from infospec._errors import SourceError
+
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)  # reading it would block forever
+    with pytest.raises(SourceError, match="FIFO"):
+        rope_config(tmp_path)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    with pytest.raises(SourceError, match="nested too deeply"):
+        rope_config(deep)
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"rope_theta": 1' + "0" * 5000 + "}")
+    with pytest.raises(SourceError, match="more than 4300 digits"):
+        rope_config(huge)
+
+
+def test_long_term_decay_in_pieces_equals_the_whole_curve(monkeypatch):
+    from infospec.tools import rope
+
+    theta = 1.0 / 10000.0 ** (np.arange(0, 64, 2) / 64)
+    direct = np.cos(np.arange(5000)[:, None] * theta).mean(axis=1)
+    whole = long_term_decay(theta, 5000, block=64, return_curve=True)
+    np.testing.assert_allclose(whole, direct, atol=1e-12)
+    monkeypatch.setattr(rope, "_PIECE", 64 * 3)  # pieces of 3 blocks: 27 pieces
+    pieced = long_term_decay(theta, 5000, block=64, return_curve=True)
+    np.testing.assert_allclose(pieced, direct, atol=1e-12)
+    value, where = long_term_decay(theta, 5000, block=64)
+    assert where == int(np.argmin(direct)) and value == pytest.approx(direct.min(), abs=1e-12)

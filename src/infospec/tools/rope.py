@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_choice, check_probability, count_in_range, real_above
 from .._errors import InputError, SourceError
 
 __all__ = [
@@ -36,6 +37,15 @@ __all__ = [
     "rope_frequencies",
     "rope_table",
 ]
+
+#: Longest context judged: ``B(m)`` is evaluated at every position, linear in ``L`` (about
+#: 1 s per 10 million positions at d = 128 on one core), in memory-bounded blocks.
+MAX_CONTEXT = 2**28
+#: Widest rotary dimension accepted (models use 32 to 256).
+MAX_HEAD_DIM = 2**16
+#: Entries of one piece of the ``B(m)`` products (memory: 16 bytes each, twice).
+_PIECE = 2**22
+
 
 #: Significand bits (with the implicit one) of the dtypes in which angles may be computed.
 _SIGNIFICAND_BITS = {"bf16": 8, "fp16": 11, "fp32": 24, "fp64": 53}
@@ -90,17 +100,26 @@ def rope_config(config: dict | str | Path) -> RopeConfig:
         if path.is_dir():
             path = path / "config.json"
         where = str(path)
-        try:
-            config = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise SourceError(f"cannot read {path} as a JSON config: {exc}") from exc
+        # read as untrusted text, as a checkpoint's config: a regular file (not a FIFO) of
+        # bounded size, UTF-8, no key twice, no deep nesting, no huge integers
+        from ..sources.safetensors_source import _read_json
+
+        config = _read_json(path, "config")
         if not isinstance(config, dict):
             raise SourceError(f"{path} does not hold a JSON object")
     cfg = dict(config)
     if cfg.get("text_config") and "rope_theta" not in cfg and "rope_scaling" not in cfg:
+        if not isinstance(cfg["text_config"], dict):
+            raise InputError(f"{where}: the 'text_config' field must be an object (a dict).")
         cfg = dict(cfg["text_config"])
     params = cfg.get("rope_parameters") or {}
-    scaling = dict(cfg.get("rope_scaling") or {})
+    raw_scaling = cfg.get("rope_scaling") or {}
+    if not isinstance(raw_scaling, dict):
+        raise InputError(
+            f"{where}: the 'rope_scaling' field must be an object (a dict) or null. "
+            f"Got {type(raw_scaling).__name__} instead."
+        )
+    scaling = dict(raw_scaling)
     if isinstance(params, dict) and params:
         scaling = {**params, **scaling}
     theta = cfg.get("rope_theta", scaling.get("rope_theta"))
@@ -114,17 +133,27 @@ def rope_config(config: dict | str | Path) -> RopeConfig:
         )
     # DeepSeek-V2/V3 (multi-head latent attention): only qk_rope_head_dim dimensions rotate;
     # transformers sets head_dim = qk_rope_head_dim for them
-    head_dim = cfg.get("qk_rope_head_dim", cfg.get("head_dim"))
+    # a base <= 1 gives frequencies b^{-2i/d} that do not decrease: no RoPE the bounds judge
+    theta = real_above(theta, f"{where}: the 'rope_theta' field", above=1.0)
+    head_name = "qk_rope_head_dim" if "qk_rope_head_dim" in cfg else "head_dim"
+    head_dim = cfg.get(head_name)
     if head_dim is None:
         hidden = _field(cfg, "hidden_size", where)
+        hidden = count_in_range(hidden, f"{where}: the 'hidden_size' field")
         heads = _field(cfg, "num_attention_heads", where)
-        head_dim = int(hidden) // int(heads)
-    prf = float(cfg.get("partial_rotary_factor", scaling.get("partial_rotary_factor", 1.0)))
-    if not 0.0 < prf <= 1.0:
+        heads = count_in_range(heads, f"{where}: the 'num_attention_heads' field")
+        head_dim, head_name = hidden // heads, "hidden_size // num_attention_heads"
+    head_dim = count_in_range(head_dim, f"{where}: the {head_name!r} field", high=MAX_HEAD_DIM)
+    prf = cfg.get("partial_rotary_factor", scaling.get("partial_rotary_factor", 1.0))
+    prf = real_above(prf, f"{where}: the 'partial_rotary_factor' field")
+    if prf > 1.0:
         raise InputError(f"{where}: 'partial_rotary_factor' must be in (0, 1]. Got {prf}.")
-    rotary = int(int(head_dim) * prf)
-    if rotary < 2:
-        raise InputError(f"{where}: rotary dimension {rotary} < 2 (head_dim x partial factor)")
+    rotary = int(head_dim * prf)
+    if rotary < 4:
+        raise InputError(
+            f"{where}: rotary dimension {rotary} < 4 (head_dim x partial factor): with one "
+            f"frequency pair, b^0 = 1 whatever the base, there is no base to judge"
+        )
     kind = str(scaling.get("rope_type", scaling.get("type", "default")))
     if kind not in _SCALING_TYPES:
         raise InputError(
@@ -134,12 +163,17 @@ def rope_config(config: dict | str | Path) -> RopeConfig:
         # Phi-3 keeps the pre-training length outside rope_scaling; transformers gives the
         # top-level field priority (PreTrainedConfig.standardize_rope_params)
         scaling["original_max_position_embeddings"] = cfg["original_max_position_embeddings"]
+    layers = cfg.get("num_hidden_layers")
+    if layers is not None:  # (eps ** (1/N) reaches 1, and the depth bound infinity, past ~1e15)
+        layers = count_in_range(layers, f"{where}: the 'num_hidden_layers' field", high=2**20)
+    longest = _field(cfg, "max_position_embeddings", where)
+    longest = count_in_range(longest, f"{where}: the 'max_position_embeddings' field")
     return RopeConfig(
-        rope_theta=float(theta),
-        head_dim=int(head_dim),
+        rope_theta=theta,
+        head_dim=head_dim,
         rotary_dim=rotary,
-        max_position_embeddings=int(_field(cfg, "max_position_embeddings", where)),
-        num_hidden_layers=cfg.get("num_hidden_layers"),
+        max_position_embeddings=longest,
+        num_hidden_layers=layers,
         rope_scaling=scaling if kind != "default" else {},
     )
 
@@ -174,20 +208,33 @@ def rope_frequencies(config: RopeConfig | dict, *, seq_len: int | None = None) -
             raise InputError(f"rope_scaling of type {kind!r} needs the field {name!r}")
         return s[name]
 
+    def number(name: str, default: float | None = None) -> float:
+        value = need(name) if default is None else (s.get(name) or default)
+        return real_above(value, f"rope_scaling's {name!r} field (type {kind!r})")
+
+    def factor() -> float:
+        f = number("factor")
+        if f < 1:  # transformers' validation: a factor stretches the context, >= 1
+            raise InputError(f"rope_scaling's 'factor' (type {kind!r}) must be >= 1. Got {f:g}.")
+        return f
+
+    def length(name: str) -> int:
+        return count_in_range(need(name), f"rope_scaling's {name!r} field (type {kind!r})")
+
     if kind == "linear":
-        return inv / float(need("factor"))
+        return _finite_frequencies(inv / factor(), kind)
     if kind == "dynamic":
-        f = float(need("factor"))
+        f = factor()
         l0 = cfg.max_position_embeddings
         n = l0 if seq_len is None else max(int(seq_len), l0)
-        b2 = base * ((f * n / l0) - (f - 1)) ** (d / (d - 2))
-        return 1.0 / b2**exps
+        with np.errstate(all="ignore"):  # an overflow is named below
+            b2 = base * ((f * n / l0) - (f - 1)) ** (d / (d - 2))
+            return _finite_frequencies(1.0 / np.float64(b2) ** exps, kind)
     if kind == "yarn":
-        l0 = int(need("original_max_position_embeddings"))
-        f = s.get("factor")
-        f = cfg.max_position_embeddings / l0 if f is None else float(f)
-        beta_fast = s.get("beta_fast") or 32
-        beta_slow = s.get("beta_slow") or 1
+        l0 = length("original_max_position_embeddings")
+        f = cfg.max_position_embeddings / l0 if s.get("factor") is None else factor()
+        beta_fast = number("beta_fast", 32)
+        beta_slow = number("beta_slow", 1)
 
         def corr(rot: float) -> float:
             return (d * math.log(l0 / (rot * 2 * math.pi))) / (2 * math.log(base))
@@ -200,25 +247,48 @@ def rope_frequencies(config: RopeConfig | dict, *, seq_len: int | None = None) -
             high += 0.001
         ramp = np.clip((np.arange(d // 2, dtype=np.float64) - low) / (high - low), 0, 1)
         extra = 1.0 - ramp
-        return (inv / f) * (1 - extra) + inv * extra
+        return _finite_frequencies((inv / f) * (1 - extra) + inv * extra, kind)
     if kind == "llama3":
-        f = float(need("factor"))
-        lo = float(need("low_freq_factor"))
-        hi = float(need("high_freq_factor"))
-        l0 = float(need("original_max_position_embeddings"))
+        f = factor()
+        lo = number("low_freq_factor")
+        hi = number("high_freq_factor")
+        if hi <= lo:
+            raise InputError(
+                f"rope_scaling's 'high_freq_factor' ({hi:g}) must exceed its 'low_freq_factor' "
+                f"({lo:g}) (type 'llama3': the smooth band lies between them)"
+            )
+        l0 = float(length("original_max_position_embeddings"))
         wavelen = 2 * math.pi / inv
         out = np.where(wavelen > l0 / lo, inv / f, inv)
         smooth = (l0 / wavelen - lo) / (hi - lo)
         smoothed = (1 - smooth) * out / f + smooth * out
         medium = ~(wavelen < l0 / hi) & ~(wavelen > l0 / lo)
-        return np.where(medium, smoothed, out)
+        return _finite_frequencies(np.where(medium, smoothed, out), kind)
     # longrope
-    l0 = int(need("original_max_position_embeddings"))
+    l0 = length("original_max_position_embeddings")
     key = "long_factor" if seq_len and seq_len > l0 else "short_factor"
-    ext = np.asarray(need(key), dtype=np.float64)
+    raw = need(key)
+    try:
+        ext = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        ext = None
+    if ext is None or raw is True or raw is False or ext.ndim != 1:
+        raise InputError(f"rope_scaling {key!r} must be a list of numbers; got {raw!r:.80}")
     if ext.shape != inv.shape:
         raise InputError(f"rope_scaling {key!r} has {ext.size} entries; expected {inv.size}")
-    return inv / ext
+    if not (np.isfinite(ext).all() and (ext > 0).all()):
+        raise InputError(f"rope_scaling {key!r} must hold finite numbers > 0")
+    return _finite_frequencies(inv / ext, kind)
+
+
+def _finite_frequencies(theta: np.ndarray, kind: str) -> np.ndarray:
+    """``theta`` if every frequency is a finite float64 > 0, else a named error."""
+    if not (np.isfinite(theta).all() and (theta > 0).all()):
+        raise InputError(
+            f"rope_scaling of type {kind!r} gives frequencies outside float64 (0 or "
+            f"infinite) for this config: its factors are too large for its base"
+        )
+    return theta
 
 
 def long_term_decay(theta: np.ndarray, context: int, *, block: int = 1024, return_curve=False):
@@ -239,21 +309,35 @@ def long_term_decay(theta: np.ndarray, context: int, *, block: int = 1024, retur
     -------
     (min_value, argmin) or, with ``return_curve``, the array ``B`` of shape (context,).
     """
-    theta = np.asarray(theta, dtype=np.float64).ravel()
-    context = int(context)
-    if context < 1:
-        raise InputError(f"The 'context' parameter must be an int >= 1. Got {context} instead.")
-    if theta.size == 0:
-        raise InputError("The 'theta' parameter must hold at least one frequency.")
-    block = max(1, min(int(block), context))
+    func = "long_term_decay"
+    try:
+        theta = np.asarray(theta, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise InputError(f"The 'theta' parameter of {func} must be an array of numbers.") from None
+    context = count_in_range(context, f"The 'context' parameter of {func}", high=MAX_CONTEXT)
+    if theta.size == 0 or not np.isfinite(theta).all():
+        raise InputError(
+            f"The 'theta' parameter of {func} must hold at least one frequency, all finite."
+        )
+    block = max(1, min(count_in_range(block, f"The 'block' parameter of {func}"), context))
     k = np.arange(block, dtype=np.float64)[:, None] * theta
-    starts = np.arange(0, context, block, dtype=np.float64)[None, :] * theta[:, None]
-    curve = (np.cos(k) @ np.cos(starts) - np.sin(k) @ np.sin(starts)) / theta.size
-    curve = curve.T.ravel()[:context]
-    if return_curve:
-        return curve
-    where = int(np.argmin(curve))
-    return float(curve[where]), where
+    cos_k, sin_k = np.cos(k), np.sin(k)
+    # the (block x starts) products in pieces of at most 2**22 entries: bounded memory
+    # whatever the context (the whole curve is kept only when asked for)
+    per_piece = max(1, _PIECE // block)
+    pieces, best = [], (math.inf, 0)
+    for first in range(0, context, block * per_piece):
+        last = min(context, first + block * per_piece)
+        starts = np.arange(first, last, block, dtype=np.float64)[None, :] * theta[:, None]
+        piece = (cos_k @ np.cos(starts) - sin_k @ np.sin(starts)) / theta.size
+        piece = piece.T.ravel()[: last - first]
+        if return_curve:
+            pieces.append(piece)
+            continue
+        where = int(np.argmin(piece))
+        if piece[where] < best[0]:
+            best = (float(piece[where]), first + where)
+    return np.concatenate(pieces) if return_curve else best
 
 
 def _decay_holds(theta: np.ndarray, context: int) -> bool:
@@ -282,11 +366,12 @@ def minimal_rope_base(
 
     Parameters
     ----------
-    context : int >= 1
-        The number of positions ``m = 0 .. context-1`` that must satisfy ``B(m) >= 0``.
-    head_dim : even int >= 2, default 128
+    context : int in [1, 2**28]
+        The number of positions ``m = 0 .. context-1`` that must satisfy ``B(m) >= 0``
+        (each base tried costs up to one scan of them: :data:`MAX_CONTEXT`).
+    head_dim : even int in [4, 65536], default 128
         The rotary dimension ``d``.
-    grid : array of float, optional
+    grid : array of float > 1, optional
         The bases tried, in order; default ``10 ** np.arange(2, 12.001, 0.01)``.
 
     Returns
@@ -296,7 +381,8 @@ def minimal_rope_base(
     Raises
     ------
     InputError
-        If ``context < 1``, ``head_dim`` is not an even int >= 2, or no grid value passes.
+        If ``context`` is not an int in [1, 2**28], ``head_dim`` not an even int in
+        [4, 65536], ``grid`` not finite bases > 1, or no grid value passes.
 
     Examples
     --------
@@ -305,15 +391,24 @@ def minimal_rope_base(
     >>> round(minimal_rope_base(1001), -1)
     4270.0
     """
-    context = int(context)
-    if context < 1:
-        raise InputError(f"The 'context' parameter must be an int >= 1. Got {context} instead.")
-    if int(head_dim) != head_dim or head_dim < 2 or head_dim % 2:
-        raise InputError(f"The 'head_dim' parameter must be an even int >= 2. Got {head_dim}.")
+    func = "minimal_rope_base"
+    context = count_in_range(context, f"The 'context' parameter of {func}", high=MAX_CONTEXT)
+    what = f"The 'head_dim' parameter of {func}"
+    head_dim = count_in_range(head_dim, what, low=4, high=MAX_HEAD_DIM)
+    if head_dim % 2:
+        raise InputError(f"{what} must be an even int >= 4. Got {head_dim} instead.")
     if grid is None:
         grid = 10.0 ** np.arange(2, 12.001, 0.01)
-    exps = np.arange(0, int(head_dim), 2, dtype=np.float64) / int(head_dim)
-    for b in np.asarray(grid, dtype=np.float64):
+    try:
+        grid = np.asarray(grid, dtype=np.float64)
+    except (TypeError, ValueError):
+        grid = np.array([np.nan])
+    if grid.ndim != 1 or grid.size == 0 or not (np.isfinite(grid).all() and (grid > 1).all()):
+        raise InputError(
+            f"The 'grid' parameter of {func} must be a non-empty 1-D array of finite bases > 1."
+        )
+    exps = np.arange(0, head_dim, 2, dtype=np.float64) / head_dim
+    for b in grid:
         if _decay_holds(1.0 / b**exps, context):
             return float(b)
     raise InputError(f"no base on the grid passes for context={context}; extend 'grid'")
@@ -360,16 +455,38 @@ def rope_feasibility(
     The precision ceiling: angles ``m * theta`` are computed in ``dtype`` (transformers: float32,
     autocast disabled); integer positions are exact only up to ``2 ** p`` with ``p`` the
     significand bits (bf16 8, fp16 11, fp32 24), so ``L <= 2 ** p`` is required.
+
+    Raises
+    ------
+    InputError
+        If ``context`` is not an int in [1, 2**28] (``None``: the config's
+        ``max_position_embeddings``, which must then be within it), ``dtype`` is not one of
+        ``bf16``, ``fp16``, ``fp32``, ``fp64``, ``eps`` not in (0, 1), or a config field is
+        missing or not a valid number (the message names it).
     """
+    func = "rope_feasibility"
     cfg = config if isinstance(config, RopeConfig) else rope_config(config)
-    if dtype not in _SIGNIFICAND_BITS:
-        raise InputError(f"The 'dtype' parameter must be one of {tuple(_SIGNIFICAND_BITS)}.")
-    if not 0.0 < eps < 1.0:
-        raise InputError(f"The 'eps' parameter must be a float in (0, 1). Got {eps} instead.")
-    L = int(context or cfg.max_position_embeddings)
+    check_choice(dtype, "dtype", func, tuple(_SIGNIFICAND_BITS))
+    eps = check_probability(eps, "eps", func, high_open=True)
+    if context is None:
+        L = cfg.max_position_embeddings
+        if L > MAX_CONTEXT:
+            raise InputError(
+                f"The config's max_position_embeddings ({L}) is over the {MAX_CONTEXT} "
+                f"positions {func} judges; pass a shorter context=."
+            )
+    else:
+        L = count_in_range(context, f"The 'context' parameter of {func}", high=MAX_CONTEXT)
     theta = rope_frequencies(cfg, seq_len=L)
-    # effective base: the one whose lowest frequency b^{-(d-2)/d} equals the scaled lowest one
-    b = 1.0 / float(theta.min()) ** (cfg.rotary_dim / (cfg.rotary_dim - 2))
+    # effective base: the one whose lowest frequency b^{-(d-2)/d} equals the scaled lowest
+    # one, from logs (the power of a tiny frequency under- or overflows first)
+    log_b = -math.log(float(theta.min())) * cfg.rotary_dim / (cfg.rotary_dim - 2)
+    if not log_b < math.log(np.finfo(np.float64).max):
+        raise InputError(
+            f"The effective base of this config (e^{log_b:.4g}, after rope_scaling) is "
+            f"beyond float64; {func} cannot judge it."
+        )
+    b = math.exp(log_b)
     rows = [
         dict(bound="aliasing L < 2 pi b", required=float(L), actual=2 * math.pi * b),
         dict(bound="DC b >= L/arccos(eps)", required=L / math.acos(eps), actual=b),
@@ -435,8 +552,8 @@ def rope_table(*, context: int | None = None, dtype: str = "fp32", eps: float = 
         ``rotary_dim``, ``scaling`` (the ``rope_scaling`` type), ``passed``
         (every bound) and ``verdict`` (the :class:`RopeVerdict`).
     """
-    if context is not None and int(context) < 1:
-        raise InputError(f"The 'context' parameter must be an int >= 1. Got {context} instead.")
+    if context is not None:
+        context = count_in_range(context, "The 'context' parameter of rope_table", high=MAX_CONTEXT)
     out = []
     for model in published_rope_models():
         cfg = rope_config(model["config"])

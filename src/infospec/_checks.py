@@ -20,11 +20,21 @@ __all__ = [
     "count_in_range",
     "real_above",
     "shown",
+    "shown_str",
 ]
 
 
 def _format(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else f"{value}"
+    return shown(value) if isinstance(value, str) else shown_str(value)
+
+
+def shown_str(value: Any) -> str:
+    """``str(value)``, at most 60 characters (an int past Python's 4300 digits has none)."""
+    try:
+        text = str(value)
+    except ValueError:
+        text = f"an int of about {int(value.bit_length() * math.log10(2))} digits"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def check_positive(
@@ -37,8 +47,11 @@ def check_positive(
     if isinstance(value, bool):
         ok_type = False
     if ok_type:
-        v = int(value) if integer else float(value)
-        if math.isfinite(v) and (v >= 0 if allow_zero else v > 0):
+        try:
+            v = int(value) if integer else float(value)
+        except OverflowError:  # an int beyond float64: not a finite float
+            v = math.inf
+        if (integer or math.isfinite(v)) and (v >= 0 if allow_zero else v > 0):
             return v
     raise InputError(
         f"The '{name}' parameter of {func} must be {kind} {bound}. Got {_format(value)} instead."
@@ -51,7 +64,10 @@ def check_probability(
     """Return ``value`` as a float after checking it lies in (0, 1] (bounds configurable)."""
     lo, hi = ("(" if low_open else "["), ("]" if not high_open else ")")
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:
+            v = math.inf
         if (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1):
             return v
     raise InputError(
@@ -63,7 +79,11 @@ def check_probability(
 def check_choice(value: Any, name: str, func: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``; otherwise raise, listing the valid choices."""
     choices = tuple(choices)
-    if value not in choices:
+    try:  # an array compares elementwise: no truth value, so not a choice
+        ok = bool(value in choices)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         listed = ", ".join(repr(c) for c in choices)
         raise InputError(
             f"The '{name}' parameter of {func} must be one of {listed}. "
@@ -103,7 +123,10 @@ def count_in_range(value: Any, what: str, *, low: int = 1, high: int | None = No
 def real_above(value: Any, what: str, *, above: float = 0.0) -> float:
     """``value`` as a finite float ``> above``; ``what`` names it in the error."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:
+            v = math.inf
         if math.isfinite(v) and v > above:
             return v
     raise InputError(f"{what} must be a finite number > {above:g}. Got {shown(value)} instead.")

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ._checks import shown
 from ._errors import InputError
 
 __all__ = ["close_matches", "match_names"]
@@ -87,7 +88,7 @@ def match_names(
     else:
         raise InputError(
             f"The '{param}' parameter{where} must be a regular expression (str), a sequence of "
-            f"names or patterns, or None. Got {layers!r} of type {type(layers).__name__}."
+            f"names or patterns, or None. Got {shown(layers)} of type {type(layers).__name__}."
         )
     if not names:
         raise InputError(

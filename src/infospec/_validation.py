@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_positive, check_probability
+from ._checks import check_choice, check_positive, check_probability, shown, shown_str
 from ._errors import InfospecWarning, InputError
 
 __all__ = [
@@ -159,7 +159,8 @@ def check_finite(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
         n_inf = int(torch.isinf(t).sum())
         first = first_index(~finite)
         raise InputError(
-            f"The '{name}' argument of {func} must be finite; got {n_nan} NaN and {n_inf} "
+            f"The '{name}' argument of {func} must be finite; got {shown_str(n_nan)} NaN and "
+            f"{n_inf} "
             f"infinite value(s) (first at index {first}) in a tensor with {describe(t)}."
         )
     return t
@@ -184,7 +185,7 @@ def check_bool(value: Any, name: str, func: str) -> bool:
     """
     if isinstance(value, bool | np.bool_):
         return bool(value)
-    raise InputError(f"The '{name}' parameter of {func} must be True or False. Got {value!r}.")
+    raise InputError(f"The '{name}' parameter of {func} must be True or False. Got {shown(value)}.")
 
 
 def binary_scale(x: torch.Tensor, *, square: bool = False) -> torch.Tensor:
@@ -257,7 +258,7 @@ def check_device(device: Any, name: str, func: str) -> torch.device | None:
     except (RuntimeError, TypeError) as exc:
         raise InputError(
             f"The '{name}' parameter of {func} must be a torch device such as 'cpu' or "
-            f"'cuda'. Got {device!r} instead."
+            f"'cuda'. Got {shown(device)} instead."
         ) from exc
     if dev.type == "meta":
         raise InputError(

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._checks import shown_str
 from ._errors import InfospecError, InputError, SourceError
 from ._text import printable
 
@@ -609,7 +610,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
         if value is None:
             continue
         if not (value == value and rule(value)):  # value != value: NaN
-            raise InputError(f"{flag} must be {kind}; got {value}.")
+            raise InputError(f"{flag} must be {kind}; got {shown_str(value)}.")
 
 
 def _cli_words(message: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import shown
 from .._errors import InfospecError, InputError, SourceError
 from .._progress import progress_bar
 from .._validation import check_choice, check_device, check_positive, check_probability
@@ -625,7 +626,7 @@ def _randomize_seed(randomize: Any) -> int | None:
         return int(randomize)
     raise InputError(
         f"The 'randomize' parameter of analyze must be True, False or a seed (an int >= 0). "
-        f"Got {randomize!r} instead."
+        f"Got {shown(randomize)} instead."
     )
 
 

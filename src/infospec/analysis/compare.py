@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from .._checks import check_positive
+from .._checks import check_positive, shown
 from .._errors import InfospecError, InputError, SourceError
 from .._names import match_names
 from .._validation import check_choice, check_device, check_probability
@@ -187,7 +187,8 @@ def _rules(rename: Any) -> list[tuple[re.Pattern[str], str]]:
         ):
             raise InputError(
                 "The 'rename' parameter of compare must hold (pattern, replacement) pairs "
-                f"of strings; got {item!r}. Example: rename={{'^base_model\\\\.model\\\\.': ''}}."
+                f"of strings; got {shown(item)}. Example: rename={{'^base_model\\\\.model\\\\.': "
+                f"''}}."
             )
         try:
             rules.append((re.compile(item[0]), item[1]))

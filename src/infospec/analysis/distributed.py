@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from .._checks import shown
 from .._errors import InfospecError, InputError
 
 __all__ = [
@@ -199,7 +200,8 @@ def setup(
     """
     if not isinstance(distributed, bool):
         raise InputError(
-            f"The 'distributed' parameter of {func} must be True or False; got {distributed!r}."
+            f"The 'distributed' parameter of {func} must be True or False; got "
+            f"{shown(distributed)}."
         )
     if not distributed:
         return None, device

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import check_choice, check_positive, check_probability
 
@@ -168,7 +169,7 @@ class DemoConfig:
             if check_positive(value, name, func, integer=True) < low:
                 raise InputError(
                     f"The '{name}' parameter of {func} must be an int >= {low}. "
-                    f"Got {value!r} instead."
+                    f"Got {shown(value)} instead."
                 )
         for name in ("lr", "coding_rate_weight", "coding_rate_eps", "info_spec_ridge"):
             check_positive(getattr(self, name), name, func)

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._checks import shown_str
 from .._errors import InputError
 from .._validation import check_positive
 from ..measures.latent import latent_capacity
@@ -120,7 +121,9 @@ def run_vae(
     epochs = check_positive(epochs, "epochs", func, integer=True)
     betas = [float(b) for b in betas]
     if not betas or not all(math.isfinite(b) and b > 0 for b in betas):
-        raise InputError(f"The 'betas' argument of {func} must be finite numbers > 0; got {betas}.")
+        raise InputError(
+            f"The 'betas' argument of {func} must be finite numbers > 0; got {shown_str(betas)}."
+        )
     data = load_digits_split() if data is None else data
     rows: list[dict[str, Any]] = []
     for beta in betas:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import shown, shown_str
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
@@ -29,7 +30,7 @@ def _prepare(values, name: str, func: str, dim: int, amin: float) -> torch.Tenso
     if isinstance(dim, bool) or not isinstance(dim, int) or not -v.ndim <= dim < v.ndim:
         raise InputError(
             f"The 'dim' parameter of {func} must be in [{-v.ndim}, {v.ndim - 1}] for an input "
-            f"of shape {tuple(v.shape)}. Got {dim} instead."
+            f"of shape {tuple(v.shape)}. Got {shown_str(dim)} instead."
         )
     v = check_eigenvalues(v.movedim(dim, -1), name, func)
     amin = check_positive(amin, "amin", func, allow_zero=True)
@@ -166,13 +167,13 @@ def log_spectrum_variance(
     v = _prepare(values, "values", func, dim, amin)
     if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
         raise InputError(
-            f"The 'ddof' parameter of {func} must be an int >= 0. Got {ddof!r} instead."
+            f"The 'ddof' parameter of {func} must be an int >= 0. Got {shown(ddof)} instead."
         )
     r = v.shape[-1]
     if ddof >= r:
         raise InputError(
             f"The 'ddof' parameter of {func} must be smaller than the spectrum length {r} "
-            f"(shape {tuple(v.shape)}). Got {ddof} instead."
+            f"(shape {tuple(v.shape)}). Got {shown_str(ddof)} instead."
         )
     has_zero = (v == 0).any(dim=-1)
     safe = torch.where(has_zero.unsqueeze(-1), torch.ones_like(v), v)

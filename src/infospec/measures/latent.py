@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .._checks import shown
 from .._errors import InputError
 from .._units import from_nats
 from .._validation import (
@@ -77,7 +78,7 @@ def _check_threshold(value: Any, func: str) -> float:
             return v
     raise InputError(
         f"The 'active_threshold' parameter of {func} must be a float >= 0 (a variance of the "
-        f"encoder means). Got {value!r} instead."
+        f"encoder means). Got {shown(value)} instead."
     )
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
@@ -105,7 +106,7 @@ def _law_parameter(value: Any, name: str, func: str) -> float | torch.Tensor:
     if isinstance(value, str | bytes) or value is None:
         raise InputError(
             f"The '{name}' parameter of {func} must be a float > 0 or a numeric tensor. "
-            f"Got {value!r} instead."
+            f"Got {shown(value)} instead."
         )
     t = as_float_tensor(value, name, func)
     check_finite(t, name, func)

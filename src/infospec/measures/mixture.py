@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._checks import shown
 from .._errors import InputError
 from .._units import from_nats
 from .._validation import (
@@ -355,7 +356,7 @@ def mixture_entropy_monte_carlo(
     if n < 2:
         raise InputError(
             f"The 'n_samples' parameter of {func} must be an int >= 2 (for a standard error). "
-            f"Got {n_samples!r} instead."
+            f"Got {shown(n_samples)} instead."
         )
     c, m, _, chol, log_unit = _check_mixture(weights, means, covariances, func)
     with torch.no_grad():
@@ -459,7 +460,7 @@ def mixture_entropy_series(
     sigma2 = check_positive(noise_var, "noise_var", func)
     if not isinstance(order, numbers.Integral) or isinstance(order, bool) or order not in (0, 1, 2):
         raise InputError(
-            f"The 'order' parameter of {func} must be 0, 1 or 2. Got {order!r} instead."
+            f"The 'order' parameter of {func} must be 0, 1 or 2. Got {shown(order)} instead."
         )
     s2 = as_float_tensor(mean_var, "mean_var", func)
     check_finite(s2, "mean_var", func)

@@ -71,6 +71,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
@@ -233,7 +234,7 @@ def _check_xlimit(value: Any, name: str, func: str) -> float:
     raise InputError(
         f"The '{name}' parameter of {func} must be None or a float > 0"
         + (" or 'max'" if name == "xmax" else "")
-        + f". Got {value!r} instead."
+        + f". Got {shown(value)} instead."
     )
 
 

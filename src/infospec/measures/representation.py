@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
@@ -106,7 +107,7 @@ def _eps(value: Any, func: str) -> float:
         or value == float("inf")
     ):
         raise InputError(
-            f"The 'eps' argument of {func} must be a finite number >= 0; got {value!r}."
+            f"The 'eps' argument of {func} must be a finite number >= 0; got {shown(value)}."
         )
     return float(value)
 
@@ -279,7 +280,7 @@ def rankme(
     check_bool(center, "center", func)
     if values not in ("singular", "eigen"):
         raise InputError(
-            f"The 'values' argument of {func} must be 'singular' or 'eigen'; got {values!r}."
+            f"The 'values' argument of {func} must be 'singular' or 'eigen'; got {shown(values)}."
         )
     z = _samples(Z, func)
     if center:
@@ -301,7 +302,7 @@ def _fit_range(fit_range: Any, func: str) -> tuple[int, int]:
         raise InputError(
             f"The 'fit_range' argument of {func} must be a pair (start, stop) of integers "
             f"with 0 <= start and stop - start >= 2 (0-based indices of the eigenvalues "
-            f"sorted in descending order, stop excluded); got {fit_range!r}."
+            f"sorted in descending order, stop excluded); got {shown(fit_range)}."
         )
     return int(fit_range[0]), int(fit_range[1])
 
@@ -482,7 +483,7 @@ def lidar(Z: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> tor
         or not 0 < delta < float("inf")
     ):
         raise InputError(
-            f"The 'delta' argument of {func} must be a finite number > 0; got {delta!r}."
+            f"The 'delta' argument of {func} must be a finite number > 0; got {shown(delta)}."
         )
     g = _labels(groups, func, z.shape[0])
     if (

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
@@ -189,7 +190,7 @@ def covariance_eigenvalues(
     n, d = x.shape
     if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
         raise InputError(
-            f"The 'ddof' parameter of {func} must be an int >= 0. Got {ddof!r} instead."
+            f"The 'ddof' parameter of {func} must be an int >= 0. Got {shown(ddof)} instead."
         )
     if n - ddof <= 0:
         raise InputError(
@@ -207,7 +208,7 @@ def covariance_eigenvalues(
             if shrinkage != "ledoit-wolf":
                 raise InputError(
                     f"The 'shrinkage' parameter of {func} must be None, "
-                    f"'ledoit-wolf' or a float in [0, 1]. Got {shrinkage!r} instead."
+                    f"'ledoit-wolf' or a float in [0, 1]. Got {shown(shrinkage)} instead."
                 )
         else:
             rho = check_probability(shrinkage, "shrinkage", func, low_open=False)
@@ -264,7 +265,7 @@ def _check_precision(precision: Any, func: str) -> str:
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise InputError(
             f"The 'precision' parameter of {func} must be one of "
-            f"{', '.join(repr(p) for p in PRECISIONS)}. Got {precision!r} instead."
+            f"{', '.join(repr(p) for p in PRECISIONS)}. Got {shown(precision)} instead."
         )
     return precision
 
@@ -514,7 +515,7 @@ class StreamingCovariance:
         if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
             raise InputError(
                 f"The 'ddof' parameter of StreamingCovariance.covariance must be an "
-                f"int >= 0. Got {ddof!r} instead."
+                f"int >= 0. Got {shown(ddof)} instead."
             )
         if self.count - ddof <= 0:
             raise InputError(

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .._checks import shown, shown_str
 from .._errors import InputError
 from .._validation import check_choice, check_positive
 
@@ -114,7 +115,8 @@ def diffusion_noise_levels(
         raise InputError(
             f"The 'steps' parameter of {func} must be an int > 20 for the linear schedule: "
             f"its last beta is 0.02 * 1000 / steps = {20 / steps:g}, and a beta >= 1 leaves "
-            f"no signal (alpha_bar <= 0). Got {steps}; use more steps or schedule='cosine'."
+            f"no signal (alpha_bar <= 0). Got {shown_str(steps)}; use more steps or "
+            f"schedule='cosine'."
         )
     if timesteps is None:
         chosen = np.arange(1, steps + 1)
@@ -129,7 +131,7 @@ def diffusion_noise_levels(
         ):
             raise InputError(
                 f"The 'timesteps' parameter of {func} must be a 1-D sequence of ints in "
-                f"[1, {steps}] (steps). Got {timesteps!r} instead."
+                f"[1, {steps}] (steps). Got {shown(timesteps)} instead."
             )
     alpha_bar = np.cumprod(1.0 - _betas(schedule, steps))[chosen - 1]
     return DiffusionNoise(

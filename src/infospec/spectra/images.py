@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._checks import shown_str
 from .._errors import InputError
 from .._units import from_nats
 from .._validation import (
@@ -339,7 +340,8 @@ def _noise_levels(noise_var: Any, func: str, like: torch.Tensor) -> torch.Tensor
     if noise.numel() == 0 or bool((noise <= 0).any()):
         bad = "no value" if noise.numel() == 0 else f"{float(noise.min()):.6g}"
         raise InputError(
-            f"The 'noise_var' argument of {func} must hold noise variances > 0; got {bad} "
+            f"The 'noise_var' argument of {func} must hold noise variances > 0; got "
+            f"{shown_str(bad)} "
             f"in a tensor with {describe(noise)}."
         )
     return noise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
@@ -188,7 +189,7 @@ def _singular_values_and_method(
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
         raise InputError(
             f"The 'dtype' parameter of {func} must be a real floating torch dtype "
-            f"(torch.float64 or torch.float32). Got {dtype!r} instead."
+            f"(torch.float64 or torch.float32). Got {shown(dtype)} instead."
         )
     device = check_device(device, "device", func)
     t = _as_matrix_tensor(W, func)

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import shown, shown_str
 from .._errors import InputError
 from .._units import from_nats
 from .._validation import (
@@ -86,7 +87,7 @@ def _window(window: Any, win_length: int, n_fft: int, like: torch.Tensor, func: 
         except (ValueError, TypeError) as exc:
             raise InputError(
                 f"The 'window' parameter of {func} must be a window scipy.signal.get_window "
-                f"knows (e.g. 'hann', 'hamming', ('kaiser', 8.0)); got {window!r}: {exc}"
+                f"knows (e.g. 'hann', 'hamming', ('kaiser', 8.0)); got {shown(window)}: {exc}"
             ) from exc
     elif isinstance(window, Callable):
         w = window(win_length)
@@ -250,7 +251,7 @@ def _frames(
     elif check_positive(win_length, "win_length", func, integer=True) > n_fft:
         raise InputError(
             f"The 'win_length' parameter of {func} must be an int in [1, {n_fft}] (n_fft). "
-            f"Got {win_length} instead."
+            f"Got {shown_str(win_length)} instead."
         )
     if hop_length is None:
         hop = max(int(win_length) // 4, 1)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import shown
 from .._errors import InputError, SourceError
 
 __all__ = ["ByteNgram", "corpus_bytes", "corpus_ngram", "write_corpus_ngram"]
@@ -51,9 +52,9 @@ class ByteNgram:
 
     def __init__(self, order: int = 3, *, alpha: float = 0.1):
         if not isinstance(order, int) or not 1 <= order <= 4:
-            raise InputError(f"The 'order' parameter must be an int in 1..4. Got {order!r}.")
+            raise InputError(f"The 'order' parameter must be an int in 1..4. Got {shown(order)}.")
         if not alpha > 0:
-            raise InputError(f"The 'alpha' parameter must be a float > 0. Got {alpha!r}.")
+            raise InputError(f"The 'alpha' parameter must be a float > 0. Got {shown(alpha)}.")
         self.order, self.alpha = order, float(alpha)
         self.meta: dict = {}  # what a loaded model was fitted on (see load)
         self._pair_keys = np.zeros(0, np.int64)

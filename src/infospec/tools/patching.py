@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import shown
 from .._errors import InputError
 
 __all__ = ["entropy_patches"]
@@ -47,7 +48,9 @@ def entropy_patches(
     max_patch_length : int >= 1 or None.
     """
     if mode not in _MODES:
-        raise InputError(f"The 'mode' parameter must be one of {_MODES}. Got {mode!r} instead.")
+        raise InputError(
+            f"The 'mode' parameter must be one of {_MODES}. Got {shown(mode)} instead."
+        )
     if entropies is None:
         if data is None:
             raise InputError("Give 'data' (with an optional 'model') or 'entropies'.")
@@ -69,7 +72,9 @@ def entropy_patches(
     starts = np.concatenate([[0], np.flatnonzero(cut) + 1]).astype(np.int64)
     if max_patch_length is not None:
         if not isinstance(max_patch_length, int) or max_patch_length < 1:
-            raise InputError(f"'max_patch_length' must be an int >= 1. Got {max_patch_length!r}.")
+            raise InputError(
+                f"'max_patch_length' must be an int >= 1. Got {shown(max_patch_length)}."
+            )
         lengths = np.diff(np.append(starts, h.size))
         pieces = -(-lengths // max_patch_length)
         offs = np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import shown_str
 from .._errors import InputError
 from .._text import figure_text
 from .rope import RopeVerdict, long_term_decay
@@ -35,7 +36,9 @@ _ENVELOPE_COLUMNS = 2000
 
 def _curve_positions(context: int, extent: float) -> int:
     if not extent >= 1.0:
-        raise InputError(f"The 'extent' parameter must be a float >= 1. Got {extent} instead.")
+        raise InputError(
+            f"The 'extent' parameter must be a float >= 1. Got {shown_str(extent)} instead."
+        )
     return max(2, math.ceil(context * extent))
 
 

@@ -17,6 +17,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .._checks import shown
+
 #: Built-in image names: name -> (what it is, loader name in sklearn.datasets, argument).
 BUILTIN = {
     "sklearn:china": ("scikit-learn sample image china.jpg", "load_sample_image", "china.jpg"),
@@ -77,7 +79,8 @@ def _timesteps(text: str, steps: int) -> list[int]:
         values = []
     if not values or any(not 1 <= v <= steps for v in values):
         raise InputError(
-            f"--timesteps must be comma-separated ints in [1, {steps}] (--steps); got {text!r}."
+            f"--timesteps must be comma-separated ints in [1, {steps}] (--steps); got "
+            f"{shown(text)}."
         )
     return sorted(set(values))
 

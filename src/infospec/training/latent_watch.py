@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import shown, shown_str
 from .._errors import InputError
 from .._names import close_matches
 from ..measures.latent import latent_capacity
@@ -58,7 +59,7 @@ def check_latent(model: nn.Module, latent: Any, func: str = "Monitor") -> tuple[
         raise InputError(
             f"The 'latent' parameter of {func} must be the name of the module returning the "
             f"encoder's (mu, logvar), or a pair of names (the module of mu, the module of "
-            f"logvar); got {latent!r}."
+            f"logvar); got {shown(latent)}."
         )
     modules = dict(model.named_modules())
     for name in names:
@@ -83,7 +84,7 @@ def _as_rows(t: Any, role: str, name: str) -> torch.Tensor:
             got += f" of dtype {t.dtype}, shape {tuple(t.shape)}"
         raise InputError(
             f"Monitor(latent=...): the {role} from module '{name}' must be a floating-point "
-            f"tensor of shape (..., d); got {got}."
+            f"tensor of shape (..., d); got {shown_str(got)}."
         )
     return t.detach().reshape(-1, t.shape[-1])
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import shown
 from .._errors import InfospecError, InputError
 from .._names import match_names
 from .._validation import check_bool, check_finite, check_ndim, check_positive, describe
@@ -232,7 +233,7 @@ def coding_rate_loss(
             ):
                 raise InputError(
                     f"The 'views_dim' parameter of {func} must be an int in [-3, 2] for Z of "
-                    f"shape {tuple(z.shape)}. Got {views_dim!r} instead."
+                    f"shape {tuple(z.shape)}. Got {shown(views_dim)} instead."
                 )
             z = z.movedim(views_dim, 0)
         if normalize:

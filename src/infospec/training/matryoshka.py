@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import check_choice
 
@@ -107,13 +108,14 @@ class MatryoshkaLoss(nn.Module):
         if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or not dims:
             raise InputError(
                 f"The 'dims' argument of {func} must be a non-empty sequence of prefix sizes "
-                f"such as (8, 16, 32); got {dims!r}."
+                f"such as (8, 16, 32); got {shown(dims)}."
             )
         sizes = []
         for m in dims:
             if isinstance(m, bool) or not isinstance(m, int) or m < 1:
                 raise InputError(
-                    f"The 'dims' argument of {func} must hold ints >= 1; got {m!r} in {dims!r}."
+                    f"The 'dims' argument of {func} must hold ints >= 1; got {shown(m)} in "
+                    f"{dims!r}."
                 )
             sizes.append(m)
         if any(b <= a for a, b in itertools.pairwise(sizes)):

@@ -109,6 +109,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._checks import shown
 from .._errors import InfospecError, InfospecWarning, InputError
 from .._names import close_matches, match_names
 from .._validation import check_positive
@@ -498,11 +499,12 @@ class Monitor:
             except (RuntimeError, TypeError) as exc:
                 raise InputError(
                     f"The 'spectrum_device' parameter of {func} must be a torch device such "
-                    f"as 'cpu' or 'cuda', or None. Got {spectrum_device!r} instead."
+                    f"as 'cpu' or 'cuda', or None. Got {shown(spectrum_device)} instead."
                 ) from exc
         if not isinstance(distributed, bool):
             raise InputError(
-                f"The 'distributed' parameter of {func} must be True or False; got {distributed!r}."
+                f"The 'distributed' parameter of {func} must be True or False; got "
+                f"{shown(distributed)}."
             )
         self.distributed = distributed
         self.group = group
@@ -532,7 +534,7 @@ class Monitor:
         if not isinstance(alerts, Mapping):
             raise InputError(
                 f"The 'alerts' parameter of {func} must be a mapping of measure names to "
-                f"thresholds, or None. Got {alerts!r} instead."
+                f"thresholds, or None. Got {shown(alerts)} instead."
             )
         out: dict[tuple[str, str], float] = {}
         for key, value in alerts.items():
@@ -554,7 +556,7 @@ class Monitor:
             ):
                 raise InputError(
                     f"The 'alerts' parameter of {func} must map measures to finite numbers; "
-                    f"got {value!r} for {key!r}."
+                    f"got {shown(value)} for {key!r}."
                 )
             threshold = float(value)
             for t in valid:

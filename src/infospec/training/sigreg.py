@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import as_float_tensor, check_finite, check_ndim, check_positive
 from .losses import _check_samples, _device_of, _full_precision, _loss_dtype, _upcast
@@ -62,7 +63,7 @@ def _check_grid(t_max: Any, n_points: Any, func: str) -> tuple[float, int]:
     t_max = check_positive(t_max, "t_max", func)
     if isinstance(n_points, bool) or not isinstance(n_points, numbers.Integral) or n_points < 3:
         raise InputError(
-            f"The 'n_points' argument of {func} must be an integer >= 3; got {n_points!r}."
+            f"The 'n_points' argument of {func} must be an integer >= 3; got {shown(n_points)}."
         )
     return float(t_max), int(n_points)
 
@@ -182,7 +183,7 @@ def sigreg_loss(
         or num_slices < 1
     ):
         raise InputError(
-            f"The 'num_slices' argument of {func} must be an integer >= 1; got {num_slices!r}."
+            f"The 'num_slices' argument of {func} must be an integer >= 1; got {shown(num_slices)}."
         )
     out_dtype = _loss_dtype(Z)
     with _full_precision(_device_of(Z)):

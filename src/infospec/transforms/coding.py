@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._checks import shown_str
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
@@ -265,7 +266,7 @@ class TransformCoder:
             got = "both" if rate is not None else "neither"
             raise InputError(
                 f"{func} takes exactly one of 'rate' (bits per vector) or 'distortion' "
-                f"(total squared error per vector); got {got}."
+                f"(total squared error per vector); got {shown_str(got)}."
             )
         if rate is not None:
             return "rate", check_positive(rate, "rate", func)

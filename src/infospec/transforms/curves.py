@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import binary_scale, check_bool
 from ..measures.information import rate_distortion
@@ -177,7 +178,7 @@ def truncation_curve(
     for k in dims:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
             raise InputError(
-                f"The 'dims' argument of {func} must hold ints in [1, {d}]; got {k!r}."
+                f"The 'dims' argument of {func} must hold ints in [1, {d}]; got {shown(k)}."
             )
         ks.append(int(k))
     # in units of a power of two near max |X| (exact): the ratios are scale-free, the

@@ -53,6 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import shown
 from .._errors import InputError
 from .._names import match_names
 from .._progress import progress_bar
@@ -329,7 +330,7 @@ def _check_ratio(ratio: Any) -> float:
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not (0 < ratio <= 1):
         raise InputError(
             f"compress: ratio must be a number in (0, 1] (kept parameters over the "
-            f"original parameters of the chosen matrices); got {ratio!r}."
+            f"original parameters of the chosen matrices); got {shown(ratio)}."
         )
     return float(ratio)
 
@@ -471,7 +472,7 @@ def compress(
                 f"{sensitivity_batches!r}."
             )
     if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
-        raise InputError(f"compress: ridge must be a finite number >= 0; got {ridge!r}.")
+        raise InputError(f"compress: ridge must be a finite number >= 0; got {shown(ridge)}.")
     check_bool(mp_edge, "mp_edge", "compress")
     if data is None and method == "activations":
         raise InputError("compress: method='activations' needs data (calibration batches).")

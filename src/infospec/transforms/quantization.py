@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import shown
 from .._errors import InputError
 from .._validation import check_choice
 from .allocation import allocate_choices
@@ -111,7 +112,7 @@ class QuantizedMatrix(NamedTuple):
 
 def _check_bits(bits: Any, func: str = "quantize_groups") -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-        raise InputError(f"{func}: bits must be an int in 1..8; got {bits!r}.")
+        raise InputError(f"{func}: bits must be an int in 1..8; got {shown(bits)}.")
     return bits
 
 
@@ -119,7 +120,7 @@ def _check_group_size(group_size: Any, func: str) -> int:
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise InputError(
             f"The 'group_size' argument of {func} must be an int >= 1 (input columns per "
-            f"scale, e.g. 128); got {group_size!r}."
+            f"scale, e.g. 128); got {shown(group_size)}."
         )
     return group_size
 
@@ -274,7 +275,7 @@ def _output_error(delta: torch.Tensor, c: torch.Tensor | None) -> float:
 def _check_budget(bits: Any, widths: Sequence[int]) -> float:
     if isinstance(bits, bool) or not isinstance(bits, int | float) or not math.isfinite(bits):
         raise InputError(
-            f"compress: bits must be a number (mean code bits per weight); got {bits!r}."
+            f"compress: bits must be a number (mean code bits per weight); got {shown(bits)}."
         )
     lo, hi = min(widths), max(widths)
     if not lo <= bits <= hi:
@@ -327,7 +328,7 @@ def quantize_model(
     if allocation == "uniform" and budget_bits not in widths:
         raise InputError(
             f"compress: allocation='uniform' gives every matrix the same width, so bits must "
-            f"be one of {widths}; got {bits!r} (use allocation='allocated' for a mean)."
+            f"be one of {widths}; got {shown(bits)} (use allocation='allocated' for a mean)."
         )
     start = time.perf_counter()
     menus, candidates, refs, shapes = [], {}, [], []

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import shown
 from .._errors import InputError
 
 __all__ = ["first_batches", "output_sensitivities"]
@@ -111,7 +112,7 @@ def output_sensitivities(
     """
     if not (isinstance(noise, int | float) and 0 < noise <= 0.5):
         raise InputError(
-            f"output_sensitivities: noise must be a number in (0, 0.5]; got {noise!r}."
+            f"output_sensitivities: noise must be a number in (0, 0.5]; got {shown(noise)}."
         )
     from ..analysis.analyze import _data_device
 

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import shown, shown_str
 from .._errors import InputError
 from .._names import match_names
 from .._validation import check_choice
@@ -86,14 +87,17 @@ def _keep_count(keep: Any, s: torch.Tensor, shape, name: str) -> int:
         return max(1, _bulk_edge(s, shape)[1])
     if isinstance(keep, bool) or not isinstance(keep, int | float):
         raise InputError(
-            f"svd_smooth: keep must be 'mp_edge', an int >= 1 or a float in (0, 1]; got {keep!r}."
+            f"svd_smooth: keep must be 'mp_edge', an int >= 1 or a float in (0, 1]; got "
+            f"{shown(keep)}."
         )
     if isinstance(keep, int):
         if keep < 1:
             raise InputError(f"svd_smooth: keep={keep} must be >= 1.")
         return min(keep, rank)
     if not 0 < keep <= 1:
-        raise InputError(f"svd_smooth: a fractional keep must lie in (0, 1]; got {keep}.")
+        raise InputError(
+            f"svd_smooth: a fractional keep must lie in (0, 1]; got {shown_str(keep)}."
+        )
     return max(1, math.ceil(keep * rank - 1e-9))
 
 

@@ -649,3 +649,39 @@ def test_a_nan_in_a_pooled_kernel_is_one_error_row():
     assert report.weights[0]["warning"] == (
         "tensor contains 1 NaN and 0 infinite value(s); not analysed"
     )
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e-160, 1e160, 1e200, 1e300])
+def test_weights_beyond_the_float64_squares_keep_their_scale_free_measures(scale):
+    """Singular values past 1e+-154 have squares outside float64: read in units of a
+    power of two, the scale-free columns are those of the unit-scale matrix and the logs
+    move by 2 log10(scale); eigenvalue columns outside float64 are NaN with the reason
+    (the 1e-200 matrix was reported as a zero matrix, the 1e200 one as an error row)."""
+    W = torch.randn(40, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref = infospec.analyze({"w": W}).to_dataframe("weights").iloc[0]
+    row = infospec.analyze({"w": W * scale}).to_dataframe("weights").iloc[0]
+    assert row["status"] == "ok"
+    for column in (
+        "stable_rank",
+        "effective_rank",
+        "flatness",
+        "log_sigma_var",
+        "mp_ks",
+        "mp_num_spikes",
+        "rate_bits",
+        "bits_per_param",
+    ):
+        assert row[column] == pytest.approx(ref[column], rel=1e-12), column
+    shift = 2 * math.log10(scale)
+    for column in ("log_norm", "log_spectral_norm"):
+        assert row[column] == pytest.approx(ref[column] + shift, abs=1e-9), column
+    assert row["sigma_max"] == pytest.approx(ref["sigma_max"] * scale, rel=1e-12)
+    assert row["frobenius_norm"] == pytest.approx(ref["frobenius_norm"] * scale, rel=1e-12)
+    assert math.isnan(row["mp_sigma2"]) and "outside the float64 range" in row["warning"]
+    if scale > 1:  # every eigenvalue above WeightWatcher's absolute threshold: same fit
+        assert row["alpha"] == pytest.approx(ref["alpha"], rel=1e-12)
+        assert row["log_alpha_norm"] == pytest.approx(
+            ref["log_alpha_norm"] + ref["alpha"] * shift, rel=1e-9
+        )
+    else:  # every eigenvalue below it: no tail, as WeightWatcher
+        assert math.isnan(row["alpha"]) and "below WeightWatcher's threshold" in row["warning"]

@@ -48,20 +48,24 @@ concatenation of their singular values, :math:`P \min(\text{out}, \text{in})` of
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
 
-from .._errors import InfospecError
+from .._errors import InfospecError, InputError
 from ..measures.flatness import log_spectrum_variance, spectral_flatness
 from ..measures.information import rate_distortion
 from ..measures.marchenko_pastur import fit_marchenko_pastur
-from ..measures.power_law import fit_power_law
+from ..measures.power_law import WW_EIGENVALUE_THRESHOLD, fit_power_law
 from ..measures.rank import effective_rank
 
 __all__ = ["WEIGHT_COLUMNS", "weight_record"]
 
 NAN = float("nan")
+#: Largest singular values whose squares (and sums of squares) float64 holds with full
+#: precision; outside, the spectrum is read in units of a power of two.
+_SAFE_LOW, _SAFE_HIGH = 1e-150, 1e150
 
 #: Column name -> meaning, in report order (names and layout columns come first).
 WEIGHT_COLUMNS: dict[str, str] = {
@@ -131,22 +135,44 @@ def weight_record(
     warnings: list[str] = []
     positions = sigma.shape[0] if sigma.ndim == 2 else 1
     s = sigma.detach().to(torch.float64).flatten()
+    top = float(s.max()) if s.numel() else 0.0
+    # weights beyond about 1e+-150 have squares outside float64: the spectrum is read in
+    # units of a power of two 2^e (exact), the scale-free measures are unchanged and the
+    # logs and eigenvalue columns are moved back by 2e log 2 (e = 0 otherwise, bit for bit
+    # the unscaled computation)
+    e = math.frexp(top)[1] if top > 0 and not _SAFE_LOW <= top <= _SAFE_HIGH else 0
+    if e:
+        s = torch.ldexp(s, torch.tensor(-e, dtype=torch.int32))
     lam = s * s
+    log10_unit = 2 * e * math.log10(2)  # log10 of the unit of lam
     n_big, m_small = max(rows, cols), min(rows, cols)
     total = float(lam.sum())
-    lam_max = float(lam.max())
+    lam_max = float(lam.max()) if lam.numel() else 0.0
     rec: dict[str, Any] = {
         "rows": rows,
         "cols": cols,
         "params": positions * rows * cols,
-        "sigma_max": math.sqrt(lam_max),
-        "frobenius_norm": math.sqrt(total),
+        "sigma_max": top,
+        "frobenius_norm": math.ldexp(math.sqrt(total), e),
     }
     if lam_max == 0:
         warnings.append("zero matrix: spectral measures undefined")
         rec.update({k: NAN for k in WEIGHT_COLUMNS if k not in rec})
         rec["warning"] = "; ".join(warnings)
         return rec
+    out_of_range: list[str] = []
+
+    def eigenvalue(value: float, column: str) -> float:
+        """An eigenvalue of the unit's scale moved back to W's, or NaN beyond float64."""
+        try:
+            back = math.ldexp(value, 2 * e)
+        except OverflowError:
+            back = math.inf
+        if value and not (sys.float_info.min <= back < math.inf):
+            out_of_range.append(column)
+            return NAN
+        return back
+
     rec["stable_rank"] = total / lam_max
     rec["effective_rank"] = float(effective_rank(s))
     rec["flatness"] = float(spectral_flatness(s))
@@ -158,8 +184,8 @@ def weight_record(
         try:
             fit = fit_marchenko_pastur(lam / n_big, m_small / n_big)
             mp = {
-                "mp_sigma2": float(fit.sigma2),
-                "mp_upper_edge": float(fit.upper_edge),
+                "mp_sigma2": eigenvalue(float(fit.sigma2), "mp_sigma2"),
+                "mp_upper_edge": eigenvalue(float(fit.upper_edge), "mp_upper_edge"),
                 "mp_num_spikes": int(fit.num_spikes),
                 "mp_ks": float(fit.ks_distance),
             }
@@ -169,11 +195,22 @@ def weight_record(
 
     pl = dict.fromkeys(("alpha", "alpha_xmin", "alpha_ks", "alpha_sigma", "alpha_num_tail"), NAN)
     if fit_power:
+        # WeightWatcher's threshold is absolute (on W's eigenvalues): in the unit's scale
         try:
-            fit = fit_power_law(lam)
+            threshold = math.ldexp(WW_EIGENVALUE_THRESHOLD, -2 * e)
+        except OverflowError:
+            threshold = math.inf
+        try:
+            if not math.isfinite(threshold):
+                largest = math.log10(lam_max) + log10_unit
+                raise InputError(
+                    f"every eigenvalue of W^T W (the largest about 10^{largest:.4g}) is "
+                    f"below WeightWatcher's threshold {WW_EIGENVALUE_THRESHOLD:g}"
+                )
+            fit = fit_power_law(lam, threshold=threshold)
             pl = {
                 "alpha": float(fit.alpha),
-                "alpha_xmin": float(fit.xmin),
+                "alpha_xmin": eigenvalue(float(fit.xmin), "alpha_xmin"),
                 "alpha_ks": float(fit.ks_distance),
                 "alpha_sigma": float(fit.sigma),
                 "alpha_num_tail": int(fit.num_tail),
@@ -182,20 +219,27 @@ def weight_record(
             _fail(warnings, "power-law fit", exc)
     rec.update(pl)
     alpha = pl["alpha"]
-    rec["log_norm"] = math.log10(total)
-    rec["log_spectral_norm"] = math.log10(lam_max)
+    rec["log_norm"] = math.log10(total) + log10_unit
+    rec["log_spectral_norm"] = math.log10(lam_max) + log10_unit
     rec["alpha_weighted"] = alpha * rec["log_spectral_norm"]
     if math.isnan(alpha):
         rec["log_alpha_norm"] = NAN
     else:
         # log10 sum lam^alpha, computed stably in the log domain
-        rec["log_alpha_norm"] = float(
-            torch.logsumexp(alpha * torch.log(lam[lam > 0]), dim=0) / math.log(10)
+        rec["log_alpha_norm"] = (
+            float(torch.logsumexp(alpha * torch.log(lam[lam > 0]), dim=0) / math.log(10))
+            + alpha * log10_unit
         )
 
-    col_eig = lam / cols
+    col_eig = lam / cols  # the rate is scale-free: read in the unit's scale
     rd = rate_distortion(col_eig, rel_distortion * float(col_eig.sum()), bits=True)
     rec["rate_bits"] = float(rd.rate)
     rec["bits_per_param"] = rec["rate_bits"] / (positions * rows)
+    if out_of_range:
+        warnings.append(
+            f"{', '.join(out_of_range)}: eigenvalues of W^T W outside the float64 range "
+            f"(weights of magnitude about 10^{math.log10(top):.4g}); the other columns are "
+            f"computed in units of 2^{2 * e}"
+        )
     rec["warning"] = "; ".join(warnings)
     return rec

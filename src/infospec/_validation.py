@@ -255,7 +255,7 @@ def check_device(device: Any, name: str, func: str) -> torch.device | None:
         return None
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
+    except (RuntimeError, TypeError, ValueError, OverflowError) as exc:  # 10**30: ValueError
         raise InputError(
             f"The '{name}' parameter of {func} must be a torch device such as 'cpu' or "
             f"'cuda'. Got {shown(device)} instead."

@@ -685,3 +685,46 @@ def test_weights_beyond_the_float64_squares_keep_their_scale_free_measures(scale
         )
     else:  # every eigenvalue below it: no tail, as WeightWatcher
         assert math.isnan(row["alpha"]) and "below WeightWatcher's threshold" in row["warning"]
+
+
+@pytest.mark.parametrize("value", ["yes", None, [1], 2, float("nan")])
+@pytest.mark.parametrize(
+    ("verb", "flag"),
+    [
+        ("analyze", "split_in_proj"),
+        ("analyze", "fits"),
+        ("analyze", "linear_inputs"),
+        ("compare", "strict"),
+        ("compare", "tuned_values"),
+        ("compare", "fits"),
+        ("track", "overlap"),
+        ("track", "fits"),
+    ],
+)
+def test_flags_of_the_verbs_are_booleans(tmp_path, verb, flag, value):
+    """A flag given 'yes', None, a list, 2 or NaN is refused by name (NaN used to land in
+    report.meta)."""
+    w = {"w": torch.randn(12, 12, dtype=torch.float64)}
+    match = rf"'{flag}' parameter of {verb} must be True or False"
+    with pytest.raises(InputError, match=match):
+        if verb == "analyze":
+            infospec.analyze(w, **{flag: value})
+        elif verb == "compare":
+            infospec.compare(w, w, **{flag: value})
+        else:
+            infospec.track([tmp_path / "a", tmp_path / "b"], store=tmp_path / "s", **{flag: value})
+
+
+def test_track_and_device_arguments_of_the_wrong_kind(tmp_path):
+    w = {"w": torch.randn(12, 12, dtype=torch.float64)}
+    with pytest.raises(InputError, match="'device' parameter of analyze must be a torch device"):
+        infospec.analyze(w, device=10**30)
+    with pytest.raises(InputError, match="'run' argument of track must be a run folder"):
+        infospec.track(None, store=tmp_path / "s")
+    with pytest.raises(InputError, match=r"'run' argument of track .* got list"):
+        infospec.track([w, w], store=tmp_path / "s")
+    with pytest.raises(InputError, match="'store' parameter of track must be a path"):
+        infospec.track([tmp_path / "a"], store=3.5)
+    with pytest.raises(InputError, match="'method' parameter of track"):
+        infospec.track([tmp_path / "a"], store=tmp_path / "s", method=10**30)
+    assert not (tmp_path / "s").exists()  # refused before the store is written

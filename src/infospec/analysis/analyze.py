@@ -17,7 +17,13 @@ from torch import nn
 from .._checks import shown
 from .._errors import InfospecError, InputError, SourceError
 from .._progress import progress_bar
-from .._validation import check_choice, check_device, check_positive, check_probability
+from .._validation import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_positive,
+    check_probability,
+)
 from ..sources import open_source
 from ..sources.entry import skip_reason_under
 from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES, as_matrices
@@ -505,6 +511,11 @@ def analyze(
     rel_noise = check_positive(rel_noise, "rel_noise", func)
     check_choice(activation_precision, "activation_precision", func, PRECISIONS)
     dev = check_device(device, "device", func)
+    for flag, name in ((split_in_proj, "split_in_proj"), (fits, "fits")):
+        check_bool(flag, name, func)
+    check_bool(linear_inputs, "linear_inputs", func)
+    if progress is not None:
+        check_bool(progress, "progress", func)
     if data is not None and (
         isinstance(data, (str, bytes, Mapping, torch.Tensor)) or not isinstance(data, Iterable)
     ):

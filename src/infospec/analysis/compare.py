@@ -48,7 +48,7 @@ import torch
 from .._checks import check_positive, shown
 from .._errors import InfospecError, InputError, SourceError
 from .._names import match_names
-from .._validation import check_choice, check_device, check_probability
+from .._validation import check_bool, check_choice, check_device, check_probability
 from ..sources import open_source
 from ..sources.entry import WeightEntry, skip_reason_under
 from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES, as_matrices
@@ -656,6 +656,11 @@ def compare(
     rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
     k = check_positive(k, "k", func, allow_zero=True, integer=True)
     dev = check_device(device, "device", func)
+    for flag, name in ((strict, "strict"), (tuned_values, "tuned_values"), (fits, "fits")):
+        check_bool(flag, name, func)
+    check_bool(split_in_proj, "split_in_proj", func)
+    if progress is not None:
+        check_bool(progress, "progress", func)
     from .distributed import on_every_rank, setup, stages_on
 
     pg, dev = setup(distributed, dev, func)

@@ -45,10 +45,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._checks import check_positive
+from .._checks import check_choice, check_positive, check_probability
 from .._errors import InputError, SourceError
 from .._io import atomic_write
-from ..spectra.conventions import ANALYSIS_CONV
+from .._validation import check_bool
+from ..spectra.conventions import ANALYSIS_CONV, CONV_MODES
 from .weights import WEIGHT_COLUMNS
 
 __all__ = [
@@ -374,7 +375,31 @@ def track(
     from .distributed import on_every_rank, on_rank_0, setup
 
     t0 = time.perf_counter()
-    k = check_positive(k, "k", "track", integer=True)
+    func = "track"
+    k = check_positive(k, "k", func, integer=True)
+    # every option checked before it is written to the store
+    check_choice(conv, "conv", func, CONV_MODES)
+    check_choice(method, "method", func, ("auto", "gram", "svd"))
+    rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
+    check_bool(fits, "fits", func)
+    check_bool(overlap, "overlap", func)
+    if progress is not None:
+        check_bool(progress, "progress", func)
+    if min_dim is not None:
+        min_dim = check_positive(min_dim, "min_dim", func, integer=True)
+    if store is not None and not isinstance(store, (str, os.PathLike)):
+        raise InputError(
+            f"The 'store' parameter of track must be a path such as 'run.sqlite'; got "
+            f"{type(store).__name__}."
+        )
+    if not isinstance(run, (str, os.PathLike)) and not (
+        isinstance(run, Sequence) and all(isinstance(c, (str, os.PathLike)) for c in run)
+    ):
+        raise InputError(
+            "The 'run' argument of track must be a run folder or a sequence of checkpoint "
+            f"paths (files or folders on disk); got {type(run).__name__}. Save models and "
+            "state dicts to files first (torch.save or safetensors.torch.save_file)."
+        )
     pg, _ = setup(distributed, None, "track")
     writes = pg is None or pg.rank == 0
     checkpoints = on_every_rank(pg, lambda: find_checkpoints(run))

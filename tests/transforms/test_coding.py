@@ -277,3 +277,48 @@ def test_training_vectors_beyond_the_float64_squares_are_named():
         TransformCoder(rate=4.0).fit([x * 1e153] * 200)
     with pytest.raises(InputError, match=r"spread is below about 1e-154"):
         TransformCoder(rate=4.0).fit(x * 1e-200)
+
+
+def test_damaged_bitstreams_are_refused_not_decoded():
+    """A range decoder reads whatever words it is given: the CRC-32 in the header makes a
+    truncated, extended or corrupted stream an error (each used to decode into other
+    vectors, and a forged header claimed 10**6 vectors from 8 bytes)."""
+    import struct
+
+    gen = torch.Generator().manual_seed(4)
+    X = torch.randn(200, 4, generator=gen, dtype=torch.float64)
+    coder = TransformCoder(rate=12.0).fit(X)
+    data = coder.encode(X)
+    torch.testing.assert_close(coder.decode(data), coder.dequantize(coder.quantize(X)))
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    for damaged in (data[:-4], data + bytes(4), bytes(flipped)):
+        with pytest.raises(InputError, match=r"CRC-32|truncated or corrupt"):
+            coder.decode(damaged)
+    forged = struct.pack("<4sBIII", b"ISTC", 2, 10**6, coder.n_active_, 0) + bytes(8)
+    with pytest.raises(InputError, match="CRC-32"):
+        coder.decode(forged)
+    # a version-1 stream (no CRC) still decodes
+    v1 = struct.pack("<4sBII", b"ISTC", 1, 200, coder.n_active_) + data[17:]
+    torch.testing.assert_close(coder.decode(v1), coder.decode(data))
+    with pytest.raises(InputError, match="version 1 or 2"):
+        coder.decode(b"ISTC" + bytes([3]) + data[5:])
+
+
+def test_unfitted_measures_and_bad_symbols_are_named():
+    X = torch.randn(50, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for method in ("distortion", "empirical_rate_bits"):
+        with pytest.raises(InputError, match=rf"TransformCoder.{method} needs a fitted coder"):
+            getattr(TransformCoder(rate=6.0), method)(X)
+    coder = TransformCoder(rate=6.0).fit(X)
+    k = coder.n_active_
+    for bad in (
+        None,
+        "abc",
+        [["a"] * k],
+        torch.ones(3, k, dtype=torch.cfloat),
+        torch.ones(3, k, dtype=torch.bool),
+        torch.zeros(3, k, dtype=torch.long, device="meta"),
+    ):
+        with pytest.raises(InputError, match=r"'symbols' argument of TransformCoder.dequantize"):
+            coder.dequantize(bad)

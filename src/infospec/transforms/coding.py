@@ -51,6 +51,7 @@ from __future__ import annotations
 import copy
 import math
 import struct
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -75,10 +76,14 @@ __all__ = ["ENTROPY_MODELS", "TransformCoder", "empirical_entropy_bits"]
 #: Entropy models of the bitstream (the distribution assumed for each component's symbols).
 ENTROPY_MODELS = ("gaussian", "laplace")
 
-#: Header of a bitstream: magic, format version, number of vectors, number of components.
+#: Header of a bitstream: magic, format version, number of vectors, number of components,
+#: and (from version 2) the CRC-32 of the coded words, so that a truncated, extended or
+#: corrupted stream is refused instead of decoded into other vectors (a range decoder reads
+#: any words it is given).
 _MAGIC = b"ISTC"
-_VERSION = 1
-_HEADER = struct.Struct("<4sBII")
+_VERSION = 2
+_HEADER_V1 = struct.Struct("<4sBII")
+_HEADER = struct.Struct("<4sBIII")
 
 #: Largest clip range the bitstream codes: constriction's models spend at least 2^-24 of
 #: probability on each symbol of the range, so a range of 2^20 symbols wastes at most 1/8 of
@@ -453,7 +458,19 @@ class TransformCoder:
     def dequantize(self, symbols: Any) -> torch.Tensor:
         r"""Reconstructed vectors :math:`\hat x = \mu + \sum_i q_i \Delta\, u_i`, shape (n, d)."""
         self._check_fitted("dequantize")
-        q = torch.as_tensor(symbols)
+        try:
+            q = torch.as_tensor(symbols) if not isinstance(symbols, (str, bytes)) else None
+        except (TypeError, ValueError, RuntimeError):
+            q = None
+        if q is None or q.device.type == "meta" or q.dtype.is_complex or q.dtype == torch.bool:
+            raise InputError(
+                f"The 'symbols' argument of TransformCoder.dequantize must be an integer "
+                f"tensor of shape (n, {self.n_active_}) (from quantize); got "
+                f"{type(symbols).__name__}"
+                + (f" of dtype {str(q.dtype).replace('torch.', '')}" if q is not None else "")
+                + (" on the meta device" if q is not None and q.device.type == "meta" else "")
+                + "."
+            )
         if q.ndim != 2 or q.shape[1] != self.n_active_ or q.dtype.is_floating_point:
             raise InputError(
                 f"The 'symbols' argument of TransformCoder.dequantize must be integers of shape "
@@ -467,12 +484,14 @@ class TransformCoder:
 
     def empirical_rate_bits(self, X: Any) -> float:
         """Operational rate on ``X``: the summed plug-in entropy of the symbols, bits per vector."""
+        self._check_fitted("empirical_rate_bits")
         if self.n_active_ == 0:
             return 0.0
         return float(empirical_entropy_bits(self.quantize(X)).sum())
 
     def distortion(self, X: Any) -> float:
         """Measured error on ``X``: mean over vectors of :math:`\\|x - \\hat x\\|^2`."""
+        self._check_fitted("distortion")
         x = _samples(X, "TransformCoder.distortion", dim=self.mean_.numel())
         xhat = self.dequantize(self.quantize(x))
         return float(((x - xhat) ** 2).sum(dim=1).mean())
@@ -511,7 +530,7 @@ class TransformCoder:
         return models
 
     def encode(self, X: Any) -> bytes:
-        """Code vectors into bytes: a 13-byte header, then the range-coded symbols.
+        """Code vectors into bytes: a 17-byte header, then the range-coded symbols.
 
         Components are coded one after another (all vectors' symbols of the first kept
         component, then the second...), each under its own quantized model. ``len(data) *
@@ -533,8 +552,9 @@ class TransformCoder:
         encoder = constriction.stream.queue.RangeEncoder()
         for j, model in enumerate(models):
             encoder.encode(q[:, j].numpy().astype(np.int32), model)
-        words = encoder.get_compressed()
-        return _HEADER.pack(_MAGIC, _VERSION, n, self.n_active_) + words.astype("<u4").tobytes()
+        payload = encoder.get_compressed().astype("<u4").tobytes()
+        crc = zlib.crc32(payload)
+        return _HEADER.pack(_MAGIC, _VERSION, n, self.n_active_, crc) + payload
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Vectors from :meth:`encode`'s bytes: exactly ``dequantize(quantize(X))``, shape (n, d).
@@ -554,26 +574,47 @@ class TransformCoder:
                 f"{type(data).__name__}."
             )
         data = bytes(data)
-        if len(data) < _HEADER.size or (len(data) - _HEADER.size) % 4:
+        if len(data) < _HEADER_V1.size:
             raise InputError(
                 f"The 'data' argument of {func} is {len(data)} bytes long: not a bitstream "
-                f"of TransformCoder.encode (a {_HEADER.size}-byte header and 32-bit words)."
+                f"of TransformCoder.encode (a header of at least {_HEADER_V1.size} bytes)."
             )
-        magic, version, n, k = _HEADER.unpack_from(data)
-        if magic != _MAGIC or version != _VERSION:
+        version = data[4] if data[:4] == _MAGIC else None
+        header = _HEADER_V1 if version == 1 else _HEADER
+        if version not in (1, _VERSION):
             raise InputError(
                 f"The 'data' argument of {func} does not start with the TransformCoder header "
-                f"(magic {_MAGIC!r}, version {_VERSION}); it was not made by encode()."
+                f"(magic {_MAGIC!r}, version 1 or {_VERSION}); it was not made by encode()."
+            )
+        if len(data) < header.size or (len(data) - header.size) % 4:
+            raise InputError(
+                f"The 'data' argument of {func} is {len(data)} bytes long: not a bitstream "
+                f"of TransformCoder.encode (a {header.size}-byte header and 32-bit words); "
+                f"it is truncated or corrupt."
+            )
+        _magic, _version, n, k, *crc = header.unpack_from(data)
+        payload = data[header.size :]
+        if crc and zlib.crc32(payload) != crc[0]:
+            raise InputError(
+                f"The bitstream given to {func} fails its CRC-32 check: it is truncated, "
+                f"extended or corrupt (its {len(payload)} bytes of coded words are not "
+                f"those encode() wrote)."
             )
         if k != self.n_active_:
             raise InputError(
                 f"The bitstream given to {func} codes {k} components; this coder keeps "
                 f"{self.n_active_}. Decode with the coder (and operating point) that encoded it."
             )
-        words = np.frombuffer(data, dtype="<u4", offset=_HEADER.size).astype(np.uint32)
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
         models = self._models(func)
-        q = torch.empty((n, k), dtype=torch.int64)
+        try:
+            q = torch.empty((n, k), dtype=torch.int64)
+        except RuntimeError:  # a header claiming more vectors than memory holds
+            raise InputError(
+                f"The bitstream given to {func} claims {n} vectors of {k} components, more "
+                f"than this machine can hold; it is corrupt or was not made by encode()."
+            ) from None
         try:
             for j, model in enumerate(models):
                 q[:, j] = torch.from_numpy(decoder.decode(model, n).astype(np.int64))

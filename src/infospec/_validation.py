@@ -177,6 +177,16 @@ def unit_peak(v: torch.Tensor) -> torch.Tensor:
     return v / torch.where(peak > 0, peak, torch.ones_like(peak))
 
 
+def check_module(model: Any, func: str, *, name: str = "model") -> torch.nn.Module:
+    """``model`` if it is a :class:`torch.nn.Module`, else an :class:`InputError` naming it."""
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(
+            f"The '{name}' argument of {func} must be a torch.nn.Module; got "
+            f"{type(model).__name__}."
+        )
+    return model
+
+
 def check_bool(value: Any, name: str, func: str) -> bool:
     """``value`` as a bool, or an :class:`InputError` naming the parameter.
 

@@ -253,3 +253,50 @@ def test_convolutions_are_skipped_with_a_reason():
 
 def test_top_level_names():
     assert infospec.compress is compress and infospec.load_compressed is load_compressed
+
+
+def test_no_rank_zero_factorisation_and_mha_out_proj_is_kept(tmp_path):
+    """A matrix no rank can save (2 x 2, 8 x 1) stays dense: it used to become a rank-0
+    'factorisation' that outputs only its bias. nn.MultiheadAttention reads out_proj.weight
+    directly: out_proj is skipped (a factorised module there broke the forward pass)."""
+    torch.manual_seed(0)
+    for layer in (nn.Linear(2, 2), nn.Linear(8, 1)):
+        with pytest.raises(InputError, match="below the cheapest allocation"):
+            infospec.compress(nn.Sequential(layer), None, ratio=0.5, method="weights")
+    model = nn.Sequential(nn.Linear(16, 2), nn.Linear(2, 2), nn.Linear(2, 16))
+    plan = {p["name"]: p for p in infospec.compress(model, None, ratio=0.6, method="weights").plan}
+    assert plan["1"]["status"] == "dense" and all(p["rank"] != 0 for p in plan.values())
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.MultiheadAttention(16, 2)
+            self.f = nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.f(self.a(x, x, x)[0])
+
+    x = torch.randn(5, 1, 16)
+    res = infospec.compress(Attention(), None, ratio=0.5, method="weights")
+    statuses = {p["name"]: p["status"] for p in res.plan}
+    assert statuses == {"f": "factorised", "a.out_proj": "skipped"}
+    assert res.model(x).shape == (5, 1, 16)
+    with pytest.raises(InputError, match=r"out_proj of an nn\.MultiheadAttention"):
+        infospec.compress(nn.MultiheadAttention(16, 2), None, ratio=0.5, method="weights")
+
+
+def test_models_that_are_not_modules_or_a_bare_linear_are_named():
+    for call in (
+        lambda m: infospec.compress(m, None, ratio=0.5, method="weights"),
+        infospec.svd_smooth,
+        infospec.svd_sharpen,
+        lambda m: infospec.rmt_project(m, [torch.randn(4, 16)]),
+    ):
+        with pytest.raises(InputError, match=r"'model' argument of .* must be a torch\.nn\.Module"):
+            call("abc")
+    with pytest.raises(InputError, match=r"is itself an nn\.Linear"):
+        infospec.compress(nn.Linear(16, 8), None, ratio=0.5, method="weights")
+    with pytest.raises(InputError, match=r"is itself an nn\.Linear"):
+        infospec.rmt_project(nn.Linear(16, 8), [torch.randn(4, 16)])
+    smoothed = infospec.svd_smooth(nn.Linear(16, 8), 2)  # changed in place: a bare layer works
+    assert int(torch.linalg.matrix_rank(smoothed.weight.detach())) == 2

@@ -114,8 +114,11 @@ def _options(energies: np.ndarray, m: int, n: int, min_rank: int, max_rank: int 
     """(cost, loss, rank) of each option of one matrix, by increasing cost."""
     kmax = min(max_saving_rank(m, n), len(energies))
     cap = kmax if max_rank is None else min(kmax, max_rank)
-    opts = [(k * (m + n), _loss(energies, k), k) for k in range(min(min_rank, cap), cap + 1)]
-    if max_rank is None or max_rank > kmax:
+    # ranks from 1 at least: no rank saves parameters when cap < 1 (a 2 x 2 or 1 x n
+    # matrix), and then the matrix stays dense (a rank-0 "factorisation" keeps only a bias)
+    low = max(1, min(min_rank, cap))
+    opts = [(k * (m + n), _loss(energies, k), k) for k in range(low, cap + 1)]
+    if not opts or max_rank is None or max_rank > kmax:
         opts.append((m * n, 0.0, DENSE))
     return opts
 

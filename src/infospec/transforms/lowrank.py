@@ -57,7 +57,7 @@ from .._checks import shown
 from .._errors import InputError
 from .._names import match_names
 from .._progress import progress_bar
-from .._validation import check_bool, check_choice
+from .._validation import check_bool, check_choice, check_module
 from ..spectra.activations import ActivationCovariances
 from .allocation import DENSE, allocate_ranks, uniform_ranks
 from .folder import factorised, load_compressed, save_folder, set_module
@@ -297,11 +297,30 @@ class CompressionResult:
 
 
 # -- compress ------------------------------------------------------------------------------------
-def _chosen_linears(model: nn.Module, layers) -> tuple[dict[str, nn.Module], list[dict]]:
+#: Why the output projection of ``nn.MultiheadAttention`` is never factorised.
+MHA_OUT_PROJ = (
+    "the out_proj of an nn.MultiheadAttention, whose forward reads its weight directly "
+    "(a factorised module in its place would break the attention)"
+)
+
+
+def root_linear_hint(model: nn.Module, func: str) -> None:
+    """Raise the error for a model that is itself one nn.Linear (it cannot be replaced)."""
+    if isinstance(model, nn.Linear):
+        raise InputError(
+            f"{func}: the model is itself an nn.Linear, which cannot be replaced in place; "
+            f"wrap it, e.g. {func}(nn.Sequential(layer), ...)."
+        )
+
+
+def _chosen_linears(
+    model: nn.Module, layers, *, factorised: bool = True
+) -> tuple[dict[str, nn.Module], list[dict]]:
     named = [(n, m) for n, m in model.named_modules() if n]
     if layers is None:
         picked = [n for n, m in named if isinstance(m, nn.Linear)]
         if not picked:
+            root_linear_hint(model, "compress")
             raise InputError("compress: the model has no nn.Linear layer to compress.")
     else:
         picked = match_names(
@@ -311,7 +330,9 @@ def _chosen_linears(model: nn.Module, layers) -> tuple[dict[str, nn.Module], lis
     chosen, skipped = {}, []
     for n in picked:
         m = modules[n]
-        if type(m) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
+        if factorised and type(m) is nn.modules.linear.NonDynamicallyQuantizableLinear:
+            skipped.append({"name": n, "status": "skipped", "reason": MHA_OUT_PROJ})
+        elif type(m) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
             if m.weight.device.type == "meta":
                 raise InputError(f"compress: layer '{n}' has its weights on the meta device.")
             chosen[n] = m
@@ -319,9 +340,10 @@ def _chosen_linears(model: nn.Module, layers) -> tuple[dict[str, nn.Module], lis
             reason = "convolutions are not compressed (linear layers only)"
             skipped.append({"name": n, "status": "skipped", "reason": reason})
     if not chosen:
+        why = "; ".join(f"'{r['name']}': {r['reason']}" for r in skipped[:3])
         raise InputError(
-            f"compress: layers={layers!r} chose no nn.Linear layer "
-            f"({len(skipped)} other modules matched)."
+            f"compress: layers={shown(layers)} chose no nn.Linear layer it can compress"
+            + (f" ({len(skipped)} matched and skipped: {why})." if skipped else ".")
         )
     return chosen, skipped
 
@@ -446,6 +468,7 @@ def compress(
     >>> res.params_after <= 0.5 * res.params_before
     True
     """
+    check_module(model, "compress")
     if (ratio is None) == (bits is None):
         raise InputError(
             "compress: give ratio= (low-rank factors at a parameter budget) or bits= "
@@ -476,7 +499,7 @@ def compress(
     check_bool(mp_edge, "mp_edge", "compress")
     if data is None and method == "activations":
         raise InputError("compress: method='activations' needs data (calibration batches).")
-    chosen, skipped = _chosen_linears(model, layers)
+    chosen, skipped = _chosen_linears(model, layers, factorised=bits is None)
     seconds = {"covariance": 0.0, "svd": 0.0}
     start = time.perf_counter()
     kept: list[Any] = []

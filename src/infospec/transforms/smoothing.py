@@ -45,19 +45,25 @@ from torch import nn
 from .._checks import shown, shown_str
 from .._errors import InputError
 from .._names import match_names
-from .._validation import check_choice
+from .._validation import check_choice, check_module
 from ..measures.marchenko_pastur import fit_marchenko_pastur
 from ..spectra.activations import ActivationCovariances, first_tensor
+from .lowrank import MHA_OUT_PROJ, root_linear_hint
 
 __all__ = ["ProjectedOutput", "rmt_project", "svd_sharpen", "svd_smooth"]
 
 _LINEAR = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
 
 
-def _layers(model: nn.Module, layers, func: str, *, linear: bool = True) -> dict[str, nn.Module]:
+def _layers(
+    model: nn.Module, layers, func: str, *, linear: bool = True, root: bool = False
+) -> dict[str, nn.Module]:
     """The chosen modules: every nn.Linear by default; with a pattern, the linear ones matched
     (when ``linear`` is False and the pattern matches no nn.Linear: the modules matched
     that are not ModuleList / ModuleDict containers, which never run)."""
+    check_module(model, func)
+    if root and layers is None and type(model) in _LINEAR:
+        return {"": model}  # a bare layer, changed in place (its weight, not the module)
     named = [(n, m) for n, m in model.named_modules() if n]
     if layers is None:
         out = {n: m for n, m in named if type(m) in _LINEAR}
@@ -70,7 +76,9 @@ def _layers(model: nn.Module, layers, func: str, *, linear: bool = True) -> dict
             containers = (nn.ModuleList, nn.ModuleDict)
             out = {n: m for n, m in named if n in picked and not isinstance(m, containers)}
     if not out:
-        raise InputError(f"{func}: layers={layers!r} chose no nn.Linear layer.")
+        if layers is None:
+            root_linear_hint(model, func)
+        raise InputError(f"{func}: layers={shown(layers)} chose no nn.Linear layer.")
     return out
 
 
@@ -102,9 +110,10 @@ def _keep_count(keep: Any, s: torch.Tensor, shape, name: str) -> int:
 
 
 def _rewrite(model: nn.Module, layers, func: str, change) -> tuple[nn.Module, list[dict]]:
+    check_module(model, func)
     out = copy.deepcopy(model)
     records = []
-    for name, lin in _layers(out, layers, func).items():
+    for name, lin in _layers(out, layers, func, root=True).items():
         w = lin.weight.detach()
         if not bool(torch.isfinite(w).all()):
             raise InputError(
@@ -240,8 +249,17 @@ def rmt_project(
         A deep copy; ``spectral_changes`` lists per layer ``kept``, ``of``, ``q`` and the
         edge.
     """
+    check_module(model, "rmt_project")
     out = copy.deepcopy(model)
     chosen = _layers(out, layers, "rmt_project", linear=False)
+    # the out_proj of nn.MultiheadAttention: its weight is read directly, never replaced
+    mha = [
+        n for n, m in chosen.items() if type(m) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    ]
+    for n in mha:
+        del chosen[n]
+    if not chosen:
+        raise InputError(f"rmt_project: every chosen layer is {MHA_OUT_PROJ}.")
     from .folder import set_module as _set_module
     from .lowrank import _feed
 
@@ -300,5 +318,6 @@ def rmt_project(
         records.append(
             {"name": name, "kept": k, "of": d, "q": d / n, "edge": float(fit.upper_edge) * unit}
         )
+    records += [{"name": n, "skipped": MHA_OUT_PROJ} for n in mha]
     out.spectral_changes = records
     return out

@@ -338,3 +338,24 @@ def test_batch_moments_with_counts_equal_the_repeated_rows(gen, precision):
     torch.testing.assert_close(mean, ref_mean, rtol=1e-14, atol=1e-12)
     tol = 1e-12 if precision == "float64" else 1e-6
     torch.testing.assert_close(scatter, ref, rtol=tol, atol=tol * float(ref.abs().max()))
+
+
+def test_streaming_covariance_arguments_are_checked():
+    with pytest.raises(InputError, match=r"'dim' parameter of StreamingCovariance is 1000000"):
+        StreamingCovariance(10**6)
+    with pytest.raises(InputError, match="'dtype' parameter of StreamingCovariance"):
+        StreamingCovariance(4, dtype=torch.int64)
+    with pytest.raises(InputError, match="'device' parameter of StreamingCovariance"):
+        StreamingCovariance(4, device="abc")
+    acc = StreamingCovariance(3)
+    acc.update(torch.randn(50, 3, generator=torch.Generator().manual_seed(0)))
+    good = (torch.zeros(3), torch.eye(3))
+    for count, match in ((-50, "'count' parameter"), (2.5, "'count' parameter"), ("a", "count")):
+        with pytest.raises(InputError, match=match):
+            acc.merge_moments(count, *good)
+    with pytest.raises(InputError, match=r"mean of shape \(3,\)"):
+        acc.merge_moments(5, torch.zeros(4), torch.eye(3))
+    with pytest.raises(InputError, match=r"'scatter' argument .* must be finite"):
+        acc.merge_moments(5, torch.zeros(3), torch.full((3, 3), float("inf")))
+    acc.merge_moments(5, [0.0, 0.0, 0.0], torch.eye(3).tolist())  # lists are tensors too
+    assert acc.count == 55

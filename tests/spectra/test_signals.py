@@ -278,3 +278,20 @@ def test_a_power_beyond_float64_is_named_not_inf():
         power_spectrogram(y * 1e160, n_fft=256)
     with pytest.raises(InputError, match="frame_flatness overflows float64"):
         frame_flatness(y * 1e200, n_fft=256)
+
+
+def test_frame_and_hop_sizes_past_the_signal():
+    """n_fft beyond both the signal and 2**16 is refused (10**8 took 27 s and gigabytes);
+    a hop beyond the signal gives its one frame (10**30 overflowed inside unfold)."""
+    import torch
+
+    from infospec import InputError
+    from infospec.spectra import power_spectrogram
+
+    y = torch.randn(4096, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(InputError, match=r"'n_fft' parameter of power_spectrogram is 100000000"):
+        power_spectrogram(y, n_fft=10**8)
+    one = power_spectrogram(y, n_fft=256, hop_length=10**30)
+    torch.testing.assert_close(one, power_spectrogram(y, n_fft=256, hop_length=5000))
+    assert one.shape[-1] == 1
+    assert power_spectrogram(y[:100], n_fft=1024).shape == (513, 1)  # padded, as librosa

@@ -360,7 +360,7 @@ class ActivationCovariances:
             acc = StreamingCovariance(width, device=moments[1].device, precision=self.precision)
             self._accs[name] = acc
             self.dtypes[name] = out.dtype
-        acc.merge_moments(*moments)
+        acc._merge_moments(*moments)  # made by batch_moments: checked there
 
     def _lookup_ids(self, module: nn.Module, inputs: Any, out: torch.Tensor):
         """The indices a plain ``nn.Embedding`` looked up (one per output row), else None.

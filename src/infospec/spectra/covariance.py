@@ -15,6 +15,7 @@ from .._errors import InputError
 from .._validation import (
     as_float_tensor,
     check_bool,
+    check_device,
     check_finite,
     check_ndim,
     check_not_meta,
@@ -439,11 +440,26 @@ class StreamingCovariance:
         dtype: torch.dtype = torch.float64,
         precision: str = "auto",
     ) -> None:
-        self.dim = check_positive(dim, "dim", "StreamingCovariance", integer=True)
-        self.precision = _check_precision(precision, "StreamingCovariance")
+        func = "StreamingCovariance"
+        self.dim = check_positive(dim, "dim", func, integer=True)
+        self.precision = _check_precision(precision, func)
+        if dtype not in (torch.float64, torch.float32):
+            raise InputError(
+                f"The 'dtype' parameter of {func} must be torch.float64 or torch.float32 "
+                f"(the precision of the accumulated state). Got {shown(dtype)} instead."
+            )
+        device = check_device(device, "device", func)
         self.count = 0
-        self.mean = torch.zeros(self.dim, dtype=dtype, device=device)
-        self.scatter = torch.zeros(self.dim, self.dim, dtype=dtype, device=device)
+        try:
+            self.mean = torch.zeros(self.dim, dtype=dtype, device=device)
+            self.scatter = torch.zeros(self.dim, self.dim, dtype=dtype, device=device)
+        except (RuntimeError, TypeError, ValueError) as exc:  # the d x d state is too large
+            size = self.dim * self.dim * torch.empty((), dtype=dtype).element_size()
+            raise InputError(
+                f"The 'dim' parameter of {func} is {self.dim}: its {self.dim} x {self.dim} "
+                f"state ({size / 2**30:.3g} GiB) cannot be allocated on "
+                f"{device or 'the CPU'}."
+            ) from exc
 
     def update(self, X: Any) -> None:
         """Add a batch of samples, shape (b, d) (or (..., d): leading axes are flattened).
@@ -474,10 +490,31 @@ class StreamingCovariance:
                 f"{float(x.abs().max()):.3g}, whose squares overflow beyond about 1e154); "
                 f"rescale the samples."
             )
-        self.merge_moments(*moments)
+        self._merge_moments(*moments)
 
     def merge_moments(self, count: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
-        """Fold in a batch given by its count, mean and centred scatter (Chan et al.)."""
+        """Fold in a batch given by its count, mean and centred scatter (Chan et al.).
+
+        Raises :class:`InputError` if ``count`` is not an int >= 0, or ``mean`` and
+        ``scatter`` are not finite real tensors of shapes (dim,) and (dim, dim).
+        """
+        func = "StreamingCovariance.merge_moments"
+        count = check_positive(count, "count", func, allow_zero=True, integer=True)
+        if not count:
+            return
+        m = check_not_meta(as_float_tensor(mean, "mean", func), "mean", func)
+        sc = check_not_meta(as_float_tensor(scatter, "scatter", func), "scatter", func)
+        if tuple(m.shape) != (self.dim,) or tuple(sc.shape) != (self.dim, self.dim):
+            raise InputError(
+                f"{func} needs a mean of shape ({self.dim},) and a scatter of shape "
+                f"({self.dim}, {self.dim}); got {tuple(m.shape)} and {tuple(sc.shape)}."
+            )
+        check_finite(m, "mean", func)
+        check_finite(sc, "scatter", func)
+        self._merge_moments(count, m, sc)
+
+    def _merge_moments(self, count: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
+        """:meth:`merge_moments` of moments made here (batch_moments): not checked again."""
         if count:
             self._merge(count, mean.to(self.mean), scatter.to(self.scatter))
 

@@ -186,10 +186,10 @@ def _singular_values_and_method(
     """The work of :func:`singular_values`: the values and the route."""
     func = "singular_values"
     check_choice(method, "method", func, ("auto", "gram", "svd"))
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and not dtype.is_complex):
+    if dtype not in (torch.float64, torch.float32):  # LAPACK's eigensolvers: no half types
         raise InputError(
-            f"The 'dtype' parameter of {func} must be a real floating torch dtype "
-            f"(torch.float64 or torch.float32). Got {shown(dtype)} instead."
+            f"The 'dtype' parameter of {func} must be torch.float64 or torch.float32 (the "
+            f"working precision of the eigensolver). Got {shown(dtype)} instead."
         )
     device = check_device(device, "device", func)
     t = _as_matrix_tensor(W, func)
@@ -204,6 +204,8 @@ def _singular_values_and_method(
     if t.ndim == 2:
         return _matrix_spectrum(t, method=method, dtype=dtype, func=func)
     batch = t.shape[:-2]
+    if t.numel() == 0:  # an empty batch: no matrix, no value (each would have min(m, n))
+        return t.new_zeros((*batch, min(t.shape[-2:])), dtype=dtype), "gram"
     flat = t.reshape(-1, *t.shape[-2:])
     if method != "svd":
         # a batch (a convolution's kernel positions: small matrices) is screened in one

@@ -198,8 +198,8 @@ def power_spectrogram(
         If ``y`` is empty, a scalar, complex or not finite; if ``n_fft``, ``hop_length`` or
         ``win_length`` is not a positive int or ``win_length > n_fft``; if ``window`` or
         ``pad_mode`` is unknown or the window array has the wrong length; if
-        ``center=False`` and the signal is shorter than ``n_fft``; if ``center`` is not a
-        bool or ``power`` is not > 0.
+        ``n_fft`` is longer than both the signal and 2**16 samples; if ``center`` is not
+        a bool or ``power`` is not > 0.
 
     References
     ----------
@@ -225,6 +225,10 @@ def power_spectrogram(
         pad_mode=pad_mode,
         power=power,
     ).transpose(-1, -2)
+
+
+#: Longest frame accepted beyond the signal's length (padded; see :func:`_frames`).
+_LONGEST_PADDED_FRAME = 2**16
 
 
 def _frames(
@@ -264,6 +268,15 @@ def _frames(
     check_ndim(x, "y", func, min_ndim=1, expected="at least 1 dimension (..., samples)")
     check_nonempty(x, "y", func)
     check_finite(x, "y", func)
+    if n_fft > max(x.shape[-1], _LONGEST_PADDED_FRAME):
+        # a frame longer than the signal is mostly padding (librosa pads it when centred,
+        # and so does this up to 2**16 samples); beyond, its size is only what was asked
+        # (n_fft = 10**8 took 27 s and gigabytes on 4096 samples)
+        raise InputError(
+            f"The 'n_fft' parameter of {func} is {n_fft}, longer than the signal "
+            f"({x.shape[-1]} samples along the last axis) and than {_LONGEST_PADDED_FRAME} "
+            f"samples; pass n_fft <= {max(x.shape[-1], _LONGEST_PADDED_FRAME)}."
+        )
     if center:
         x = _centre(x, n_fft, hop, pad_mode)
     elif x.shape[-1] < n_fft:
@@ -278,6 +291,7 @@ def _frames(
     # in units of c ~ max |y| (a power of two: exact), so the squares of the coefficients neither
     # overflow nor underflow before the power; c^p is applied last, in two halves
     c = binary_scale(x)
+    hop = min(hop, x.shape[-1])  # a longer hop gives the same single frame (10**30 overflowed)
     coeff = torch.fft.rfft((x / c).unfold(-1, n_fft, hop) * w, dim=-1)
     power_2 = coeff.real.square() + coeff.imag.square()
     if power == 2.0:

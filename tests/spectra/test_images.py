@@ -254,3 +254,54 @@ def test_a_radial_power_beyond_float64_is_named():
     img = torch.randn(16, 16, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     with pytest.raises(InputError, match=r"'images' argument of radial_power_spectrum .*overflow"):
         radial_power_spectrum(img * 1e160)
+
+
+def test_hand_built_spectra_and_fits_are_checked():
+    """A RadialSpectrum or RadialPowerLaw made by hand may hold anything: named errors
+    (a list frequency raised AttributeError, a short one IndexError, NaN power and NaN or
+    negative K gave silent NaN, a cutoff past float64 gave inf)."""
+    import pytest
+    import torch
+
+    from infospec import InputError
+    from infospec.spectra import (
+        RadialPowerLaw,
+        fit_radial_power_law,
+        noise_cutoff_frequency,
+        noise_level_information,
+        radial_power_spectrum,
+    )
+
+    img = torch.rand(32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sp = radial_power_spectrum(img)
+    ref = fit_radial_power_law(sp)
+    listed = fit_radial_power_law(sp._replace(frequency=sp.frequency.tolist()))
+    torch.testing.assert_close(listed.alpha, ref.alpha)
+    with pytest.raises(InputError, match="one value per ring"):
+        fit_radial_power_law(sp._replace(frequency=sp.frequency[:-1]))
+    with pytest.raises(InputError, match="'spectrum' argument of fit_radial_power_law must be fin"):
+        fit_radial_power_law(sp._replace(power=sp.power * float("nan")))
+    with pytest.raises(InputError, match="'spectrum' argument of noise_level_information must"):
+        noise_level_information(sp._replace(power=sp.power * float("nan")), 1.0, radial=True)
+
+    def fit(k, alpha):
+        one = torch.tensor(1.0, dtype=torch.float64)
+        return RadialPowerLaw(
+            torch.tensor(k, dtype=torch.float64),
+            torch.tensor(alpha, dtype=torch.float64),
+            one,
+            0.1,
+            0.5,
+            5,
+        )
+
+    with pytest.raises(InputError, match="'fit' argument of noise_cutoff_frequency must be fin"):
+        noise_cutoff_frequency(fit(float("nan"), 2.0), 1.0)
+    with pytest.raises(InputError, match="K = -1 <= 0"):
+        noise_cutoff_frequency(fit(-1.0, 2.0), 1.0)
+    with pytest.raises(InputError, match="outside the float64 range"):
+        noise_cutoff_frequency(fit(0.01, 1e-300), 1.0)
+    with pytest.raises(InputError, match="outside the float64 range"):
+        noise_cutoff_frequency(fit(1e300, 1.0), 1e-300)
+    got = noise_cutoff_frequency(fit(0.01, 2.0), [0.04, 1.0])
+    torch.testing.assert_close(got, torch.tensor([0.5, 0.1], dtype=torch.float64))

@@ -52,6 +52,7 @@ from .._validation import (
     check_choice,
     check_finite,
     check_ndim,
+    check_not_meta,
     check_positive,
     describe,
     first_index,
@@ -231,12 +232,29 @@ def radial_power_spectrum(
 
 
 def _check_spectrum(spectrum: Any, func: str) -> RadialSpectrum:
+    """The RadialSpectrum with its fields checked (one made by hand may hold anything)."""
     if not isinstance(spectrum, RadialSpectrum):
         raise InputError(
             f"The 'spectrum' argument of {func} must be the RadialSpectrum returned by "
             f"radial_power_spectrum; got {type(spectrum).__name__}."
         )
-    return spectrum
+    name = "spectrum"
+    freq = check_not_meta(as_float_tensor(spectrum.frequency, name, func), name, func)
+    power = check_not_meta(as_float_tensor(spectrum.power, name, func), name, func)
+    if freq.ndim != 1 or power.ndim < 1 or power.shape[-1] != freq.shape[0]:
+        raise InputError(
+            f"The 'spectrum' argument of {func} must hold a 1-D frequency and a power whose "
+            f"last axis has one value per ring; got shapes {tuple(freq.shape)} and "
+            f"{tuple(power.shape)}."
+        )
+    check_finite(freq, name, func)
+    check_finite(power, name, func)
+    if bool((freq < 0).any()) or bool((power < 0).any()):
+        raise InputError(
+            f"The 'spectrum' argument of {func} holds a negative frequency or power; a "
+            f"power spectrum is >= 0 at frequencies >= 0."
+        )
+    return spectrum._replace(frequency=freq, power=power)
 
 
 def fit_radial_power_law(
@@ -399,8 +417,15 @@ def noise_cutoff_frequency(fit: RadialPowerLaw, noise_var: Any) -> torch.Tensor:
             f"The 'fit' argument of {func} must be the RadialPowerLaw returned by "
             f"fit_radial_power_law; got {type(fit).__name__}."
         )
-    alpha = torch.as_tensor(fit.alpha, dtype=torch.float64)
-    k = torch.as_tensor(fit.K, dtype=alpha.dtype, device=alpha.device)
+    alpha = as_float_tensor(fit.alpha, "fit", func).to(torch.float64)
+    k = as_float_tensor(fit.K, "fit", func).to(dtype=alpha.dtype, device=alpha.device)
+    check_finite(alpha, "fit", func)
+    check_finite(k, "fit", func)
+    if bool((k <= 0).any()):
+        raise InputError(
+            f"The 'fit' argument of {func} has K = {float(k.min()):.4g} <= 0: the fitted "
+            f"power is positive at every frequency, so K must be > 0."
+        )
     if bool((alpha <= 0).any()):
         raise InputError(
             f"The 'fit' argument of {func} has alpha = {float(alpha.min()):.4g} <= 0: the "
@@ -409,7 +434,15 @@ def noise_cutoff_frequency(fit: RadialPowerLaw, noise_var: Any) -> torch.Tensor:
         )
     noise = _noise_levels(noise_var, func, alpha)
     shape = (*alpha.shape, *([1] * noise.ndim))
-    return (k.reshape(shape) / noise) ** (1.0 / alpha.reshape(shape))
+    # from logs: (K / sigma^2)^(1 / alpha) = exp((log K - log sigma^2) / alpha)
+    out = torch.exp((torch.log(k.reshape(shape)) - torch.log(noise)) / alpha.reshape(shape))
+    if not bool(torch.isfinite(out).all()) or bool((out == 0).any()):
+        raise InputError(
+            f"The cutoff frequencies of {func} ((K / noise_var)^(1/alpha) for K up to "
+            f"{float(k.max()):.4g} and alpha down to {float(alpha.min()):.4g}) lie outside "
+            f"the float64 range; no ring of any image is there."
+        )
+    return out
 
 
 def noise_level_information(

@@ -60,3 +60,14 @@ def test_noise_variance_is_the_inverse_snr_and_increases(schedule):
 def test_errors(kwargs, match):
     with pytest.raises(InputError, match=match):
         diffusion_noise_levels(**kwargs)
+
+
+def test_steps_have_an_upper_bound():
+    import pytest
+
+    from infospec import InputError
+    from infospec.spectra import diffusion_noise_levels
+
+    with pytest.raises(InputError, match=r"'steps' parameter of diffusion_noise_levels must be at"):
+        diffusion_noise_levels("cosine", steps=10**20)  # hung: an array of 10**20 steps
+    assert len(diffusion_noise_levels("cosine", steps=10**6, timesteps=[1, 10**6]).timestep) == 2

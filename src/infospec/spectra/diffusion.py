@@ -28,6 +28,9 @@ from .._validation import check_choice, check_positive
 
 __all__ = ["DiffusionNoise", "diffusion_noise_levels"]
 
+#: Most diffusion steps accepted: the schedule is computed over every step.
+MAX_STEPS = 10**6
+
 _SCHEDULES = ("cosine", "linear")
 
 
@@ -92,7 +95,7 @@ def diffusion_noise_levels(
     Raises
     ------
     InputError
-        If ``schedule`` is unknown, ``steps`` is not a positive int (> 20 for ``'linear'``,
+        If ``schedule`` is unknown, ``steps`` is not an int in [1, 10**6] (> 20 for ``'linear'``,
         whose last beta :math:`0.02 \cdot 1000/T` must stay below 1), or a timestep is not
         an int in [1, steps].
 
@@ -111,6 +114,11 @@ def diffusion_noise_levels(
     func = "diffusion_noise_levels"
     check_choice(schedule, "schedule", func, _SCHEDULES)
     steps = check_positive(steps, "steps", func, integer=True)
+    if steps > MAX_STEPS:  # the schedule is an array of `steps` values (10**20 hung)
+        raise InputError(
+            f"The 'steps' parameter of {func} must be at most {MAX_STEPS} (diffusion models "
+            f"use 1000 to 4000). Got {shown(steps)} instead."
+        )
     if schedule == "linear" and steps <= 20:
         raise InputError(
             f"The 'steps' parameter of {func} must be an int > 20 for the linear schedule: "

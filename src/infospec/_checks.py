@@ -19,6 +19,7 @@ __all__ = [
     "check_probability",
     "count_in_range",
     "real_above",
+    "real_value",
     "shown",
     "shown_str",
 ]
@@ -33,7 +34,7 @@ def shown_str(value: Any) -> str:
     try:
         text = str(value)
     except ValueError:
-        text = f"an int of about {int(value.bit_length() * math.log10(2))} digits"
+        text = _unprintable(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -79,7 +80,8 @@ def check_probability(
 def check_choice(value: Any, name: str, func: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``; otherwise raise, listing the valid choices."""
     choices = tuple(choices)
-    try:  # an array compares elementwise: no truth value, so not a choice
+    try:  # an array is unhashable (and compares elementwise): never a choice
+        hash(value)
         ok = bool(value in choices)
     except (TypeError, ValueError):
         ok = False
@@ -92,12 +94,19 @@ def check_choice(value: Any, name: str, func: str, choices: Iterable[str]) -> st
     return value
 
 
+def _unprintable(value: Any) -> str:
+    """What to print for a value whose text Python refuses (an int past 4300 digits)."""
+    if isinstance(value, int):
+        return f"an int of about {int(value.bit_length() * math.log10(2))} digits"
+    return f"a {type(value).__name__} holding an int too long to print"
+
+
 def shown(value: Any) -> str:
     """``repr(value)``, at most 60 characters (an int past Python's 4300 digits has none)."""
     try:
         text = repr(value)
     except ValueError:
-        text = f"an int of about {int(value.bit_length() * math.log10(2))} digits"
+        text = _unprintable(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -120,13 +129,20 @@ def count_in_range(value: Any, what: str, *, low: int = 1, high: int | None = No
     return v
 
 
-def real_above(value: Any, what: str, *, above: float = 0.0) -> float:
-    """``value`` as a finite float ``> above``; ``what`` names it in the error."""
+def real_value(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (not a bool, array or tensor), else None;
+    an int beyond float64 reads as an infinity (``float()`` raises OverflowError)."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         try:
-            v = float(value)
+            return float(value)
         except OverflowError:
-            v = math.inf
-        if math.isfinite(v) and v > above:
-            return v
+            return math.inf if value > 0 else -math.inf
+    return None
+
+
+def real_above(value: Any, what: str, *, above: float = 0.0) -> float:
+    """``value`` as a finite float ``> above``; ``what`` names it in the error."""
+    v = real_value(value)
+    if v is not None and math.isfinite(v) and v > above:
+        return v
     raise InputError(f"{what} must be a finite number > {above:g}. Got {shown(value)} instead.")

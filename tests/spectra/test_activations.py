@@ -311,3 +311,10 @@ def test_outputs_with_several_rows_per_token_keep_those_of_the_real_tokens(gen):
     assert acc.count == n == 24
     torch.testing.assert_close(acc.mean, mean)
     torch.testing.assert_close(acc.scatter, scatter)
+
+
+def test_a_meta_forward_pass_is_an_error_row(gen):
+    model = nn.Sequential(nn.Linear(4, 4)).to("meta")
+    with ActivationCovariances({"0": model[0]}) as acts, torch.no_grad():
+        model(torch.empty(3, 4, device="meta"))
+    assert "meta tensor" in acts.errors["0"]

@@ -323,6 +323,11 @@ class ActivationCovariances:
                 f"layer '{name}' {'received' if observe_inputs else 'returned'} {what}; "
                 f"only floating {self.observe} have a covariance spectrum"
             )
+        if out.device.type == "meta":
+            raise InputError(
+                f"layer '{name}' {'received' if observe_inputs else 'returned'} a meta tensor "
+                f"(no values): run the model on real data on a real device"
+            )
         through_input = not observe_inputs and self._use_input(name, module, inputs)
         if through_input:
             mod, weight, bias, versions = self._through_input[name]

@@ -85,6 +85,15 @@ def test_refuses_to_replace_a_file_infospec_did_not_write(tmp_path, capsys):
         (["sklearn:digits", "--timesteps", "0,5"], r"--timesteps must be comma-separated ints"),
         (["sklearn:digits", "--timesteps", "a"], r"--timesteps must be comma-separated ints"),
         (["sklearn:digits", "--steps", "10", "--schedule", "linear"], "--steps must be an int"),
+        (
+            ["sklearn:digits", "--steps", "99999999999999999999"],
+            r"--steps must be an int in \[1, 100000\] for the cosine schedule",
+        ),
+        (
+            ["sklearn:digits", "--steps", "100000000", "--timesteps", "1"],
+            r"--steps must be an int in \[1, 100000\]",
+        ),
+        (["sklearn:digits", "--steps", "0"], r"--steps must be an int in \[1, 100000\]"),
         (["sklearn:digits", "--f-min", "-1"], "--f-min must be a frequency > 0"),
     ],
 )
@@ -113,3 +122,10 @@ def test_pixel_scaling_to_the_ddpm_range():
 
     with pytest.raises(SourceError, match="Cannot read the image 'x': float pixels outside"):
         _to_unit_range(np.array([2.0]), "x")
+
+
+def test_the_cli_step_bound_is_the_library_one():
+    from infospec.spectra.diffusion import MAX_STEPS
+    from infospec.tools import spectrum_cli
+
+    assert spectrum_cli.MAX_STEPS == MAX_STEPS

@@ -14,17 +14,47 @@ whose docstrings made it.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .._checks import shown
+from .._checks import count_in_range, real_value, shown
 from .._errors import InputError, SourceError
 
 __all__ = ["ByteNgram", "corpus_bytes", "corpus_ngram", "write_corpus_ngram"]
 
 #: The shipped model, inside the package.
 CORPUS_MODEL = ("data", "byte_ngram_corpus.npz")
+#: The smoothing ``alpha`` allowed. Below, ``alpha / (n(c) + 256 alpha)`` underflows to 0 for
+#: a context seen up to :data:`MAX_TOTAL` times (0 log 0 is NaN); above, ``256 alpha``
+#: overflows. Inside, every probability is a normal float64 (>= 1e-100 / 2**53 ~ 1e-116).
+ALPHA_RANGE = (1e-100, 1e100)
+#: The largest total count a loaded file may hold: float64 counts exactly up to 2**53.
+MAX_TOTAL = 2**53
+
+
+def _check_alpha(value: Any, what: str) -> float:
+    """``value`` as a float in :data:`ALPHA_RANGE`, else an InputError; ``what`` names it."""
+    v = real_value(value)
+    if v is not None and ALPHA_RANGE[0] <= v <= ALPHA_RANGE[1]:
+        return v
+    raise InputError(
+        f"{what} must be a float in [{ALPHA_RANGE[0]:g}, "
+        f"{ALPHA_RANGE[1]:g}] (outside it the smoothed probabilities underflow or overflow "
+        f"and the entropies are NaN). Got {shown(value)} instead."
+    )
+
+
+def _check_path(path: Any, func: str) -> Path:
+    """``path`` (str or os.PathLike) as a :class:`~pathlib.Path`, else an InputError."""
+    if isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str) and str(path):
+        return Path(path)
+    raise InputError(
+        f"The 'path' argument of {func} must be a file path (str or os.PathLike). "
+        f"Got {shown(path)} instead."
+    )
 
 
 def _keys(data: np.ndarray, order: int) -> np.ndarray:
@@ -36,26 +66,32 @@ def _keys(data: np.ndarray, order: int) -> np.ndarray:
     return ctx
 
 
-def _as_bytes(data) -> np.ndarray:
+def _as_bytes(data, func: str = "ByteNgram") -> np.ndarray:
     if isinstance(data, str):
         data = data.encode("utf-8")
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InputError(f"The 'data' parameter must be bytes or str. Got {type(data).__name__}.")
+        raise InputError(
+            f"The 'data' argument of {func} must be bytes or str (UTF-8). "
+            f"Got {type(data).__name__}."
+        )
     return np.frombuffer(bytes(data), dtype=np.uint8)
 
 
 class ByteNgram:
-    """Byte n-gram model, ``order`` in 1..4, smoothing ``alpha > 0``; ``fit`` adds counts.
+    """Byte n-gram model, ``order`` in 1..4, smoothing ``alpha`` in [1e-100, 1e100] (see
+    :data:`ALPHA_RANGE`); ``fit`` adds counts.
 
     Entropies are in nats (as in BLT's code); :meth:`bits_per_byte` in bits.
+
+    Raises
+    ------
+    InputError
+        If ``order`` is not an int in [1, 4] or ``alpha`` not a float in [1e-100, 1e100].
     """
 
     def __init__(self, order: int = 3, *, alpha: float = 0.1):
-        if not isinstance(order, int) or not 1 <= order <= 4:
-            raise InputError(f"The 'order' parameter must be an int in 1..4. Got {shown(order)}.")
-        if not alpha > 0:
-            raise InputError(f"The 'alpha' parameter must be a float > 0. Got {shown(alpha)}.")
-        self.order, self.alpha = order, float(alpha)
+        order = count_in_range(order, "The 'order' parameter of ByteNgram", low=1, high=4)
+        self.order, self.alpha = order, _check_alpha(alpha, "The 'alpha' parameter of ByteNgram")
         self.meta: dict = {}  # what a loaded model was fitted on (see load)
         self._pair_keys = np.zeros(0, np.int64)
         self._pair_counts = np.zeros(0, np.int64)
@@ -117,20 +153,49 @@ class ByteNgram:
     def save(self, path, *, meta: dict | None = None) -> None:
         """Write the counts (and ``meta``, JSON) to ``path`` as ``.npz``, atomically.
 
+        ``meta`` is a dict of JSON values with str keys; an ``order`` or ``alpha`` in it must
+        equal the model's (a loaded model's ``meta`` holds both).
+
         Raises
         ------
         InputError
-            If ``path`` cannot be written; the message names it.
+            If ``path`` is not a str or os.PathLike or cannot be written (the message names
+            it), or ``meta`` is not such a dict.
         """
         from .._io import atomic_write
 
-        header = dict(order=self.order, alpha=self.alpha, **(meta or {}))
+        func = "ByteNgram.save"
+        path = _check_path(path, func)
+        header = dict(order=self.order, alpha=self.alpha)
+        if meta is not None:
+            if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+                raise InputError(
+                    f"The 'meta' argument of {func} must be a dict with str keys or None. "
+                    f"Got {shown(meta)}."
+                )
+            for key in ("order", "alpha"):
+                value = meta.get(key, header[key])
+                same = type(value) in (int, float) and value == header[key]  # no arrays, bools
+                if not same:
+                    raise InputError(
+                        f"The 'meta' argument of {func} has {key}={shown(value)}, but the "
+                        f"model's {key} is {header[key]}: the file records the model's. Drop "
+                        f"the key or rename it."
+                    )
+            header.update(meta)
+        try:
+            text = json.dumps(header, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"The 'meta' argument of {func} must hold JSON values only (str, finite "
+                f"numbers, bools, None, lists, dicts): {exc}."
+            ) from None
         with atomic_write(path, "wb") as fh:
             np.savez_compressed(
                 fh,
                 pair_keys=self._pair_keys,
                 pair_counts=self._pair_counts,
-                header=np.array(json.dumps(header, sort_keys=True)),
+                header=np.array(text),
             )
 
     @classmethod
@@ -139,23 +204,72 @@ class ByteNgram:
 
         Raises
         ------
+        InputError
+            If ``path`` is not a str or os.PathLike.
         SourceError
-            If ``path`` is not such a file; the message names it.
+            If ``path`` is missing, not a regular file, or not such a file: not an ``.npz``
+            archive; a header that is not a JSON object with an ``order`` in [1, 4] and an
+            ``alpha`` in [1e-100, 1e100]; keys that are not sorted unique 1-D int64 ids of
+            that order; counts that are not ints >= 1 with a total of at most 2**53. The
+            message names the file.
         """
+        from ..sources.formats import regular_file
+
+        path = _check_path(path, "ByteNgram.load")
+        regular_file(path)
+
+        def bad(problem: str) -> SourceError:
+            return SourceError(
+                f"Cannot read '{path}' as a ByteNgram file (written by ByteNgram.save): {problem}."
+            )
+
         try:
-            with np.load(path, allow_pickle=False) as z:
-                header = json.loads(str(z["header"]))
-                keys, counts = z["pair_keys"], z["pair_counts"]
-            model = cls(int(header["order"]), alpha=float(header["alpha"]))
-        except (OSError, ValueError, KeyError, InputError) as exc:
-            raise SourceError(
-                f"cannot read {path} as a ByteNgram file (written by ByteNgram.save): {exc}"
-            ) from exc
-        if keys.dtype != np.int64 or keys.shape != counts.shape or np.any(np.diff(keys) <= 0):
-            raise SourceError(f"{path}: the counts are not sorted unique int64 keys")
+            z = np.load(path, allow_pickle=False)
+        except Exception as exc:  # BadZipFile, a pickle (ValueError), a bad .npy header, ...
+            raise bad(f"not an .npz archive ({type(exc).__name__})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise bad("it is a single .npy array, not an .npz archive")
+        names = ("header", "pair_keys", "pair_counts")
+        missing = [k for k in names if k not in z.files]
+        if missing:
+            z.close()
+            raise bad(f"it has no array {', '.join(repr(k) for k in missing)}")
+        try:
+            with z:
+                arrays = {k: z[k] for k in names}
+        except Exception as exc:  # a damaged archive: zlib.error, BadZipFile, EOFError, ...
+            raise bad(f"a damaged archive ({type(exc).__name__})") from None
+        header, keys, counts = arrays["header"], arrays["pair_keys"], arrays["pair_counts"]
+        if header.ndim != 0 or header.dtype.kind != "U":
+            raise bad("the header is not one JSON string")
+        try:
+            meta = json.loads(str(header))
+        except (ValueError, RecursionError):
+            raise bad("the header is not valid JSON") from None
+        if not isinstance(meta, dict) or "order" not in meta or "alpha" not in meta:
+            raise bad("the header is not a JSON object with 'order' and 'alpha'")
+        try:
+            order = count_in_range(meta["order"], "its header's 'order'", low=1, high=4)
+            model = cls(order, alpha=_check_alpha(meta["alpha"], "its header's 'alpha'"))
+        except InputError as exc:
+            raise bad(str(exc).rstrip(".")) from None
+        if keys.ndim != 1 or keys.dtype != np.int64 or keys.shape != counts.shape:
+            raise bad(
+                f"the keys (shape {keys.shape}, {keys.dtype}) and counts (shape "
+                f"{counts.shape}, {counts.dtype}) are not two 1-D arrays of equal length "
+                f"of int64 keys and int counts"
+            )
+        if keys.size and (
+            np.any(np.diff(keys) <= 0) or keys[0] < 0 or keys[-1] >= 256**model.order
+        ):
+            raise bad(f"the keys are not sorted unique ids in [0, 256**{model.order})")
+        if counts.dtype.kind not in "iu":
+            raise bad(f"the counts are {counts.dtype}, not integers")
+        if counts.size and (counts.min() < 1 or counts.astype(np.float64).sum() > MAX_TOTAL):
+            raise bad("the counts are not ints >= 1 with a total of at most 2**53")
         model._pair_keys, model._pair_counts = keys, counts.astype(np.int64)
         model._summarise()
-        model.meta = header
+        model.meta = meta
         return model
 
     def bits_per_byte(self, data) -> float:
@@ -179,12 +293,20 @@ def write_corpus_ngram(path, *, order: int = 3, alpha: float = 0.1) -> ByteNgram
 
     The shipped file was made with
     ``write_corpus_ngram("src/infospec/data/byte_ngram_corpus.npz")``.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is not a str or os.PathLike or cannot be written, or ``order`` or
+        ``alpha`` is out of range (see :class:`ByteNgram`).
     """
     import hashlib
     import platform
 
+    path = _check_path(path, "write_corpus_ngram")
+    model = ByteNgram(order, alpha=alpha)
     data = corpus_bytes()
-    model = ByteNgram(order, alpha=alpha).fit(data)
+    model.fit(data)
     meta = dict(
         corpus="infospec.example.example_corpus(None), joined by newlines, UTF-8",
         corpus_bytes=len(data),
@@ -192,7 +314,7 @@ def write_corpus_ngram(path, *, order: int = 3, alpha: float = 0.1) -> ByteNgram
         python=platform.python_version(),
     )
     model.save(path, meta=meta)
-    model.meta = dict(order=order, alpha=float(alpha), **meta)
+    model.meta = dict(order=model.order, alpha=model.alpha, **meta)
     return model
 
 

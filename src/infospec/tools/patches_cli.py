@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold", type=float, default=1.5, help="nats")
     p.add_argument("--threshold-add", type=float, default=None, help="nats, for --mode both")
     p.add_argument("--mode", choices=("global", "monotonic", "both"), default="global")
-    p.add_argument("--max-patch-length", type=int, default=None)
+    p.add_argument(
+        "--max-patch-length", type=int, default=None, help="split longer patches (int >= 1)"
+    )
     p.add_argument(
         "--model",
         choices=("corpus", "file"),
@@ -48,6 +50,27 @@ def _token_lines(data: bytes, starts) -> list[str]:
     ]
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """The numeric options, in the command line's words, before the file is read."""
+    import math
+
+    from .._checks import shown_str
+    from .._errors import InputError
+
+    for flag, value in (("--threshold", args.threshold), ("--threshold-add", args.threshold_add)):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{flag} must be a finite number (nats); got {shown_str(value)}.")
+    mpl = args.max_patch_length
+    if mpl is not None and not 1 <= mpl <= 2**63 - 1:
+        raise InputError(
+            f"--max-patch-length must be an int in [1, 2**63 - 1]; got {shown_str(mpl)}."
+        )
+    if args.order is not None and not 1 <= args.order <= 4:
+        raise InputError(f"--order must be an int in [1, 4]; got {shown_str(args.order)}.")
+    if args.mode == "both" and args.threshold_add is None:
+        raise InputError("--mode both needs --threshold-add (the rise, in nats).")
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -58,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from .ngram import ByteNgram, corpus_ngram
     from .patching import entropy_patches
 
+    _check_options(args)
     if args.model == "corpus" and args.order is not None:
         raise InputError(
             "--order sets the order of a model fitted on FILE: use it with --model file (the "

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .._checks import shown
+from .._checks import shown, shown_str
 
 #: Built-in image names: name -> (what it is, loader name in sklearn.datasets, argument).
 BUILTIN = {
@@ -26,6 +26,9 @@ BUILTIN = {
     "sklearn:digits": ("scikit-learn load_digits, 1797 images", "load_digits", None),
 }
 _DEFAULT_TIMESTEPS = "50,200,500,800,950"
+#: The most diffusion steps ``--steps`` takes: infospec.spectra.diffusion.MAX_STEPS (kept
+#: here so that ``--help`` does not import torch; a test checks that they agree).
+MAX_STEPS = 100_000
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -46,7 +49,12 @@ def add_parser(sub) -> None:
         "sklearn:digits",
     )
     p.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
-    p.add_argument("--steps", type=int, default=1000, help="diffusion steps T (default 1000)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=1000,
+        help=f"diffusion steps T (default 1000, at most {MAX_STEPS})",
+    )
     p.add_argument(
         "--timesteps",
         default=_DEFAULT_TIMESTEPS,
@@ -214,10 +222,11 @@ def run(args: argparse.Namespace) -> int:
         radial_power_spectrum,
     )
 
-    if args.steps < 1 or (args.schedule == "linear" and args.steps <= 20):
-        least = 21 if args.schedule == "linear" else 1
+    least = 21 if args.schedule == "linear" else 1
+    if not least <= args.steps <= MAX_STEPS:
         raise InputError(
-            f"--steps must be an int >= {least} for the {args.schedule} schedule; got {args.steps}."
+            f"--steps must be an int in [{least}, {MAX_STEPS}] for the {args.schedule} "
+            f"schedule; got {shown_str(args.steps)}."
         )
     chosen = _timesteps(args.timesteps, args.steps)
     if args.f_min is not None and not args.f_min > 0:

@@ -29,7 +29,7 @@ from .._validation import check_choice, check_positive
 __all__ = ["DiffusionNoise", "diffusion_noise_levels"]
 
 #: Most diffusion steps accepted: the schedule is computed over every step.
-MAX_STEPS = 10**6
+MAX_STEPS = 100_000
 
 _SCHEDULES = ("cosine", "linear")
 
@@ -95,7 +95,7 @@ def diffusion_noise_levels(
     Raises
     ------
     InputError
-        If ``schedule`` is unknown, ``steps`` is not an int in [1, 10**6] (> 20 for ``'linear'``,
+        If ``schedule`` is unknown, ``steps`` is not an int in [1, 100000] (> 20 for ``'linear'``,
         whose last beta :math:`0.02 \cdot 1000/T` must stay below 1), or a timestep is not
         an int in [1, steps].
 

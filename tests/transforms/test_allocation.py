@@ -111,3 +111,89 @@ def test_max_ranks_cap_and_budget_too_small():
         allocate_ranks(e, shapes, 39)
     with pytest.raises(InputError, match="finite and >= 0"):
         allocate_ranks([np.array([1.0, -1.0])], [(2, 2)], 4)
+
+
+# -- bad input -----------------------------------------------------------------------------
+_E = [np.array([4.0, 3, 2, 1]), np.array([2.0, 1, 0.5, 0.1])]
+_S = [(8, 8), (8, 8)]
+
+
+def _id(value):
+    """A test id for a 5000-digit int (which has no str); None keeps pytest's own."""
+    return "huge_int" if isinstance(value, int) and value.bit_length() > 1000 else None
+
+
+@pytest.mark.parametrize("budget", [None, "abc", float("nan"), float("inf"), 10**5000, -1], ids=_id)
+def test_allocate_ranks_refuses_a_bad_budget(budget):
+    with pytest.raises(InputError, match="'budget' argument of allocate_ranks must be a finite"):
+        allocate_ranks(_E, _S, budget)
+
+
+@pytest.mark.parametrize("min_rank", [float("nan"), 1e-300, -1, 0, "1", True])
+def test_allocate_ranks_refuses_a_bad_min_rank(min_rank):
+    with pytest.raises(InputError, match="'min_rank' parameter of allocate_ranks must be an int"):
+        allocate_ranks(_E, _S, 60, min_rank=min_rank)
+
+
+def test_allocate_ranks_takes_integral_numpy_and_tensor_min_rank():
+    import torch
+
+    want = allocate_ranks(_E, _S, 64, min_rank=2)
+    assert allocate_ranks(_E, _S, 64, min_rank=np.float64(2.0)) == want
+    assert allocate_ranks(_E, _S, 64, min_rank=torch.tensor(2)) == want
+
+
+@pytest.mark.parametrize(
+    ("shapes", "match"),
+    [
+        ([(4, 4, 4)], r"Entry 0 of the 'shapes' argument .* pair \(m, n\)"),
+        ([4], r"Entry 0 of the 'shapes' argument .* pair \(m, n\)"),
+        ([(0, 0)], "Each size in entry 0 of the 'shapes' argument .* int >= 1. Got 0"),
+        ([(-4, -4)], "Each size in entry 0 .* Got -4"),
+        ([(0, 4)], "Each size in entry 0 .* Got 0"),
+        ([(4.5, 4)], "Each size in entry 0 .* Got 4.5"),
+    ],
+)
+def test_allocate_ranks_refuses_bad_shapes(shapes, match):
+    with pytest.raises(InputError, match=match):
+        allocate_ranks(_E[:1], shapes, 60)
+
+
+def test_allocate_ranks_refuses_bad_caps_and_spectra():
+    import torch
+
+    with pytest.raises(InputError, match=r"'max_ranks' argument .* must be an int >= 1. Got 0"):
+        allocate_ranks(_E, _S, 60, max_ranks=[0, 1])
+    with pytest.raises(InputError, match="one cap \\(or None\\) per matrix: 2; got 1"):
+        allocate_ranks(_E, _S, 60, max_ranks=[1])
+    with pytest.raises(InputError, match=r"Entry 0 of the 'energies' argument .* real numbers"):
+        allocate_ranks(["ab", "cd"], _S, 60)
+    with pytest.raises(InputError, match=r"'energies\[0\]' argument .* is a meta tensor"):
+        allocate_ranks([torch.ones(4, device="meta")] * 2, _S, 60)
+    with pytest.raises(InputError, match="'energies' argument of allocate_ranks must be a list"):
+        allocate_ranks(None, _S, 60)
+    # tensors of values are fine
+    assert allocate_ranks([torch.tensor(e) for e in _E], _S, 48) == allocate_ranks(_E, _S, 48)
+
+
+@pytest.mark.parametrize(
+    "ratio", [float("nan"), float("inf"), 10**5000, -1, 0, True, "0.5"], ids=_id
+)
+def test_uniform_ranks_refuses_a_bad_ratio(ratio):
+    with pytest.raises(InputError, match="'ratio' parameter of uniform_ranks must be a finite"):
+        uniform_ranks(_E, _S, ratio)
+
+
+def test_uniform_ranks_checks_min_rank_like_allocate_ranks():
+    with pytest.raises(InputError, match="'min_rank' parameter of uniform_ranks"):
+        uniform_ranks(_E, _S, 0.5, min_rank=-1)
+
+
+@pytest.mark.parametrize(("m", "n"), [(0, 0), (float("nan"), 4), (1.5, 4), (4, -1)])
+def test_max_saving_rank_refuses_non_sizes(m, n):
+    with pytest.raises(InputError, match="argument of max_saving_rank must be an int >= 1"):
+        max_saving_rank(m, n)
+
+
+def test_max_saving_rank_value():
+    assert max_saving_rank(8, 8) == 3 and max_saving_rank(2, 2) == 0

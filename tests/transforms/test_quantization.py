@@ -252,3 +252,265 @@ def test_load_refuses_a_model_of_another_shape(tmp_path):
     with pytest.raises(InputError, match=r"layer '0' is \(65, 32\) in the model"):
         infospec.load_compressed(other, out)
     assert torch.equal(other[0].weight, before)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (None, "'options' argument of allocate_choices must be a list"),
+        ([[(1,)]], r"Option 0 of item 0 .* got \(1,\)"),
+        ([[(1, 2, 3)]], r"Option 0 of item 0 .* got \(1, 2, 3\)"),
+        ([[("a", 1.0)]], r"Option 0 of item 0 .* got \('a', 1.0\)"),
+        ([[(1, "2.0")]], r"Option 0 of item 0 .* got \(1, '2.0'\)"),
+        ([[(10**5000, 1.0)]], r"Option 0 of item 0 .* got a tuple holding an int too long"),
+        ([[(1e308, 1.0), (1.7e308, 0.0)]] * 2, "the costs add up beyond the float64 range"),
+        ([[(1, 1e308)]] * 2, "the losses add up beyond the float64 range"),
+    ],
+)
+def test_allocate_choices_refuses_bad_options(options, match):
+    with pytest.raises(InputError, match=match):
+        allocate_choices(options, 8)
+
+
+@pytest.mark.parametrize("budget", [None, "abc", float("nan"), float("inf"), 1e309, -1])
+def test_allocate_choices_refuses_a_bad_budget(budget):
+    with pytest.raises(InputError, match="'budget' argument of allocate_choices must be a finite"):
+        allocate_choices([[(1, 1.0)]], budget)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        torch.int8,
+        torch.int32,
+        torch.uint8,
+        torch.float8_e4m3fn,
+        torch.bool,
+        torch.complex64,
+        "float16",
+        0,
+        np.float16,
+    ],
+)
+def test_quantize_groups_refuses_a_bad_scale_dtype(dtype):
+    with pytest.raises(InputError, match=r"'scale_dtype' argument .* floating torch dtype of 16"):
+        quantize_groups(torch.randn(4, 8), 4, scale_dtype=dtype)
+
+
+def test_quantize_groups_refuses_meta_and_huge_bits_and_takes_a_huge_group():
+    with pytest.raises(InputError, match="'weight' argument of quantize_groups is a meta"):
+        quantize_groups(torch.empty(4, 4, device="meta"), 4)
+    with pytest.raises(InputError, match=r"bits must be an int in 1..8; got an int of about"):
+        quantize_groups(torch.randn(4, 4), 10**5000)
+    w = torch.randn(4, 10)
+    whole = quantize_groups(w, 4, group_size=10)
+    huge = quantize_groups(w, 4, group_size=10**30)  # one group per row
+    assert torch.equal(dequantize(huge), dequantize(whole))
+    for dtype in (torch.bfloat16, torch.float32, torch.float64):
+        q = quantize_groups(w, 4, scale_dtype=dtype)
+        assert q.scale.dtype == dtype
+
+
+def test_dequantize_errors_name_the_argument():
+    q = quantize_groups(torch.randn(4, 8), 4, group_size=4)
+    for dtype in ("float32", np.float16, torch.int32):
+        with pytest.raises(InputError, match="'dtype' argument of dequantize must be a floating"):
+            dequantize(q, dtype)
+    with pytest.raises(InputError, match="'q' argument of dequantize must be a QuantizedMatrix"):
+        dequantize(None)
+    for gs in (0, -1, "4", None):
+        with pytest.raises(InputError, match="'group_size' field of q must be an int >= 1"):
+            dequantize(q._replace(group_size=gs))
+    with pytest.raises(InputError, match=r"q.scale and q.minimum must have shape \(4, 1\)"):
+        dequantize(q._replace(group_size=8))
+    assert dequantize(q, torch.float32).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("codes", "match"),
+    [
+        (None, "'codes' argument of pack_codes must be a torch.Tensor; got NoneType"),
+        ([1, 2, 3], "'codes' argument of pack_codes must be a torch.Tensor; got list"),
+        (torch.empty(3, device="meta"), "'codes' argument of pack_codes is a meta tensor"),
+        (torch.tensor([300, -1]), r"codes in \[0, 15\] for bits=4; got 300 \(2 code"),
+        (torch.tensor([20]), r"codes in \[0, 15\] for bits=4; got 20"),
+        (torch.tensor([1.7, math.nan]), "must be an integer tensor .* got dtype float32"),
+        (torch.tensor([1 + 0j]), "must be an integer tensor .* got dtype complex64"),
+    ],
+)
+def test_pack_codes_refuses_non_codes(codes, match):
+    with pytest.raises(InputError, match=match):
+        pack_codes(codes, 4)
+
+
+@pytest.mark.parametrize(
+    ("packed", "shape", "match"),
+    [
+        (None, (4,), "'packed' argument of unpack_codes must be a torch.Tensor; got NoneType"),
+        (np.zeros(2, np.uint8), (4,), "'packed' argument .* must be a torch.Tensor; got ndarray"),
+        (torch.empty(2, dtype=torch.uint8, device="meta"), (4,), "'packed' argument .* meta"),
+        (torch.zeros(2, dtype=torch.uint8), None, "'shape' argument of unpack_codes must be a"),
+        (torch.zeros(2, dtype=torch.uint8), "ab", "'shape' argument of unpack_codes must be a"),
+        (torch.zeros(2, dtype=torch.uint8), (-4, -10), "Each size in the 'shape' .* Got -4"),
+        (torch.zeros(2, dtype=torch.uint8), (4, 10.5), "Each size in the 'shape' .* Got 10.5"),
+    ],
+)
+def test_unpack_codes_errors_name_the_argument(packed, shape, match):
+    with pytest.raises(InputError, match=match):
+        unpack_codes(packed, 4, shape)
+
+
+def test_unpack_codes_takes_an_integral_float_size():
+    packed = pack_codes(torch.tensor([[1, 2], [3, 15]]), 4)
+    assert unpack_codes(packed, 4, (2, 2.0)).tolist() == [[1, 2], [3, 15]]
+
+
+def test_compress_with_a_group_larger_than_the_rows(tmp_path):
+    mlp, data = _mlp_and_data()
+    res = infospec.compress(mlp, data, bits=4, group_size=10**30)
+    ref = infospec.compress(mlp, data, bits=4, group_size=64)  # >= every row length
+    for a, b in zip(res.model.parameters(), ref.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    fresh, _ = _mlp_and_data()
+    infospec.load_compressed(fresh, res.save(tmp_path / "q"))
+    for a, b in zip(res.model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(InputError, match=r"bits must be a number .* got an int of about"):
+        infospec.compress(mlp, data, bits=10**5000)
+
+
+# -- load_compressed of a damaged folder -----------------------------------------------------
+def _saved(tmp_path, bits):
+    mlp, data = _mlp_and_data()
+    kwargs = {"bits": 4, "group_size": 16} if bits else {"ratio": 0.5}
+    return infospec.compress(mlp, data, **kwargs).save(tmp_path / "saved")
+
+
+def _edited(folder, plan_edit=None, tensor_edit=None):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = folder.parent / f"edited{len(list(folder.parent.iterdir()))}"
+    shutil.copytree(folder, out)
+    plan = json.loads((out / "plan.json").read_text())
+    if plan_edit:
+        plan_edit(plan)
+        (out / "plan.json").write_text(json.dumps(plan))
+    if tensor_edit:
+        quant = plan["format"] == "infospec-quant-1"
+        file = out / ("quantized.safetensors" if quant else "factors.safetensors")
+        tensors = load_file(str(file))
+        tensor_edit(tensors)
+        save_file(tensors, str(file), metadata={"format": plan["format"]})
+    return out
+
+
+def _set(key, value):
+    return lambda plan: [rec.__setitem__(key, value) for rec in plan["layers"]]
+
+
+def _drop(key):
+    return lambda plan: [rec.pop(key) for rec in plan["layers"]]
+
+
+@pytest.mark.parametrize("directory", [None, 5, ["a"]])
+def test_load_compressed_refuses_a_non_path(directory):
+    mlp, _ = _mlp_and_data()
+    with pytest.raises(InputError, match="'directory' argument of load_compressed must be a path"):
+        infospec.load_compressed(mlp, directory)
+
+
+def test_load_compressed_takes_a_bytes_path_and_refuses_a_non_model(tmp_path):
+    folder = _saved(tmp_path, bits=True)
+    mlp, _ = _mlp_and_data()
+    infospec.load_compressed(mlp, bytes(folder))
+    with pytest.raises(InputError, match="'model' argument of load_compressed must be a torch"):
+        infospec.load_compressed(None, folder)
+
+
+@pytest.mark.parametrize("bits", [True, False])
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda plan: plan.pop("layers"), "'layers' must be a list of layer records; got None"),
+        (lambda plan: plan.__setitem__("layers", 5), "'layers' must be a list .* got 5"),
+        (lambda plan: plan.__setitem__("layers", {}), r"'layers' must be a list .* got \{\}"),
+        (lambda plan: plan.__setitem__("layers", [5]), r"layers\[0\] must be a record"),
+        (_drop("name"), r"layers\[0\] \(\w+\) lacks its 'name' field"),
+        (_drop("shape"), r"layers\[0\] \(\w+\) lacks its 'shape' field"),
+        (_drop("status"), r"layers\[0\] needs a 'status' string .* got None"),
+        (_set("status", [1]), r"layers\[0\] needs a 'status' string .* got \[1\]"),
+        (_set("shape", None), r"layers\[0\] 'shape' must be \[out, in\], two ints >= 1"),
+        (_set("shape", [32]), r"layers\[0\] 'shape' must be \[out, in\].* got \[32\]"),
+        (_set("shape", [64, 32.0]), r"layers\[0\] 'shape' must be \[out, in\].* got \[64, 32.0\]"),
+        (_set("name", [1]), r"layers\[0\] 'name' must be a string; got \[1\]"),
+    ],
+)
+def test_load_compressed_names_the_bad_plan_field(tmp_path, bits, edit, match):
+    from infospec import SourceError
+
+    folder = _edited(_saved(tmp_path, bits), edit)
+    mlp, _ = _mlp_and_data()
+    with pytest.raises(SourceError, match=r"plan\.json: " + match):
+        infospec.load_compressed(mlp, folder)
+
+
+@pytest.mark.parametrize(
+    ("bits", "edit", "match"),
+    [
+        (False, _drop("rank"), "lacks its 'rank' field"),
+        (False, _set("rank", 0), "'rank' must be an int >= 1; got 0"),
+        (True, _drop("bits"), "lacks its 'bits' field"),
+        (True, _set("bits", 9), "'bits' must be an int in 1..8; got 9"),
+        (True, _drop("group_size"), "lacks its 'group_size' field"),
+        (True, _set("group_size", 0), "'group_size' must be an int >= 1; got 0"),
+        (True, _set("group_size", "a"), "'group_size' must be an int >= 1; got 'a'"),
+        (True, _set("group_size", None), "'group_size' must be an int >= 1; got None"),
+    ],
+)
+def test_load_compressed_names_the_bad_record_field(tmp_path, bits, edit, match):
+    from infospec import SourceError
+
+    folder = _edited(_saved(tmp_path, bits), edit)
+    mlp, _ = _mlp_and_data()
+    with pytest.raises(SourceError, match=match):
+        infospec.load_compressed(mlp, folder)
+
+
+def _each(suffix, fn):
+    def edit(tensors):
+        for key in list(tensors):
+            if key.endswith(suffix):
+                tensors[key] = fn(tensors[key].clone())
+
+    return edit
+
+
+def _first_nan(t):
+    t.view(-1)[0] = math.nan
+    return t
+
+
+@pytest.mark.parametrize(
+    ("bits", "edit", "match"),
+    [
+        (False, _each(".A", _first_nan), r"factors\.safetensors: NaN or infinite values in "),
+        (False, _each(".B", lambda t: t.double() * 1e300), r"the factor '0\.B' in torch.float32"),
+        (True, _each(".scale", _first_nan), "NaN or infinite values in the scales of '0'"),
+        (True, _each(".minimum", _first_nan), "NaN or infinite values in the minima of '0'"),
+        (True, _each(".scale", lambda t: t.double() * 1e40), "the dequantized weight of '0'"),
+        (True, _each(".scale", lambda t: t.to(torch.int64)), "scales of '0' must be floating"),
+        (True, _each(".minimum", lambda t: t > 0), "minima of '0' must be floating .* bool"),
+    ],
+)
+def test_load_compressed_refuses_non_finite_tensors(tmp_path, bits, edit, match):
+    from infospec import SourceError
+
+    folder = _edited(_saved(tmp_path, bits), tensor_edit=edit)
+    mlp, _ = _mlp_and_data()
+    before = [p.detach().clone() for p in mlp.parameters()]
+    with pytest.raises(SourceError, match=match):
+        infospec.load_compressed(mlp, folder)
+    assert all(torch.equal(a, b) for a, b in zip(before, mlp.parameters(), strict=True))

@@ -53,11 +53,13 @@ from __future__ import annotations
 
 import heapq
 import math
+import numbers
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._checks import count_in_range, real_above, shown
 from .._errors import InputError
 
 __all__ = [
@@ -102,7 +104,15 @@ class Allocation(NamedTuple):
 
 
 def max_saving_rank(m: int, n: int) -> int:
-    """The largest rank ``k`` whose factors cost fewer parameters than the matrix: k(m+n) < mn."""
+    """The largest rank ``k`` whose factors cost fewer parameters than the matrix: k(m+n) < mn.
+
+    Raises
+    ------
+    InputError
+        If ``m`` or ``n`` is not an int >= 1.
+    """
+    m = count_in_range(m, "The 'm' argument of max_saving_rank")
+    n = count_in_range(n, "The 'n' argument of max_saving_rank")
     return (m * n - 1) // (m + n)
 
 
@@ -141,19 +151,71 @@ def _lower_hull(opts: list[tuple[int, float, int]]) -> list[tuple[int, float, in
     return hull
 
 
-def _check(energies: Sequence, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+def _sequence(value: Any, name: str, func: str) -> list:
+    """``value`` as a list, if it is a sequence (not a string or a mapping)."""
+    if isinstance(value, str | bytes | dict) or not isinstance(value, Sequence | np.ndarray):
+        raise InputError(
+            f"The '{name}' argument of {func} must be a list (one entry per matrix); got "
+            f"{type(value).__name__}."
+        )
+    return list(value)
+
+
+def _spectrum(e: Any, j: int, func: str) -> np.ndarray:
+    what = f"Entry {j} of the 'energies' argument of {func}"
+    if type(e).__module__.startswith("torch"):
+        import torch
+
+        from .._validation import check_not_meta
+
+        if isinstance(e, torch.Tensor):
+            e = check_not_meta(e, f"energies[{j}]", func).detach().cpu()
+    try:
+        arr = np.asarray(e)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(arr.dtype)
+        arr = arr.astype(np.float64).ravel()
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise InputError(
+            f"{what} must be a 1-D array of real numbers (the squared singular values of "
+            f"matrix {j}); got {shown(e)}."
+        ) from exc
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise InputError(f"{func}: the energies must be finite and >= 0 (entry {j} is not).")
+    return np.sort(arr)[::-1]
+
+
+def _check(
+    energies: Any, shapes: Any, max_ranks: Any, min_rank: Any, func: str
+) -> tuple[list[np.ndarray], list[tuple[int, int]], list[int | None], int]:
+    """Spectra sorted down, shapes as int pairs, rank caps and ``min_rank``, checked."""
+    energies = _sequence(energies, "energies", func)
+    shapes = _sequence(shapes, "shapes", func)
     if len(energies) != len(shapes) or not shapes:
         raise InputError(
-            f"allocate_ranks needs one spectrum per matrix shape; got {len(energies)} "
+            f"{func} needs one spectrum per matrix shape; got {len(energies)} "
             f"spectra and {len(shapes)} shapes."
         )
-    out = []
-    for e in energies:
-        e = np.asarray(e, dtype=np.float64).ravel()
-        if not np.all(np.isfinite(e)) or np.any(e < 0):
-            raise InputError("allocate_ranks: the energies must be finite and >= 0.")
-        out.append(np.sort(e)[::-1])
-    return out
+    pairs = []
+    for j, shape in enumerate(shapes):
+        what = f"Entry {j} of the 'shapes' argument of {func}"
+        if isinstance(shape, str | bytes) or not isinstance(shape, Sequence) or len(shape) != 2:
+            raise InputError(f"{what} must be a pair (m, n) of ints >= 1; got {shown(shape)}.")
+        pairs.append(tuple(count_in_range(v, f"Each size in e{what[1:]}") for v in shape))
+    spectra = [_spectrum(e, j, func) for j, e in enumerate(energies)]
+    min_rank = count_in_range(min_rank, f"The 'min_rank' parameter of {func}")
+    if max_ranks is None:
+        caps = [None] * len(pairs)
+    else:
+        caps = _sequence(max_ranks, "max_ranks", func)
+        if len(caps) != len(pairs):
+            raise InputError(
+                f"The 'max_ranks' argument of {func} must hold one cap (or None) per matrix: "
+                f"{len(pairs)}; got {len(caps)}."
+            )
+        what = f"An entry of the 'max_ranks' argument of {func}"
+        caps = [None if c is None else count_in_range(c, what) for c in caps]
+    return spectra, pairs, caps, min_rank
 
 
 def allocate_ranks(
@@ -188,7 +250,11 @@ def allocate_ranks(
     Raises
     ------
     InputError
-        If even the cheapest option of every matrix exceeds the budget.
+        If even the cheapest option of every matrix exceeds the budget; if ``energies``
+        and ``shapes`` are not lists of one length, a spectrum is not of finite real
+        numbers >= 0 (or is a meta tensor), a shape is not a pair of ints >= 1,
+        ``budget`` is not a finite number >= 0, ``min_rank`` is not an int >= 1, or
+        ``max_ranks`` does not hold one int >= 1 (or None) per matrix.
 
     Notes
     -----
@@ -204,8 +270,10 @@ def allocate_ranks(
     >>> a.ranks, a.params, a.loss
     ([2, 1], 36, 1.5)
     """
-    spectra = _check(energies, shapes)
-    caps = list(max_ranks) if max_ranks is not None else [None] * len(shapes)
+    spectra, shapes, caps, min_rank = _check(
+        energies, shapes, max_ranks, min_rank, "allocate_ranks"
+    )
+    budget = _budget(budget, "allocate_ranks")
     hulls = [
         _lower_hull(_options(e, m, n, min_rank, cap))
         for e, (m, n), cap in zip(spectra, shapes, caps, strict=True)
@@ -224,6 +292,20 @@ def allocate_ranks(
         return Allocation(ranks, spent, float(loss), spent, 0.0)
     ranks, params, loss = _fill(spectra, shapes, caps, ranks, budget)
     return Allocation(ranks, params, loss, spent, slope * (budget - spent))
+
+
+def _budget(budget: Any, func: str) -> float:
+    """``budget`` as a finite float >= 0 (an int beyond float64 is refused as infinite)."""
+    if isinstance(budget, numbers.Real) and not isinstance(budget, bool):
+        try:
+            v = float(budget)
+        except OverflowError:
+            v = math.inf
+        if math.isfinite(v) and v >= 0:
+            return int(budget) if isinstance(budget, numbers.Integral) else v
+    raise InputError(
+        f"The 'budget' argument of {func} must be a finite number >= 0. Got {shown(budget)}."
+    )
 
 
 def _lagrangian(hulls, budget):
@@ -279,6 +361,51 @@ class ChoiceAllocation(NamedTuple):
     gap_bound: float
 
 
+def _menus(options: Any) -> list[list[tuple[float, float, int]]]:
+    """Each item's (cost, loss, index) options by cost, then loss, checked."""
+    func = "allocate_choices"
+    menus = []
+    for j, opts in enumerate(_sequence(options, "options", func)):
+        if isinstance(opts, str | bytes) or not isinstance(opts, Sequence | np.ndarray):
+            raise InputError(
+                f"Item {j} of the 'options' argument of {func} must be a list of (cost, loss) "
+                f"pairs; got {shown(opts)}."
+            )
+        arr = []
+        for i, pair in enumerate(opts):
+            try:
+                c, v = (
+                    float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) else None
+                    for x in pair
+                )
+            except (TypeError, ValueError, OverflowError):  # not a pair, or beyond float64
+                c = v = None
+            if not (c is not None and v is not None and math.isfinite(c) and math.isfinite(v)):
+                c = v = None
+            if c is None or c <= 0 or v < 0:
+                got = shown(pair)
+                raise InputError(
+                    f"Option {i} of item {j} of the 'options' argument of {func} must be a "
+                    f"pair (cost, loss) of real numbers; got {got}, whose cost is not a "
+                    f"finite number > 0 or whose loss is not a finite number >= 0."
+                )
+            arr.append((c, v, i))
+        if not arr:
+            raise InputError(f"{func}: item {j} has no option.")
+        # by cost, then loss: the hull starts at the cheapest (and best among the cheapest)
+        menus.append(sorted(arr, key=lambda t: (t[0], t[1], t[2])))
+    if not menus:
+        raise InputError(f"{func}: options is empty; give at least one item.")
+    for k, what in ((0, "costs"), (1, "losses")):
+        if not math.isfinite(sum(max(t[k] for t in m) for m in menus)):
+            raise InputError(
+                f"The 'options' argument of {func}: the {what} add up beyond the float64 "
+                f"range (about 1.8e308); divide every cost (and the budget) or every loss "
+                f"by one constant first."
+            )
+    return menus
+
+
 def allocate_choices(options: Sequence[Sequence[tuple[float, float]]], budget: float):
     r"""One option per item minimising the total loss at a total cost (equal slope).
 
@@ -305,8 +432,10 @@ def allocate_choices(options: Sequence[Sequence[tuple[float, float]]], budget: f
     Raises
     ------
     InputError
-        If an item has no option, a cost or loss is not finite (or a cost <= 0), or the
-        cheapest option of every item together exceeds the budget.
+        If ``options`` is not a list of lists of (cost, loss) pairs of real numbers, an
+        item has no option, a cost or loss is not finite (or a cost <= 0), the costs or
+        the losses add up beyond the float64 range, ``budget`` is not a finite number
+        >= 0, or the cheapest option of every item together exceeds the budget.
 
     Examples
     --------
@@ -316,20 +445,8 @@ def allocate_choices(options: Sequence[Sequence[tuple[float, float]]], budget: f
     >>> a.choices, a.cost, a.loss
     ([1, 1], 8.0, 1.25)
     """
-    menus = []
-    for j, opts in enumerate(options):
-        arr = [(float(c), float(loss), i) for i, (c, loss) in enumerate(opts)]
-        if not arr:
-            raise InputError(f"allocate_choices: item {j} has no option.")
-        if not all(math.isfinite(c) and c > 0 and math.isfinite(v) and v >= 0 for c, v, _ in arr):
-            raise InputError(
-                f"allocate_choices: item {j} has an option whose cost is not a finite "
-                f"number > 0 or whose loss is not a finite number >= 0."
-            )
-        # by cost, then loss: the hull starts at the cheapest (and best among the cheapest)
-        menus.append(sorted(arr, key=lambda t: (t[0], t[1], t[2])))
-    if not menus:
-        raise InputError("allocate_choices: options is empty; give at least one item.")
+    menus = _menus(options)
+    budget = _budget(budget, "allocate_choices")
     hulls = [_lower_hull(m) for m in menus]
     lagr = _lagrangian(hulls, budget)
     if lagr is None:
@@ -433,9 +550,15 @@ def uniform_ranks(
     Each matrix gets its own budget :math:`r\,m_j n_j`: it stays dense when that affords it
     (:math:`r = 1`) or when the rank would not save parameters; ``max_ranks`` caps ranks as
     in :func:`allocate_ranks`.
+
+    Raises
+    ------
+    InputError
+        If ``ratio`` is not a finite number > 0, or the other arguments are invalid as in
+        :func:`allocate_ranks`.
     """
-    spectra = _check(energies, shapes)
-    caps = list(max_ranks) if max_ranks is not None else [None] * len(shapes)
+    spectra, shapes, caps, min_rank = _check(energies, shapes, max_ranks, min_rank, "uniform_ranks")
+    ratio = real_above(ratio, "The 'ratio' parameter of uniform_ranks")
     ranks, params, loss = [], 0, 0.0
     for e, (m, n), cap in zip(spectra, shapes, caps, strict=True):
         k = max(min_rank, int(np.floor(ratio * m * n / (m + n) + 1e-9)))

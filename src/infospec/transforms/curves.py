@@ -15,19 +15,62 @@ Eckart–Young), with the rest replaced by the mean.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from .._checks import shown
+from .._checks import check_positive, shown
 from .._errors import InputError
-from .._validation import binary_scale, check_bool
+from .._validation import binary_scale, check_bool, check_not_meta
 from ..measures.information import rate_distortion
 from .coding import TransformCoder, _samples
 
 __all__ = ["rate_distortion_curve", "truncation_curve"]
+
+
+def _values(value: Any, name: str, func: str, example: str) -> list:
+    """``value`` (a list, tuple, 1-D array or tensor, or any iterable) as a non-empty list."""
+    given = value
+    if isinstance(value, torch.Tensor):
+        value = check_not_meta(value, name, func).detach().cpu().numpy()
+    ok = not isinstance(value, str | bytes | Mapping) and isinstance(value, Iterable)
+    if isinstance(value, np.ndarray):
+        ok = value.ndim == 1
+    items = list(value.tolist() if isinstance(value, np.ndarray) else value) if ok else []
+    if not items:
+        value = given
+        raise InputError(
+            f"The '{name}' argument of {func} must be a non-empty list of values, e.g. "
+            f"{example}; got {shown(value)}."
+        )
+    return items
+
+
+def _check_coder(coder: Any, d: int, func: str) -> TransformCoder:
+    if not isinstance(coder, TransformCoder) or not coder._fitted:
+        what = "an unfitted TransformCoder" if isinstance(coder, TransformCoder) else shown(coder)
+        raise InputError(
+            f"The 'coder' argument of {func} must be a fitted TransformCoder (call "
+            f"TransformCoder(rate=...).fit(X) first) or None; got {what}."
+        )
+    if coder.mean_.numel() != d:
+        raise InputError(
+            f"The 'coder' argument of {func} was fitted on vectors of {coder.mean_.numel()} "
+            f"coordinates; X has {d}."
+        )
+    return coder
+
+
+def _overflow(func: str, peak: float) -> InputError:
+    return InputError(
+        f"{func}: the squared errors overflow float64 (values up to {peak:.3g}; beyond "
+        f"about 1e154 they have no finite square). Divide X and test by one constant "
+        f"first (rates and ratios are scale-free; distortions scale by its square)."
+    )
 
 
 def rate_distortion_curve(
@@ -71,7 +114,10 @@ def rate_distortion_curve(
     Raises
     ------
     InputError
-        If ``X`` or ``test`` is not a finite 2-D array of one width, or a rate is not > 0.
+        If ``X`` or ``test`` is not a finite 2-D array of one width, ``rates`` is not a
+        non-empty list of finite numbers > 0, ``coder`` is not a fitted
+        :class:`TransformCoder` of that width, or the squared errors overflow float64
+        (test values beyond about 1e154).
 
     Examples
     --------
@@ -90,19 +136,23 @@ def rate_distortion_curve(
     """
     check_bool(bitstream, "bitstream", "rate_distortion_curve")
     x = _samples(X, "rate_distortion_curve")
-    t = x if test is None else _samples(test, "rate_distortion_curve", "test", dim=x.shape[1])
-    if coder is None:
-        first = 1.0 if rates is None else rates[0]
-        coder = TransformCoder(rate=first, model=model).fit(x)
+    func = "rate_distortion_curve"
+    t = x if test is None else _samples(test, func, "test", dim=x.shape[1])
     d = x.shape[1]
     if rates is None:
         rates = np.geomspace(max(d / 8, 0.5), 4 * d, 12).tolist()
+    rates = [check_positive(r, "rates", func) for r in _values(rates, "rates", func, "[8.0]")]
+    if coder is None:
+        coder = TransformCoder(rate=rates[0], model=model).fit(x)
+    coder = _check_coder(coder, d, func)
     lam = coder.eigenvalues_
     rows = []
     for r in rates:
         point = coder.at(rate=r)
         symbols_rate = point.empirical_rate_bits(t)
         dist = point.distortion(t)
+        if not math.isfinite(dist):
+            raise _overflow(func, float(t.abs().max()))
         total = float(lam.sum())
         if dist < total:
             bound = float(rate_distortion(lam, dist, bits=True).rate)
@@ -154,12 +204,16 @@ def truncation_curve(
     -------
     pandas.DataFrame
         Columns ``k``, ``prefix_distortion``, ``klt_distortion``, ``ratio``
-        (prefix / KLT; ``inf`` where the KLT error is 0), ``total_variance``.
+        (prefix / KLT), ``total_variance``. An error below the round-off of the test
+        vectors' energy, :math:`(16\,d\,\epsilon)^2` times ``total_variance``
+        (:math:`\epsilon` the float64 epsilon), counts as 0 in the ratio: ``1`` where
+        both errors are 0 (as at ``k = d``), ``inf`` where only the KLT error is.
 
     Raises
     ------
     InputError
-        If an array is not finite 2-D of one width, or a ``k`` is outside [1, d].
+        If an array is not finite 2-D of one width, ``dims`` is not a non-empty list of
+        ints in [1, d], or the distortions overflow float64 (data beyond about 1e154).
 
     Examples
     --------
@@ -175,33 +229,43 @@ def truncation_curve(
     if dims is None:
         dims = sorted({min(d, 2**i) for i in range(int(np.log2(d)) + 1)} | {d})
     ks = []
-    for k in dims:
+    for k in _values(dims, "dims", func, "[1, 2, 4]"):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= d:
             raise InputError(
                 f"The 'dims' argument of {func} must hold ints in [1, {d}]; got {shown(k)}."
             )
         ks.append(int(k))
-    # in units of a power of two near max |X| (exact): the ratios are scale-free, the
-    # distortions are multiplied back by unit^2, and no square under- or overflows
+    # in units of a power of two near max |X| (exact), then of one near the largest
+    # centred test value: the ratios are scale-free, the distortions are multiplied back
+    # by the square of both units, and no square under- or overflows on the way
+    peak = float(t.abs().max())
     unit = float(binary_scale(x))
     x, t = x / unit, t / unit
     coder = TransformCoder(rate=1.0).fit(x)
-    mean = coder.mean_
-    centred = t - mean
+    centred = t - coder.mean_
+    step = float(binary_scale(centred))
+    unit, centred = unit * step, centred / step
     coeffs = centred @ coder.components_.mT
-    area = unit * unit  # may overflow to inf for |X| beyond ~1e154: so do the distortions
     total = float((centred**2).sum(dim=1).mean())
+    tol = total * (16 * d * np.finfo(np.float64).eps) ** 2  # round-off of the energy
+    area = unit * unit if total > 0 else 1.0  # all errors are 0 when total is
+    if not math.isfinite(area * total):
+        raise _overflow(func, peak)
     rows = []
     for k in ks:
         prefix = float((centred[:, k:] ** 2).sum(dim=1).mean())
         recon = coeffs[:, :k] @ coder.components_[:k]
         klt = float(((centred - recon) ** 2).sum(dim=1).mean())
+        if klt > tol:
+            ratio = prefix / klt
+        else:
+            ratio = 1.0 if prefix <= tol else math.inf
         rows.append(
             {
                 "k": k,
                 "prefix_distortion": prefix * area,
                 "klt_distortion": klt * area,
-                "ratio": prefix / klt if klt > 0 else float("inf"),
+                "ratio": ratio,
                 "total_variance": total * area,
             }
         )

@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import InputError
+from .._checks import shown
+from .._errors import InputError, SourceError
+from .._validation import check_module
 from .quantization import QUANT_FILE, QuantizedMatrix, dequantize, quantized_tensors, unpack_codes
 
 __all__ = ["FACTORS_FILE", "PLAN_FILE", "load_compressed", "save_folder"]
@@ -60,6 +62,76 @@ def _planned_linear(named: dict[str, nn.Module], name: str, what: str) -> nn.Lin
     return lin
 
 
+def _layers(plan: dict, where: str, status: str, fields: tuple[str, ...]) -> list[dict]:
+    """The records of ``plan`` with this ``status``, their fields checked (``where``: the
+    plan file). A record whose status is another string (``"skipped"``, ``"dense"``) is
+    not loaded."""
+    layers = plan.get("layers")
+    if not isinstance(layers, list):
+        raise SourceError(
+            f"{where}: 'layers' must be a list of layer records; got {shown(layers)}."
+        )
+    out = []
+    for i, rec in enumerate(layers):
+        if not isinstance(rec, dict):
+            raise SourceError(
+                f"{where}: layers[{i}] must be a record (a JSON object); got {shown(rec)}."
+            )
+        if not isinstance(rec.get("status"), str):
+            raise SourceError(
+                f"{where}: layers[{i}] needs a 'status' string ('{status}', 'skipped', ...); "
+                f"got {shown(rec.get('status'))}."
+            )
+        if rec["status"] != status:
+            continue
+        for key in ("name", "shape", *fields):
+            if key not in rec:
+                raise SourceError(f"{where}: layers[{i}] ({status}) lacks its '{key}' field.")
+        if not isinstance(rec["name"], str):
+            raise SourceError(
+                f"{where}: layers[{i}] 'name' must be a string; got {shown(rec['name'])}."
+            )
+        shape = rec["shape"]
+        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_count(v) for v in shape)):
+            raise SourceError(
+                f"{where}: layers[{i}] 'shape' must be [out, in], two ints >= 1; got "
+                f"{shown(shape)}."
+            )
+        for key in fields:
+            high = 8 if key == "bits" else None
+            if not _is_count(rec[key], high):
+                bound = "in 1..8" if high else ">= 1"
+                raise SourceError(
+                    f"{where}: layers[{i}] '{key}' must be an int {bound}; got {shown(rec[key])}."
+                )
+        out.append(rec)
+    return out
+
+
+def _is_count(value: Any, high: int | None = None) -> bool:
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= 1
+        and (high is None or value <= high)
+    )
+
+
+def _finite(t: torch.Tensor, what: str, where: str) -> torch.Tensor:
+    """``t`` if it is a floating tensor of finite values, else a :class:`SourceError`."""
+    if not t.is_floating_point():
+        raise SourceError(
+            f"{where}: {what} must be floating point; got dtype "
+            f"{str(t.dtype).removeprefix('torch.')}."
+        )
+    if not bool(torch.isfinite(t).all()):
+        raise SourceError(
+            f"{where}: NaN or infinite values in {what} (or values beyond the model's "
+            f"dtype); the file is damaged or was not written by infospec."
+        )
+    return t
+
+
 def load_quantized(
     model: nn.Module, plan: dict, tensors: dict[str, torch.Tensor], where: str
 ) -> nn.Module:
@@ -73,12 +145,14 @@ def load_quantized(
     InputError
         If a listed layer is missing or of another shape, or its tensors are missing or
         inconsistent.
+    SourceError
+        If a layer record of the plan lacks a field or has one of the wrong type, or the
+        scales, minima or dequantized weights are not finite floating values.
     """
     named = dict(model.named_modules())
     updates = []
-    for rec in plan["layers"]:
-        if rec.get("status") != "quantized":
-            continue
+    plan_file = str(Path(where).with_name(PLAN_FILE))
+    for rec in _layers(plan, plan_file, "quantized", ("bits", "group_size")):
         name, (m, n), b, gs = rec["name"], rec["shape"], rec["bits"], rec["group_size"]
         lin = _planned_linear(named, name, "unquantized")
         if tuple(lin.weight.shape) != (m, n):
@@ -96,9 +170,12 @@ def load_quantized(
                 f"load_compressed: the scales of '{name}' in {where} are "
                 f"{tuple(scale.shape)}, not {(m, groups)} for group size {gs}."
             )
+        _finite(scale, f"the scales of '{name}'", where)
+        _finite(minimum, f"the minima of '{name}'", where)
         codes = unpack_codes(packed, b, (m, n))
         q = QuantizedMatrix(codes, scale, minimum, b, gs)
-        updates.append((lin, dequantize(q, lin.weight.dtype)))
+        w = _finite(dequantize(q, lin.weight.dtype), f"the dequantized weight of '{name}'", where)
+        updates.append((lin, w))
     with torch.no_grad():
         for lin, w in updates:
             lin.weight.copy_(w.to(lin.weight.device))
@@ -156,13 +233,27 @@ def load_compressed(model: nn.Module, directory: str | os.PathLike) -> nn.Module
     Raises
     ------
     InputError
-        If the folder's files are missing or not of this format, a listed layer is not an
-        ``nn.Linear`` of ``model``, or a factor's shape does not fit the layer.
+        If ``model`` is not an ``nn.Module``, ``directory`` is not a path, the folder's
+        files are missing or not of this format, a listed layer is not an ``nn.Linear`` of
+        ``model``, or a factor's shape does not fit the layer.
+    SourceError
+        If ``plan.json`` has no list of layer records, a record lacks a field (``status``,
+        ``name``, ``shape``, ``rank``, ``bits``, ``group_size``) or has one of the wrong
+        type, or the stored factors, scales or minima are not finite floating values (or
+        overflow the model's dtype).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    folder = Path(directory)
+    check_module(model, "load_compressed")
+    try:
+        folder = Path(os.fsdecode(directory))
+    except TypeError as exc:
+        raise InputError(
+            f"The 'directory' argument of load_compressed must be a path (str or "
+            f"os.PathLike) of a folder written by CompressionResult.save; got "
+            f"{type(directory).__name__}."
+        ) from exc
     try:
         plan = json.loads((folder / PLAN_FILE).read_text())
         quant = isinstance(plan, dict) and plan.get("format") == _QUANT_FORMAT
@@ -178,9 +269,7 @@ def load_compressed(model: nn.Module, directory: str | os.PathLike) -> nn.Module
         return load_quantized(model, plan, tensors, str(folder / QUANT_FILE))
     named = dict(model.named_modules())
     swaps = []
-    for rec in plan["layers"]:
-        if rec.get("status") != "factorised":
-            continue
+    for rec in _layers(plan, str(folder / PLAN_FILE), "factorised", ("rank",)):
         name, (m, n), k = rec["name"], rec["shape"], rec["rank"]
         lin = _planned_linear(named, name, "uncompressed")
         a, b = tensors.get(f"{name}.A"), tensors.get(f"{name}.B")
@@ -196,7 +285,12 @@ def load_compressed(model: nn.Module, directory: str | os.PathLike) -> nn.Module
                 f"the plan has {(m, n)} at rank {k} with factors {tuple(a.shape)} and "
                 f"{tuple(b.shape)}."
             )
+        where = str(folder / FACTORS_FILE)
+        _finite(a, f"the factor '{name}.A'", where)
+        _finite(b, f"the factor '{name}.B'", where)
+        a = _finite(a.to(lin.weight), f"the factor '{name}.A' in {lin.weight.dtype}", where)
+        b = _finite(b.to(lin.weight), f"the factor '{name}.B' in {lin.weight.dtype}", where)
         swaps.append((name, lin, a, b))
     for name, lin, a, b in swaps:  # checked first: a bad folder leaves the model as it was
-        set_module(model, name, factorised(lin, a.to(lin.weight), b.to(lin.weight)))
+        set_module(model, name, factorised(lin, a, b))
     return model

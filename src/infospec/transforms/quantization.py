@@ -63,9 +63,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import shown
+from .._checks import count_in_range, shown
 from .._errors import InputError
-from .._validation import check_choice
+from .._validation import check_choice, check_not_meta
 from .allocation import allocate_choices
 
 __all__ = [
@@ -125,6 +125,25 @@ def _check_group_size(group_size: Any, func: str) -> int:
     return group_size
 
 
+def _check_float_dtype(dtype: Any, name: str, func: str) -> torch.dtype:
+    """``dtype`` if it is a real floating torch dtype of 16 bits or more."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype.itemsize >= 2):
+        raise InputError(
+            f"The '{name}' argument of {func} must be a floating torch dtype of 16 bits or "
+            f"more: torch.float16, torch.bfloat16, torch.float32 or torch.float64. Got "
+            f"{shown(dtype)}."
+        )
+    return dtype
+
+
+def _check_tensor(x: Any, name: str, func: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise InputError(
+            f"The '{name}' argument of {func} must be a torch.Tensor; got {type(x).__name__}."
+        )
+    return check_not_meta(x, name, func)
+
+
 def _groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int]:
     """``weight`` (m, n) float64 padded by edge values to (m, G, group_size), and n."""
     m, n = weight.shape
@@ -174,9 +193,11 @@ def quantize_groups(
     Raises
     ------
     InputError
-        If ``weight`` is not a finite floating 2-D tensor, ``bits`` is not in 1..8,
-        ``group_size`` < 1, or a group's minimum or scale overflows ``scale_dtype``
-        (pass ``scale_dtype=torch.float32``).
+        If ``weight`` is not a finite floating 2-D tensor (or is a meta tensor), ``bits``
+        is not in 1..8, ``group_size`` < 1, ``scale_dtype`` is not a floating torch dtype
+        of 16 bits or more, or a group's minimum or scale overflows ``scale_dtype`` (pass
+        ``scale_dtype=torch.float32``). A ``group_size`` above the row length gives one
+        group per row.
 
     Examples
     --------
@@ -189,6 +210,7 @@ def quantize_groups(
     """
     bits = _check_bits(bits)
     group_size = _check_group_size(group_size, "quantize_groups")
+    scale_dtype = _check_float_dtype(scale_dtype, "scale_dtype", "quantize_groups")
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or not weight.is_floating_point():
         raise InputError(
             "quantize_groups: weight must be a 2-D floating-point tensor (out x in); got "
@@ -198,6 +220,8 @@ def quantize_groups(
         )
     if weight.numel() == 0:
         raise InputError("quantize_groups: weight is empty; give a matrix with entries.")
+    check_not_meta(weight, "weight", "quantize_groups")
+    group_size = min(group_size, weight.shape[1])  # larger: one group per row
     w = weight.detach().to(torch.float64)
     if not bool(torch.isfinite(w).all()):
         raise InputError("quantize_groups: weight has NaN or infinite entries.")
@@ -224,12 +248,45 @@ def quantize_groups(
 
 
 def dequantize(q: QuantizedMatrix, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    r""":math:`\hat w = \ell_g + q\,s_g` of a :class:`QuantizedMatrix`, shape (m, n)."""
-    n = q.codes.shape[1]
-    idx = torch.arange(n, device=q.codes.device) // q.group_size
-    lo = q.minimum.to(torch.float64)[:, idx]
-    s = q.scale.to(torch.float64)[:, idx]
-    return (lo + q.codes.to(torch.float64) * s).to(dtype)
+    r""":math:`\hat w = \ell_g + q\,s_g` of a :class:`QuantizedMatrix`, shape (m, n).
+
+    Raises
+    ------
+    InputError
+        If ``q`` is not a :class:`QuantizedMatrix` of 2-D codes with (m, G) scales and
+        minima for its ``group_size`` (an int >= 1), or ``dtype`` is not a floating torch
+        dtype of 16 bits or more.
+    """
+    func = "dequantize"
+    if not isinstance(q, QuantizedMatrix):
+        raise InputError(
+            f"The 'q' argument of {func} must be a QuantizedMatrix (from quantize_groups); "
+            f"got {type(q).__name__}."
+        )
+    dtype = _check_float_dtype(dtype, "dtype", func)
+    codes = _check_tensor(q.codes, "q.codes", func)
+    scale = _check_tensor(q.scale, "q.scale", func)
+    minimum = _check_tensor(q.minimum, "q.minimum", func)
+    if codes.ndim != 2:
+        raise InputError(f"{func}: q.codes must be 2-D (m, n); got shape {tuple(codes.shape)}.")
+    m, n = codes.shape
+    group_size = q.group_size
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise InputError(
+            f"{func}: the 'group_size' field of q must be an int >= 1 (input columns per "
+            f"scale); got {shown(group_size)}. Pass the QuantizedMatrix quantize_groups made."
+        )
+    groups = -(-n // group_size)
+    if tuple(scale.shape) != (m, groups) or tuple(minimum.shape) != (m, groups):
+        raise InputError(
+            f"{func}: q.scale and q.minimum must have shape {(m, groups)} for codes of shape "
+            f"{(m, n)} at group size {group_size}; got {tuple(scale.shape)} and "
+            f"{tuple(minimum.shape)}."
+        )
+    idx = torch.arange(n, device=codes.device) // min(group_size, max(n, 1))
+    lo = minimum.to(torch.float64)[:, idx]
+    s = scale.to(torch.float64)[:, idx]
+    return (lo + codes.to(torch.float64) * s).to(dtype)
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -237,11 +294,31 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
 
     ``ceil(codes.numel() * bits / 8)`` bytes: what the file stores, so its size is the
     real cost of the bit width (a 3-bit matrix takes 3/8 of a byte per weight).
+
+    Raises
+    ------
+    InputError
+        If ``codes`` is not an integer tensor (or is a meta tensor), ``bits`` is not in
+        1..8, or a code is outside ``[0, 2**bits - 1]``.
     """
-    bits = _check_bits(bits, "pack_codes")
-    flat = codes.detach().cpu().reshape(-1).numpy().astype(np.uint8)
-    planes = np.unpackbits(flat[:, None], axis=1, bitorder="little")[:, :bits]
-    return torch.from_numpy(np.packbits(planes.reshape(-1), bitorder="little"))
+    func = "pack_codes"
+    bits = _check_bits(bits, func)
+    codes = _check_tensor(codes, "codes", func)
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise InputError(
+            f"The 'codes' argument of {func} must be an integer tensor (e.g. uint8); got "
+            f"dtype {str(codes.dtype).removeprefix('torch.')}."
+        )
+    flat = codes.detach().cpu().reshape(-1).to(torch.int64)
+    bad = (flat < 0) | (flat > (1 << bits) - 1)
+    if bool(bad.any()):
+        first = int(flat[bad][0])
+        raise InputError(
+            f"The 'codes' argument of {func} must hold codes in [0, {(1 << bits) - 1}] for "
+            f"bits={bits}; got {first} ({int(bad.sum())} code(s) out of range)."
+        )
+    planes = np.unpackbits(flat.numpy().astype(np.uint8)[:, None], axis=1, bitorder="little")
+    return torch.from_numpy(np.packbits(planes[:, :bits].reshape(-1), bitorder="little"))
 
 
 def unpack_codes(packed: torch.Tensor, bits: int, shape: Sequence[int]) -> torch.Tensor:
@@ -250,20 +327,32 @@ def unpack_codes(packed: torch.Tensor, bits: int, shape: Sequence[int]) -> torch
     Raises
     ------
     InputError
-        If ``packed`` does not hold exactly the bytes that ``shape`` at ``bits`` needs.
+        If ``packed`` is not a tensor (or is a meta tensor), ``bits`` is not in 1..8,
+        ``shape`` is not a sequence of ints >= 0, or ``packed`` does not hold exactly the
+        bytes that ``shape`` at ``bits`` needs.
     """
-    bits = _check_bits(bits, "unpack_codes")
+    func = "unpack_codes"
+    bits = _check_bits(bits, func)
+    packed = _check_tensor(packed, "packed", func)
+    if isinstance(shape, str | bytes) or not isinstance(shape, Sequence):
+        raise InputError(
+            f"The 'shape' argument of {func} must be a sequence of ints >= 0, e.g. (m, n); "
+            f"got {shown(shape)}."
+        )
+    shape = tuple(
+        count_in_range(v, f"Each size in the 'shape' argument of {func}", low=0) for v in shape
+    )
     count = math.prod(shape)
     need = -(-count * bits // 8)
     raw = packed.detach().cpu().reshape(-1)
     if raw.dtype != torch.uint8 or raw.numel() != need:
         raise InputError(
-            f"unpack_codes: {tuple(shape)} codes of {bits} bits need {need} uint8 bytes; "
+            f"unpack_codes: {shape} codes of {bits} bits need {need} uint8 bytes; "
             f"got {raw.numel()} of {raw.dtype}."
         )
     planes = np.unpackbits(raw.numpy(), bitorder="little")[: count * bits].reshape(count, bits)
     values = (planes.astype(np.uint8) << np.arange(bits, dtype=np.uint8)).sum(axis=1)
-    return torch.from_numpy(values.astype(np.uint8)).reshape(tuple(shape))
+    return torch.from_numpy(values.astype(np.uint8)).reshape(shape)
 
 
 def _output_error(delta: torch.Tensor, c: torch.Tensor | None) -> float:
@@ -273,7 +362,11 @@ def _output_error(delta: torch.Tensor, c: torch.Tensor | None) -> float:
 
 
 def _check_budget(bits: Any, widths: Sequence[int]) -> float:
-    if isinstance(bits, bool) or not isinstance(bits, int | float) or not math.isfinite(bits):
+    try:
+        finite = math.isfinite(bits)
+    except (TypeError, OverflowError):  # not a number, or an int beyond float64
+        finite = False
+    if isinstance(bits, bool) or not isinstance(bits, int | float) or not finite:
         raise InputError(
             f"compress: bits must be a number (mean code bits per weight); got {shown(bits)}."
         )

@@ -40,7 +40,14 @@ from torch import nn
 from .._checks import shown
 from .._errors import InfospecError, InputError
 from .._names import match_names
-from .._validation import check_bool, check_finite, check_ndim, check_positive, describe
+from .._validation import (
+    check_bool,
+    check_finite,
+    check_ndim,
+    check_not_meta,
+    check_positive,
+    describe,
+)
 from ..measures.flatness import log_spectrum_variance
 from ..measures.information import _check_samples, _coding_rate_nats, rate_reduction
 from ..sources.torch_sources import module_param_kind
@@ -444,7 +451,8 @@ def info_spec_loss(
         If ``beta`` or ``gamma`` is negative, ``ridge`` or ``amin`` not > 0; if ``beta > 0``
         and ``activations`` is empty, or ``gamma > 0`` and ``weights`` is empty; if an
         activation has fewer than 2 rows or 2 dimensions, or a weight is not a 2-D matrix;
-        if any of them holds NaN/Inf.
+        if any of them holds NaN/Inf or is a meta tensor; if ``beta`` or ``gamma`` is so
+        large that the loss overflows (is not finite).
 
     References
     ----------
@@ -507,6 +515,13 @@ def info_spec_loss(
             check_finite(w, name, func)
             sigma = torch.linalg.svdvals(w)
             total = total + gamma * log_spectrum_variance(sigma, amin=amin).to(out_dtype)
+    if not bool(torch.isfinite(total.detach())):  # the terms are finite: beta or gamma overflowed
+        raise InputError(
+            f"The loss of {func} overflows {str(out_dtype).replace('torch.', '')} with "
+            f"beta={shown(beta)} and gamma={shown(gamma)}: the weighted terms are too large "
+            f"to represent. Use smaller 'beta' and 'gamma' (their sizes are what matters in "
+            f"training; a weight near 1 is typical)."
+        )
     return total
 
 
@@ -519,6 +534,7 @@ def _tensor_list(xs: Any, name: str, func: str) -> list[torch.Tensor]:
             f"{type(xs).__name__}."
         )
     for i, x in enumerate(xs):
+        check_not_meta(x, f"{name}[{i}]", func)
         if not x.is_floating_point():
             raise InputError(
                 f"The '{name}[{i}]' argument of {func} must be a floating tensor; got "
@@ -583,7 +599,8 @@ class InfoSpecLoss(nn.Module):
         regular expression or matches nothing (the message lists close matches), or the
         model has no weight matrix when ``gamma > 0``. When called: if an explicitly chosen
         module was not called while others were, if a module's output is not a floating
-        tensor, or if it holds NaN/Inf (the message names the module).
+        tensor, or if it holds NaN/Inf (the message names the module); if ``beta`` or
+        ``gamma`` is so large that the loss overflows.
     InfospecError
         When called before any chosen module produced an output (no forward pass yet, or
         modules the model's forward never calls), or after :meth:`remove`.

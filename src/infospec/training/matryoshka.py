@@ -26,6 +26,8 @@ A. Kusupati, G. Bhatt, A. Rege et al., "Matryoshka Representation Learning", Neu
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,14 +35,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import shown
+from .._checks import count_in_range, shown
 from .._errors import InputError
-from .._validation import check_choice
+from .._validation import check_choice, check_finite, check_not_meta, describe
 
 __all__ = ["HEADS", "MatryoshkaLoss"]
 
 #: Kinds of classifier head of :class:`MatryoshkaLoss`.
 HEADS = ("separate", "shared")
+#: Largest prefix size, ``embed_dim`` and ``num_classes`` (an int32 size).
+MAX_SIZE = 2**31 - 1
+#: Most parameters of the classifier heads together (4 GiB of float32).
+MAX_HEAD_PARAMS = 2**30
 
 
 class MatryoshkaLoss(nn.Module):
@@ -78,9 +84,11 @@ class MatryoshkaLoss(nn.Module):
     Raises
     ------
     InputError
-        If ``dims`` is not a strictly increasing sequence of positive ints, ``weights``
-        does not match it, neither or both of ``num_classes`` and ``criterion`` are given,
-        or ``embed_dim`` is smaller than ``max(dims)``.
+        If ``dims`` is not a strictly increasing sequence of ints in [1, 2**31 - 1],
+        ``weights`` is not a sequence of one finite float >= 0 per prefix, neither or both
+        of ``num_classes`` and ``criterion`` are given, ``num_classes`` is not an int in
+        [2, 2**31 - 1], ``embed_dim`` is not an int in [max(dims), 2**31 - 1], or the
+        heads would hold more than :data:`MAX_HEAD_PARAMS` (2**30) parameters.
 
     Examples
     --------
@@ -112,10 +120,10 @@ class MatryoshkaLoss(nn.Module):
             )
         sizes = []
         for m in dims:
-            if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_SIZE:
                 raise InputError(
-                    f"The 'dims' argument of {func} must hold ints >= 1; got {shown(m)} in "
-                    f"{dims!r}."
+                    f"The 'dims' argument of {func} must hold ints in [1, {MAX_SIZE}]; got "
+                    f"{shown(m)} in {shown(dims)}."
                 )
             sizes.append(m)
         if any(b <= a for a, b in itertools.pairwise(sizes)):
@@ -124,7 +132,11 @@ class MatryoshkaLoss(nn.Module):
                 f"got {tuple(sizes)}."
             )
         self.dims = tuple(sizes)
-        self.embed_dim = self.dims[-1] if embed_dim is None else int(embed_dim)
+        self.embed_dim = (
+            self.dims[-1]
+            if embed_dim is None
+            else count_in_range(embed_dim, f"The 'embed_dim' argument of {func}", high=MAX_SIZE)
+        )
         if self.embed_dim < self.dims[-1]:
             raise InputError(
                 f"The 'embed_dim' of {func} ({self.embed_dim}) is smaller than the largest "
@@ -133,11 +145,12 @@ class MatryoshkaLoss(nn.Module):
         if weights is None:
             self.weights = (1.0,) * len(self.dims)
         else:
-            w = [float(c) for c in weights]
-            if len(w) != len(self.dims) or any(not c >= 0 for c in w):
+            w = _weights_list(weights)
+            if w is None or len(w) != len(self.dims):
                 raise InputError(
-                    f"The 'weights' argument of {func} must give one float >= 0 per prefix "
-                    f"({len(self.dims)}); got {tuple(weights)!r}."
+                    f"The 'weights' argument of {func} must be a sequence of one finite float "
+                    f">= 0 per prefix ({len(self.dims)}, as dims={self.dims}); got "
+                    f"{shown(weights)}."
                 )
             self.weights = tuple(w)
         self.head = check_choice(head, "head", func, HEADS)
@@ -149,10 +162,23 @@ class MatryoshkaLoss(nn.Module):
         self.criterion = criterion
         self.heads: nn.ModuleList | None
         if num_classes is not None:
-            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            if (
+                isinstance(num_classes, bool)
+                or not isinstance(num_classes, int)
+                or not 2 <= num_classes <= MAX_SIZE
+            ):
                 raise InputError(
-                    f"The 'num_classes' argument of {func} must be an int >= 2; got "
-                    f"{num_classes!r}."
+                    f"The 'num_classes' argument of {func} must be an int in [2, {MAX_SIZE}]; "
+                    f"got {shown(num_classes)}."
+                )
+            widths = (self.embed_dim,) if self.head == "shared" else self.dims
+            n_params = sum(m + 1 for m in widths) * num_classes
+            if n_params > MAX_HEAD_PARAMS:
+                raise InputError(
+                    f"The classifier heads of {func} would hold {n_params:.3g} parameters "
+                    f"(num_classes={num_classes} x {len(widths)} head(s) of widths up to "
+                    f"{widths[-1]}), more than {MAX_HEAD_PARAMS:.3g}. Use fewer classes or "
+                    f"smaller 'dims', head='shared', or a 'criterion'."
                 )
             if self.head == "shared":
                 self.heads = nn.ModuleList([nn.Linear(self.embed_dim, num_classes)])
@@ -168,7 +194,8 @@ class MatryoshkaLoss(nn.Module):
             raise InputError("MatryoshkaLoss.logits needs heads (num_classes), not a criterion.")
         if m not in self.dims:
             raise InputError(f"MatryoshkaLoss.logits: {m} is not one of the prefixes {self.dims}.")
-        prefix = z[..., :m]
+        lin = self.heads[0]
+        prefix = z[..., :m].to(lin.weight.dtype)  # float64/16 embeddings, float32 heads
         if self.head == "shared":
             lin = self.heads[0]
             return F.linear(prefix, lin.weight[:, :m], lin.bias)
@@ -187,27 +214,101 @@ class MatryoshkaLoss(nn.Module):
         Raises
         ------
         InputError
-            If ``z`` is not a floating tensor of shape (batch, embed_dim).
+            If ``z`` is not a finite floating tensor of shape (batch, embed_dim) with
+            batch >= 1, is a meta tensor or is not on the heads' device; with heads, if
+            ``target`` is not an integer tensor of shape (batch,) with values in
+            ``[0, num_classes)``; with a criterion, if it does not return a 0-d tensor.
         """
+        func = "MatryoshkaLoss"
         if not isinstance(z, torch.Tensor) or not z.is_floating_point() or z.ndim != 2:
             raise InputError(
                 f"The 'z' argument of MatryoshkaLoss must be a floating tensor of shape "
                 f"(batch, {self.embed_dim}); got "
                 f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}."
             )
+        check_not_meta(z, "z", func)
         if z.shape[1] != self.embed_dim:
             raise InputError(
                 f"The 'z' argument of MatryoshkaLoss has width {z.shape[1]}; the loss was built "
                 f"for embed_dim={self.embed_dim}."
             )
+        if z.shape[0] == 0:
+            raise InputError(f"The 'z' argument of {func} is an empty batch: {describe(z)}.")
+        check_finite(z, "z", func)
+        if self.heads is not None:
+            self._check_target(z, target)
         total = z.new_zeros(())
         losses: dict[int, float] = {}
         for m, c in zip(self.dims, self.weights, strict=True):
             if self.criterion is not None:
                 part = self.criterion(z[:, :m], target)
+                if not isinstance(part, torch.Tensor) or part.ndim != 0:
+                    got = describe(part) if isinstance(part, torch.Tensor) else shown(part)
+                    raise InputError(
+                        f"The 'criterion' of {func} must return a 0-d tensor (a scalar loss, "
+                        f"e.g. a mean); on the prefix of size {m} it returned {got}."
+                    )
             else:
                 part = F.cross_entropy(self.logits(z, m), target)
             losses[m] = float(part.detach())
             total = total + c * part
         self.last_losses = losses
         return total
+
+    def _check_target(self, z: torch.Tensor, target: Any) -> None:
+        """Class indices for the heads: an integer tensor (batch,) in [0, num_classes)."""
+        func = "MatryoshkaLoss"
+        lin = self.heads[0]
+        if z.device != lin.weight.device:
+            raise InputError(
+                f"The 'z' argument of {func} is on {z.device} but the heads are on "
+                f"{lin.weight.device}; move the loss there too (loss_fn.to(z.device))."
+            )
+        n_classes = lin.out_features
+        if (
+            not isinstance(target, torch.Tensor)
+            or target.dtype == torch.bool
+            or target.is_floating_point()
+            or target.is_complex()
+            or target.shape != (z.shape[0],)
+        ):
+            got = describe(target) if isinstance(target, torch.Tensor) else shown(target)
+            raise InputError(
+                f"The 'target' argument of {func} must be an integer tensor of class indices "
+                f"of shape ({z.shape[0]},) (one per row of z); got {got}."
+            )
+        check_not_meta(target, "target", func)
+        if target.device != z.device:
+            raise InputError(
+                f"The 'target' argument of {func} is on {target.device} but 'z' is on "
+                f"{z.device}; move it there (target.to(z.device))."
+            )
+        bad = (target < 0) | (target >= n_classes)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            raise InputError(
+                f"The 'target' argument of {func} must hold class indices in "
+                f"[0, {n_classes - 1}] (num_classes={n_classes}); got {int(target[first])} "
+                f"at index {first}."
+            )
+
+
+def _weights_list(weights: Any) -> list[float] | None:
+    """``weights`` as a list of finite floats >= 0, or None if it is not one."""
+    if isinstance(weights, (str, bytes)):
+        return None
+    try:
+        items = list(weights)
+    except TypeError:
+        return None
+    out = []
+    for c in items:
+        if isinstance(c, torch.Tensor) and c.numel() == 1 and c.device.type != "meta":
+            c = c.item()  # a weight given as a 0-d tensor
+        if isinstance(c, bool) or not isinstance(c, numbers.Real):
+            return None
+        c = float(c)
+        if not (math.isfinite(c) and c >= 0):
+            return None
+        out.append(c)
+    return out

@@ -109,10 +109,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._checks import shown
+from .._checks import count_in_range, shown
 from .._errors import InfospecError, InfospecWarning, InputError
 from .._names import close_matches, match_names
-from .._validation import check_positive
+from .._validation import check_device, check_positive
 from ..analysis.activations import activation_record
 from ..analysis.weights import weight_record
 from ..sources import open_source
@@ -247,6 +247,32 @@ def _process_group_size(group: Any = None) -> int:
     return dist.get_world_size(group)
 
 
+#: Largest ``seed`` (torch generators take 64-bit seeds; each window's is seed + step).
+_MAX_SEED = 2**63 - 1
+
+
+def _check_not_all_meta(layers: Mapping[str, nn.Module], func: str) -> None:
+    """An :class:`InputError` if every watched weight is a meta tensor (nothing to measure).
+
+    A model offloaded by accelerate keeps meta weights that its hooks load for each
+    forward pass; its activations can still be measured, so it passes.
+    """
+    params = [
+        (name, p)
+        for name, mod in layers.items()
+        for p in mod.parameters(recurse=False)
+        if not hasattr(mod, "_hf_hook")
+    ]
+    if params and all(p.device.type == "meta" for _, p in params):
+        name, p = params[0]
+        raise InputError(
+            f"The 'model' argument of {func} holds only meta tensors in the watched layers "
+            f"(layer '{name or '<root>'}': shape {tuple(p.shape)}, no values), so there is "
+            f"nothing to measure. Load the weights first (model.to_empty(device='cpu') and "
+            f"a state dict)."
+        )
+
+
 class _LogFile:
     """Appends one record per line to a .jsonl or .csv file, each line in one write."""
 
@@ -355,7 +381,7 @@ class Monitor:
         Where the eigendecompositions run (the accumulators stay on the model's device and
         are copied once per measurement). LAPACK on the CPU is faster than GPU solvers at
         the widths of most layers; ``None`` keeps each tensor's device.
-    seed : int, default 0
+    seed : int in [0, 2**63 - 1], default 0
         Seed of the row subsampling.
     distributed : bool, default False
         Under ``torch.distributed`` (DDP), pool every process's activation rows before
@@ -407,8 +433,10 @@ class Monitor:
         weights, ``every``/``window``/``max_tokens``/``eps``/``min_dim`` are out of range,
         both tables are switched off, ``writer`` has no ``add_scalar``, ``log_path`` is not
         a writable ``.jsonl``/``.csv`` path (or a CSV with other columns), ``alerts`` names
-        an unknown measure, ``spectrum_device`` is not a device, ``distributed`` is not
-        a bool, or ``latent`` names no module of the model.
+        an unknown measure, ``spectrum_device`` is not a device (or is ``"meta"``, or CUDA
+        where there is none), ``seed`` is not an int in [0, 2**63 - 1], ``distributed`` is
+        not a bool, ``latent`` names no module of the model, or every watched weight is
+        a meta tensor (no values).
 
     References
     ----------
@@ -491,16 +519,8 @@ class Monitor:
         self.activations = bool(activations)
         self.alpha = bool(alpha)
         self.writer = writer
-        self.seed = int(seed)
-        self.spectrum_device = None
-        if spectrum_device is not None:
-            try:
-                self.spectrum_device = torch.device(spectrum_device)
-            except (RuntimeError, TypeError) as exc:
-                raise InputError(
-                    f"The 'spectrum_device' parameter of {func} must be a torch device such "
-                    f"as 'cpu' or 'cuda', or None. Got {shown(spectrum_device)} instead."
-                ) from exc
+        self.seed = count_in_range(seed, f"The 'seed' parameter of {func}", low=0, high=_MAX_SEED)
+        self.spectrum_device = check_device(spectrum_device, "spectrum_device", func)
         if not isinstance(distributed, bool):
             raise InputError(
                 f"The 'distributed' parameter of {func} must be True or False; got "
@@ -510,8 +530,14 @@ class Monitor:
         self.group = group
         self.alert_callback = alert_callback
         self.thresholds = self._check_alerts(alerts)
+        if log_path is not None and not isinstance(log_path, (str, os.PathLike)):
+            raise InputError(
+                f"The 'log_path' parameter of {func} must be a path (str or os.PathLike) "
+                f"ending in '.jsonl' or '.csv', or None. Got {shown(log_path)} instead."
+            )
         self._log = None if log_path is None else _LogFile(log_path)
         self.layers = self._select_layers(model, layers)
+        _check_not_all_meta(self.layers, func)
 
         self.global_step = 0
         self.alerts: list[MonitorAlert] = []
@@ -649,7 +675,7 @@ class Monitor:
                 self.model,
                 self.latent_names,
                 max_tokens=self.max_tokens,
-                seed=self.seed + self.global_step,
+                seed=(self.seed + self.global_step) % (_MAX_SEED + 1),
             )
         elif not window and self._latent is not None:
             self._latent.remove()
@@ -660,7 +686,7 @@ class Monitor:
             self._collector = ActivationCovariances(
                 dict(self.layers),
                 max_tokens=self.max_tokens,
-                seed=self.seed + self.global_step,
+                seed=(self.seed + self.global_step) % (_MAX_SEED + 1),
                 training_only=True,
             )
         elif not want and self._collector is not None:

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import count_in_range, shown
 from .._errors import InfospecWarning, InputError
-from .._validation import check_positive
+from .._validation import check_not_meta, check_positive
 from ..spectra.conventions import as_matrices
 from .losses import _check_model, _full_precision, _select_weights
 
@@ -27,6 +28,9 @@ __all__ = ["SpectralRegularizer"]
 
 #: Power-iteration steps run once at construction, so that the first estimate is close.
 WARMUP_ITERATIONS = 15
+#: Largest ``eps``: the norm floor must be a finite float32 (the work dtype of all but
+#: float64 weights).
+MAX_EPS = float(torch.finfo(torch.float32).max)
 
 
 def _work_dtype(w: torch.Tensor) -> torch.dtype:
@@ -128,9 +132,10 @@ class SpectralRegularizer(nn.Module):
         attention ``in_proj`` weight (embedding tables only when named).
     n_power_iterations : int >= 1, default 1
         Power-iteration steps per call in training mode.
-    eps : float > 0, default 1e-12
-        Floor on norms when the vectors are normalised.
-    seed : int, default 0
+    eps : float in (0, MAX_EPS], default 1e-12
+        Floor on norms when the vectors are normalised (:data:`MAX_EPS` is the largest
+        float32).
+    seed : int in [0, 2**63 - 1], default 0
         Seed of the initial random vectors.
 
     Attributes
@@ -143,8 +148,10 @@ class SpectralRegularizer(nn.Module):
     ------
     InputError
         If ``model`` is not a module or has no weight matrix, if a pattern of ``layers``
-        is invalid or matches nothing (the message lists close matches), or if ``k``,
-        ``n_power_iterations`` or ``eps`` is invalid.
+        is invalid or matches nothing (the message lists close matches), if ``k``,
+        ``n_power_iterations``, ``eps`` or ``seed`` is invalid, or if a chosen weight is a
+        meta tensor (no values; also when called). When called: if the penalty overflows
+        (a large ``k`` on a large :math:`\sigma_{\max}`).
 
     References
     ----------
@@ -188,9 +195,18 @@ class SpectralRegularizer(nn.Module):
             n_power_iterations, "n_power_iterations", func, integer=True
         )
         self.eps = check_positive(eps, "eps", func)
+        if self.eps > MAX_EPS:
+            raise InputError(
+                f"The 'eps' parameter of {func} must be a float in (0, {MAX_EPS:.4g}] (a "
+                f"finite float32; it floors the norms of the power-iteration vectors, "
+                f"default 1e-12). Got {shown(eps)} instead."
+            )
+        seed = count_in_range(seed, f"The 'seed' parameter of {func}", low=0, high=2**63 - 1)
         object.__setattr__(self, "model", model)
         self._params = _select_weights(model, layers, param="layers", func=func)
-        self._gen = torch.Generator().manual_seed(int(seed))
+        for name, mod, p_name, _ in self._params:
+            check_not_meta(getattr(mod, p_name), f"model.{name}", func)
+        self._gen = torch.Generator().manual_seed(seed)
         self.matrix_names: list[str] = []
         # (index into _params, index of the matrix within that parameter's matrices)
         self._slots: list[tuple[int, int]] = []
@@ -263,6 +279,7 @@ class SpectralRegularizer(nn.Module):
         self._follow_modules()
         per_param = []
         for name, mod, p_name, kind in self._params:
+            check_not_meta(getattr(mod, p_name), f"model.{name}", "SpectralRegularizer")
             per_param.append([m for _, m in as_matrices(kind, getattr(mod, p_name), name=name)])
         return [per_param[p][j] for p, j in self._slots]
 
@@ -324,9 +341,19 @@ class SpectralRegularizer(nn.Module):
             keep = [i for i in range(len(work)) if i not in set(bad)]
             if not keep:
                 return torch.zeros((), dtype=work[0].dtype, device=device)
-            return _spectral_penalty(
+            penalty = _spectral_penalty(
                 [work[i] for i in keep], [us[i] for i in keep], [vs[i] for i in keep], self.k
             )
+            if not bool(torch.isfinite(penalty.detach())):  # every sigma is finite here
+                top = max(range(len(sig)), key=lambda i: float(sig[i]) if i in keep else 0.0)
+                raise InputError(
+                    f"SpectralRegularizer: the penalty overflows "
+                    f"{str(penalty.dtype).replace('torch.', '')}: sigma_max of "
+                    f"'{self.matrix_names[top]}' is {float(sig[top]):.4g} and "
+                    f"(sigma^k - 1)^2 with k={shown(self.k)} is too large to represent. "
+                    f"Use a smaller 'k' (default 2) or rescale the weights."
+                )
+            return penalty
 
     @torch.no_grad()
     def sigmas(self) -> dict[str, float]:

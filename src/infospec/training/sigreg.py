@@ -48,6 +48,12 @@ from .losses import _check_samples, _device_of, _full_precision, _loss_dtype, _u
 
 __all__ = ["epps_pulley", "sigreg_loss"]
 
+#: Largest ``n_points``: the trapezoid rule on a smooth integrand is exact to round-off far
+#: below it, and the statistic holds an (n, K, n_points) tensor (10**7 nodes asked 20 GB).
+MAX_N_POINTS = 10_000
+#: Largest ``num_slices`` of :func:`sigreg_loss` (LeJEPA uses a few hundred to a thousand).
+MAX_NUM_SLICES = 65_536
+
 
 def _quadrature(t_max: float, n_points: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Nodes on [0, t_max], doubled trapezoid weights times w(t), and phi(t) = e^{-t^2/2}."""
@@ -61,9 +67,14 @@ def _quadrature(t_max: float, n_points: int, like: torch.Tensor) -> tuple[torch.
 
 def _check_grid(t_max: Any, n_points: Any, func: str) -> tuple[float, int]:
     t_max = check_positive(t_max, "t_max", func)
-    if isinstance(n_points, bool) or not isinstance(n_points, numbers.Integral) or n_points < 3:
+    if (
+        isinstance(n_points, bool)
+        or not isinstance(n_points, numbers.Integral)
+        or not 3 <= n_points <= MAX_N_POINTS
+    ):
         raise InputError(
-            f"The 'n_points' argument of {func} must be an integer >= 3; got {shown(n_points)}."
+            f"The 'n_points' argument of {func} must be an integer in [3, {MAX_N_POINTS}] "
+            f"(the default 17 is LeJEPA's); got {shown(n_points)}."
         )
     return float(t_max), int(n_points)
 
@@ -82,7 +93,8 @@ def epps_pulley(x: Any, *, t_max: float = 3.0, n_points: int = 17) -> torch.Tens
     x : tensor, shape (n,) or (n, K)
         Samples in rows (one test per column), finite, n >= 2.
     t_max : float > 0, default 3.0
-    n_points : int >= 3, default 17
+    n_points : int in [3, MAX_N_POINTS], default 17
+        Quadrature nodes (:data:`MAX_N_POINTS` is 10 000).
 
     Returns
     -------
@@ -92,7 +104,8 @@ def epps_pulley(x: Any, *, t_max: float = 3.0, n_points: int = 17) -> torch.Tens
     ------
     InputError
         If ``x`` is not 1-D or 2-D, has fewer than 2 rows or a non-finite value, or a
-        quadrature parameter is invalid.
+        quadrature parameter is invalid (``t_max`` not a finite float > 0, ``n_points``
+        not an int in [3, :data:`MAX_N_POINTS`]).
 
     Examples
     --------
@@ -146,8 +159,8 @@ def sigreg_loss(
     ----------
     Z : tensor, shape (n, d)
         Embeddings in rows, finite, n >= 2.
-    num_slices : int >= 1, default 256
-        Directions :math:`K`, drawn afresh at each call.
+    num_slices : int in [1, MAX_NUM_SLICES], default 256
+        Directions :math:`K`, drawn afresh at each call (:data:`MAX_NUM_SLICES` is 65 536).
     t_max, n_points
         The quadrature of :func:`epps_pulley` (LeJEPA's defaults).
     generator : torch.Generator, optional
@@ -163,7 +176,9 @@ def sigreg_loss(
     Raises
     ------
     InputError
-        If ``Z`` is not a finite 2-D tensor with 2 rows or more, or a parameter is invalid.
+        If ``Z`` is not a finite 2-D tensor with 2 rows or more, a parameter is invalid
+        (``num_slices`` not an int in [1, :data:`MAX_NUM_SLICES`], a bad quadrature), or
+        ``generator`` is not a :class:`torch.Generator` on ``Z``'s device.
 
     Examples
     --------
@@ -180,16 +195,27 @@ def sigreg_loss(
     if (
         isinstance(num_slices, bool)
         or not isinstance(num_slices, numbers.Integral)
-        or num_slices < 1
+        or not 1 <= num_slices <= MAX_NUM_SLICES
     ):
         raise InputError(
-            f"The 'num_slices' argument of {func} must be an integer >= 1; got {shown(num_slices)}."
+            f"The 'num_slices' argument of {func} must be an integer in [1, {MAX_NUM_SLICES}]; "
+            f"got {shown(num_slices)}."
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(
+            f"The 'generator' argument of {func} must be a torch.Generator or None; got "
+            f"{shown(generator)}. Use torch.Generator().manual_seed(seed)."
         )
     out_dtype = _loss_dtype(Z)
     with _full_precision(_device_of(Z)):
         z = _check_samples(_upcast(Z), func, batched=False)
         if z.shape[0] < 2:
             raise InputError(f"The 'Z' argument of {func} needs at least 2 samples (rows).")
+        if generator is not None and generator.device.type != z.device.type:
+            raise InputError(
+                f"The 'generator' argument of {func} is on {generator.device} but 'Z' is on "
+                f"{z.device}; create it with torch.Generator(device={str(z.device)!r})."
+            )
         with torch.no_grad():
             a = torch.randn(
                 z.shape[1], int(num_slices), generator=generator, dtype=z.dtype, device=z.device

@@ -71,7 +71,6 @@ def test_mode_must_be_a_string(mode):
         (torch.empty(3, device="meta"), "meta tensor"),
         ([True, False], "array of booleans"),
         ([[0.0], [0.0, 1.0]], "NumPy cannot read"),
-        ([0.5, -1.0], r"finite entropies >= 0 .* minimum -1.0"),
         ([[1.0, 2.0]], r"1-D array .* shape \(1, 2\)"),
         (5.0, r"1-D array .* shape \(\)"),
     ],
@@ -324,3 +323,16 @@ def test_patches_cli_options_are_one_line_errors(tmp_path, capsys, argv, match):
     assert main(["patches", str(f), *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and match in err
+
+
+def test_standardised_entropies_and_half_precision_probabilities_pass():
+    """Found in review: z-scored entropies (negative values, threshold 0) and float16 softmax
+    rows (summing to 0.9997) were refused."""
+    h = np.asarray(H)
+    scores = (h - h.mean()) / h.std()
+    want = entropy_patches(entropies=h, threshold=float(h.mean())).tolist()
+    assert entropy_patches(entropies=scores, threshold=0.0).tolist() == want
+    logits = torch.randn(11, 256, generator=torch.Generator().manual_seed(0))
+    half = torch.softmax(logits.half(), -1)
+    got = entropy_patches(b"hello world", model=lambda d: half[: len(d)])
+    assert got[0] == 0

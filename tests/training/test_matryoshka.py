@@ -20,7 +20,7 @@ def test_separate_heads_sum_the_cross_entropies_of_each_prefix():
         for m, c, head in zip((2, 4, 8), (1.0, 0.5, 2.0), loss_fn.heads, strict=True)
     )
     got = loss_fn(z, y)
-    assert float(got.detach()) == pytest.approx(float(want), rel=1e-6)
+    assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-6)
     assert set(loss_fn.last_losses) == {2, 4, 8}
     assert loss_fn.last_losses[2] == pytest.approx(
         float(F.cross_entropy(loss_fn.heads[0](z[:, :2]), y)), rel=1e-6

@@ -18,7 +18,7 @@ from infospec.training import MatryoshkaLoss, SpectralRegularizer, info_spec_los
 from infospec.training.monitor import Monitor
 from infospec.training.sigreg import MAX_N_POINTS, epps_pulley, sigreg_loss
 
-BAD_SEEDS = [None, "abc", math.nan, math.inf, [1], 1e300, 10**30, True, -1]
+BAD_SEEDS = [None, "abc", math.nan, math.inf, [1], 1e300, 10**30, True, -(2**63) - 1]
 
 
 # -- SIGReg ---------------------------------------------------------------------------------
@@ -95,13 +95,16 @@ def test_spectral_regularizer_names_a_meta_weight():
 @pytest.mark.parametrize("seed", BAD_SEEDS)
 def test_spectral_regularizer_checks_the_seed(seed):
     with pytest.raises(
-        InputError, match=r"'seed' parameter of SpectralRegularizer must be an int in \[0, "
+        InputError, match=r"'seed' parameter of SpectralRegularizer must be an int in \[-9223"
     ):
         SpectralRegularizer(nn.Linear(4, 4), seed=seed)
 
 
-def test_spectral_regularizer_takes_the_largest_seed():
-    assert SpectralRegularizer(nn.Linear(4, 4), seed=2**63 - 1)().shape == ()
+def test_spectral_regularizer_takes_the_seeds_torch_takes():
+    """torch.Generator.manual_seed takes [-2**63, 2**64 - 1]; torch.initial_seed() of an
+    unseeded process is often past 2**63."""
+    for seed in (-(2**63), -1, 2**63 - 1, 2**63, 2**64 - 1):
+        assert SpectralRegularizer(nn.Linear(4, 4), seed=seed)().shape == ()
 
 
 @pytest.mark.parametrize("eps", [1e300, 1e39])
@@ -188,13 +191,14 @@ def test_matryoshka_takes_embeddings_of_any_float_dtype(dtype):
     [
         (
             torch.tensor([0, 1, 2, 0, 3]),
-            r"class indices in \[0, 2\] \(num_classes=3\); got 3 at index 4",
+            r"class indices in \[0, 2\] \(num_classes=3\) or -100 .*got 3 at index 4",
         ),
         (torch.tensor([0, 1, 2, 0, -1]), r"got -1 at index 4"),
-        (torch.tensor([0.0, 1, 2, 0, 1]), r"integer tensor of class indices of shape \(5,\)"),
+        (torch.tensor([0.0, 1, 2, 0, 1]), r"class probabilities of shape \(5, 3\)"),
+        (torch.full((5, 3), math.nan), r"'target' argument of MatryoshkaLoss must be finite"),
         (torch.tensor([0, 1, 2]), r"of shape \(5,\) .* got shape \(3,\)"),
-        (torch.tensor([True, False, True, False, True]), "integer tensor"),
-        ([0, 1, 2, 0, 1], "integer tensor .* got \\[0, 1, 2, 0, 1\\]"),
+        (torch.tensor([True, False, True, False, True]), "tensor of class indices"),
+        ([0, 1, 2, 0, 1], "tensor of class indices .* got \\[0, 1, 2, 0, 1\\]"),
         (
             torch.zeros(5, dtype=torch.long, device="meta"),
             "'target' argument of MatryoshkaLoss is a meta",
@@ -242,11 +246,11 @@ def _model():
     return nn.Sequential(nn.Linear(16, 12), nn.ReLU())
 
 
-@pytest.mark.parametrize("seed", [*BAD_SEEDS, 2**63])
+@pytest.mark.parametrize("seed", [*BAD_SEEDS, 2**64])
 def test_monitor_checks_the_seed(seed):
     with pytest.raises(
         InputError,
-        match=r"'seed' parameter of Monitor must be an int in \[0, 9223372036854775807\]",
+        match=r"'seed' parameter of Monitor must be an int in \[-9223372036854775808, 1844",
     ):
         Monitor(_model(), seed=seed)
 
@@ -254,7 +258,7 @@ def test_monitor_checks_the_seed(seed):
 def test_monitor_takes_the_largest_seed():
     """seed + step is wrapped into a generator's range (10**30 raised at the first window)."""
     model = _model()
-    monitor = Monitor(model, every=1, alerts=None, seed=2**63 - 1)
+    monitor = Monitor(model, every=1, alerts=None, seed=2**64 - 1)
     for _ in range(2):
         model(torch.randn(64, 16))
         assert monitor.step()
@@ -292,3 +296,19 @@ def test_monitor_names_a_meta_model():
         InputError, match=r"holds only meta tensors in the watched layers .* Load the weights first"
     ):
         Monitor(model)
+
+
+def test_matryoshka_takes_what_cross_entropy_takes():
+    """ignore_index -100 rows are left out, and probability targets are read as such, as
+    F.cross_entropy does (found in review: both were refused)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    loss_fn = MatryoshkaLoss((2, 4, 8), num_classes=3, weights=(1.0, 0.0, 0.0))
+    z = torch.randn(6, 8)
+    y = torch.tensor([0, 1, 2, -100, 1, -100])
+    want = F.cross_entropy(loss_fn.logits(z, 2), y)
+    assert float(loss_fn(z, y).detach()) == pytest.approx(float(want.detach()), rel=1e-6)
+    soft = torch.softmax(torch.randn(6, 3), dim=-1)
+    want = F.cross_entropy(loss_fn.logits(z, 2), soft)
+    assert float(loss_fn(z, soft).detach()) == pytest.approx(float(want.detach()), rel=1e-6)

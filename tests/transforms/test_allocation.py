@@ -197,3 +197,23 @@ def test_max_saving_rank_refuses_non_sizes(m, n):
 
 def test_max_saving_rank_value():
     assert max_saving_rank(8, 8) == 3 and max_saving_rank(2, 2) == 0
+
+
+def test_energies_as_any_iterable_and_a_0d_budget():
+    """Found in review: a stacked tensor, dict.values(), a generator and a 0-d tensor budget
+    used to work and were refused by the new checks."""
+    import numpy as np
+    import torch
+
+    from infospec.transforms.allocation import allocate_ranks
+    from infospec.transforms.quantization import pack_codes, unpack_codes
+
+    E = [np.array([9.0, 4, 1, 0]), np.array([1.0, 0.5, 0, 0])]
+    S = [(8, 4), (8, 4)]
+    want = allocate_ranks(E, S, 36).ranks
+    assert want == [2, 1]
+    assert allocate_ranks(torch.tensor(np.stack(E)), S, 36).ranks == want
+    assert allocate_ranks(dict(enumerate(E)).values(), S, torch.tensor(36)).ranks == want
+    assert allocate_ranks((e for e in E), S, np.int64(36)).ranks == want
+    codes = torch.randint(0, 16, (4, 4), dtype=torch.uint8, generator=torch.Generator())
+    assert torch.equal(unpack_codes(pack_codes(codes, 4), 4, np.array([4, 4])), codes)

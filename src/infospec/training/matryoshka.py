@@ -265,17 +265,12 @@ class MatryoshkaLoss(nn.Module):
                 f"{lin.weight.device}; move the loss there too (loss_fn.to(z.device))."
             )
         n_classes = lin.out_features
-        if (
-            not isinstance(target, torch.Tensor)
-            or target.dtype == torch.bool
-            or target.is_floating_point()
-            or target.is_complex()
-            or target.shape != (z.shape[0],)
-        ):
+        if not isinstance(target, torch.Tensor) or target.dtype == torch.bool:
             got = describe(target) if isinstance(target, torch.Tensor) else shown(target)
             raise InputError(
-                f"The 'target' argument of {func} must be an integer tensor of class indices "
-                f"of shape ({z.shape[0]},) (one per row of z); got {got}."
+                f"The 'target' argument of {func} must be a tensor of class indices of shape "
+                f"({z.shape[0]},) or of class probabilities of shape ({z.shape[0]}, "
+                f"{n_classes}), as F.cross_entropy takes; got {got}."
             )
         check_not_meta(target, "target", func)
         if target.device != z.device:
@@ -283,14 +278,34 @@ class MatryoshkaLoss(nn.Module):
                 f"The 'target' argument of {func} is on {target.device} but 'z' is on "
                 f"{z.device}; move it there (target.to(z.device))."
             )
-        bad = (target < 0) | (target >= n_classes)
+        if target.is_floating_point():  # class probabilities (soft or one-hot labels)
+            if target.shape != (z.shape[0], n_classes):
+                raise InputError(
+                    f"The 'target' argument of {func} holds floats, so it must be class "
+                    f"probabilities of shape ({z.shape[0]}, {n_classes}); got "
+                    f"{describe(target)}. Class indices are an integer tensor."
+                )
+            check_finite(target, "target", func)
+            return
+        if target.is_complex() or target.shape != (z.shape[0],):
+            raise InputError(
+                f"The 'target' argument of {func} must be an integer tensor of class indices "
+                f"of shape ({z.shape[0]},) (one per row of z); got {describe(target)}."
+            )
+        # F.cross_entropy's ignore_index (-100 by default) marks rows to leave out
+        bad = ((target < 0) | (target >= n_classes)) & (target != _IGNORE_INDEX)
         if bool(bad.any()):
             first = int(bad.nonzero()[0, 0])
             raise InputError(
                 f"The 'target' argument of {func} must hold class indices in "
-                f"[0, {n_classes - 1}] (num_classes={n_classes}); got {int(target[first])} "
-                f"at index {first}."
+                f"[0, {n_classes - 1}] (num_classes={n_classes}) or {_IGNORE_INDEX} (ignored, "
+                f"as F.cross_entropy's ignore_index); got {int(target[first])} at index "
+                f"{first}."
             )
+
+
+#: F.cross_entropy's default ignore_index, which the heads' loss leaves out.
+_IGNORE_INDEX = -100
 
 
 def _weights_list(weights: Any) -> list[float] | None:

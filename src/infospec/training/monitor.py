@@ -248,7 +248,7 @@ def _process_group_size(group: Any = None) -> int:
 
 
 #: Largest ``seed`` (torch generators take 64-bit seeds; each window's is seed + step).
-_MAX_SEED = 2**63 - 1
+_MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes [-2**63, 2**64 - 1]
 
 
 def _check_not_all_meta(layers: Mapping[str, nn.Module], func: str) -> None:
@@ -381,7 +381,7 @@ class Monitor:
         Where the eigendecompositions run (the accumulators stay on the model's device and
         are copied once per measurement). LAPACK on the CPU is faster than GPU solvers at
         the widths of most layers; ``None`` keeps each tensor's device.
-    seed : int in [0, 2**63 - 1], default 0
+    seed : int in [-2**63, 2**64 - 1], default 0
         Seed of the row subsampling.
     distributed : bool, default False
         Under ``torch.distributed`` (DDP), pool every process's activation rows before
@@ -434,7 +434,7 @@ class Monitor:
         both tables are switched off, ``writer`` has no ``add_scalar``, ``log_path`` is not
         a writable ``.jsonl``/``.csv`` path (or a CSV with other columns), ``alerts`` names
         an unknown measure, ``spectrum_device`` is not a device (or is ``"meta"``, or CUDA
-        where there is none), ``seed`` is not an int in [0, 2**63 - 1], ``distributed`` is
+        where there is none), ``seed`` is not an int in [-2**63, 2**64 - 1], ``distributed`` is
         not a bool, ``latent`` names no module of the model, or every watched weight is
         a meta tensor (no values).
 
@@ -519,7 +519,9 @@ class Monitor:
         self.activations = bool(activations)
         self.alpha = bool(alpha)
         self.writer = writer
-        self.seed = count_in_range(seed, f"The 'seed' parameter of {func}", low=0, high=_MAX_SEED)
+        self.seed = count_in_range(
+            seed, f"The 'seed' parameter of {func}", low=-(2**63), high=_MAX_SEED
+        )
         self.spectrum_device = check_device(spectrum_device, "spectrum_device", func)
         if not isinstance(distributed, bool):
             raise InputError(

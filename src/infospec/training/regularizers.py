@@ -135,7 +135,7 @@ class SpectralRegularizer(nn.Module):
     eps : float in (0, MAX_EPS], default 1e-12
         Floor on norms when the vectors are normalised (:data:`MAX_EPS` is the largest
         float32).
-    seed : int in [0, 2**63 - 1], default 0
+    seed : int in [-2**63, 2**64 - 1], default 0
         Seed of the initial random vectors.
 
     Attributes
@@ -201,7 +201,8 @@ class SpectralRegularizer(nn.Module):
                 f"finite float32; it floors the norms of the power-iteration vectors, "
                 f"default 1e-12). Got {shown(eps)} instead."
             )
-        seed = count_in_range(seed, f"The 'seed' parameter of {func}", low=0, high=2**63 - 1)
+        # torch.Generator.manual_seed's range (torch.initial_seed() may exceed 2**63)
+        seed = count_in_range(seed, f"The 'seed' parameter of {func}", low=-(2**63), high=2**64 - 1)
         object.__setattr__(self, "model", model)
         self._params = _select_weights(model, layers, param="layers", func=func)
         for name, mod, p_name, _ in self._params:

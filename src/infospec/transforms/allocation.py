@@ -54,7 +54,7 @@ from __future__ import annotations
 import heapq
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -152,13 +152,20 @@ def _lower_hull(opts: list[tuple[int, float, int]]) -> list[tuple[int, float, in
 
 
 def _sequence(value: Any, name: str, func: str) -> list:
-    """``value`` as a list, if it is a sequence (not a string or a mapping)."""
-    if isinstance(value, str | bytes | dict) or not isinstance(value, Sequence | np.ndarray):
+    """``value`` as a list: any iterable but a string, bytes or a mapping (a generator, the
+    rows of a 2-D array or tensor, ``dict.values()``)."""
+    if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
         raise InputError(
             f"The '{name}' argument of {func} must be a list (one entry per matrix); got "
             f"{type(value).__name__}."
         )
-    return list(value)
+    try:
+        return list(value)
+    except TypeError as exc:  # a 0-d array or tensor
+        raise InputError(
+            f"The '{name}' argument of {func} must be a list (one entry per matrix); got "
+            f"{shown(value)}."
+        ) from exc
 
 
 def _spectrum(e: Any, j: int, func: str) -> np.ndarray:
@@ -295,7 +302,10 @@ def allocate_ranks(
 
 
 def _budget(budget: Any, func: str) -> float:
-    """``budget`` as a finite float >= 0 (an int beyond float64 is refused as infinite)."""
+    """``budget`` as a finite float >= 0 (an int beyond float64 is refused as infinite; a
+    one-element NumPy array or 0-d tensor is read as its number)."""
+    if type(budget).__module__.startswith(("torch", "numpy")) and getattr(budget, "ndim", 1) == 0:
+        budget = budget.item()
     if isinstance(budget, numbers.Real) and not isinstance(budget, bool):
         try:
             v = float(budget)

@@ -334,6 +334,8 @@ def unpack_codes(packed: torch.Tensor, bits: int, shape: Sequence[int]) -> torch
     func = "unpack_codes"
     bits = _check_bits(bits, func)
     packed = _check_tensor(packed, "packed", func)
+    if hasattr(shape, "tolist") and getattr(shape, "ndim", 0) == 1:  # a NumPy array, a tensor
+        shape = shape.tolist()
     if isinstance(shape, str | bytes) or not isinstance(shape, Sequence):
         raise InputError(
             f"The 'shape' argument of {func} must be a sequence of ints >= 0, e.g. (m, n); "

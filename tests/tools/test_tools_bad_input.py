@@ -336,3 +336,16 @@ def test_standardised_entropies_and_half_precision_probabilities_pass():
     half = torch.softmax(logits.half(), -1)
     got = entropy_patches(b"hello world", model=lambda d: half[: len(d)])
     assert got[0] == 0
+
+
+def test_an_archive_that_unpacks_past_the_bound_is_refused(tmp_path, monkeypatch):
+    from infospec import SourceError
+    from infospec.tools import ngram
+
+    model = ngram.ByteNgram(2).fit(b"abracadabra")
+    path = tmp_path / "m.npz"
+    model.save(path)
+    assert ngram.ByteNgram.load(path).bits_per_byte(b"abra") == model.bits_per_byte(b"abra")
+    monkeypatch.setattr(ngram, "MAX_UNPACKED", 100)  # the same check as a 2 GiB claim
+    with pytest.raises(SourceError, match=r"unpack to \d+ bytes, over the 100 bytes"):
+        ngram.ByteNgram.load(path)

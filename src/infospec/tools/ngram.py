@@ -33,6 +33,9 @@ CORPUS_MODEL = ("data", "byte_ngram_corpus.npz")
 ALPHA_RANGE = (1e-100, 1e100)
 #: The largest total count a loaded file may hold: float64 counts exactly up to 2**53.
 MAX_TOTAL = 2**53
+#: The most bytes a loaded file's arrays may unpack to (a compressed archive can claim
+#: gigabytes from a few kilobytes; the shipped order-3 model holds a few megabytes).
+MAX_UNPACKED = 2**31
 
 
 def _check_alpha(value: Any, what: str) -> float:
@@ -210,8 +213,8 @@ class ByteNgram:
             If ``path`` is missing, not a regular file, or not such a file: not an ``.npz``
             archive; a header that is not a JSON object with an ``order`` in [1, 4] and an
             ``alpha`` in [1e-100, 1e100]; keys that are not sorted unique 1-D int64 ids of
-            that order; counts that are not ints >= 1 with a total of at most 2**53. The
-            message names the file.
+            that order; counts that are not ints >= 1 with a total of at most 2**53; arrays
+            that unpack to more than 2**31 bytes. The message names the file.
         """
         from ..sources.formats import regular_file
 
@@ -230,6 +233,13 @@ class ByteNgram:
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise bad("it is a single .npy array, not an .npz archive")
         names = ("header", "pair_keys", "pair_counts")
+        unpacked = sum(info.file_size for info in z.zip.infolist())
+        if unpacked > MAX_UNPACKED:  # what the archive says it holds, before inflating it
+            z.close()
+            raise bad(
+                f"its arrays unpack to {unpacked} bytes, over the {MAX_UNPACKED} bytes a byte "
+                f"n-gram model may hold (16 bytes per distinct n-gram)"
+            )
         missing = [k for k in names if k not in z.files]
         if missing:
             z.close()

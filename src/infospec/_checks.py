@@ -29,13 +29,19 @@ def _format(value: Any) -> str:
     return shown(value) if isinstance(value, str) else shown_str(value)
 
 
-def shown_str(value: Any) -> str:
-    """``str(value)``, at most 60 characters (an int past Python's 4300 digits has none)."""
+def _bounded(text_of: Any, value: Any) -> str:
+    """``text_of(value)`` (repr or str), at most 60 characters; a value whose text Python
+    refuses (an int past 4300 digits) is described instead."""
     try:
-        text = str(value)
+        text = text_of(value)
     except ValueError:
         text = _unprintable(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def shown_str(value: Any) -> str:
+    """``str(value)`` for a message, bounded (see :func:`_bounded`)."""
+    return _bounded(str, value)
 
 
 def check_positive(
@@ -102,12 +108,8 @@ def _unprintable(value: Any) -> str:
 
 
 def shown(value: Any) -> str:
-    """``repr(value)``, at most 60 characters (an int past Python's 4300 digits has none)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        text = _unprintable(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """``repr(value)`` for a message, bounded (see :func:`_bounded`)."""
+    return _bounded(repr, value)
 
 
 def count_in_range(value: Any, what: str, *, low: int = 1, high: int | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_choice, check_positive, check_probability, shown, shown_str
+from ._checks import check_choice, check_positive, check_probability, shown
 from ._errors import InfospecWarning, InputError
 
 __all__ = [
@@ -159,7 +159,7 @@ def check_finite(t: torch.Tensor, name: str, func: str) -> torch.Tensor:
         n_inf = int(torch.isinf(t).sum())
         first = first_index(~finite)
         raise InputError(
-            f"The '{name}' argument of {func} must be finite; got {shown_str(n_nan)} NaN and "
+            f"The '{name}' argument of {func} must be finite; got {n_nan} NaN and "
             f"{n_inf} "
             f"infinite value(s) (first at index {first}) in a tensor with {describe(t)}."
         )

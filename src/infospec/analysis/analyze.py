@@ -511,9 +511,12 @@ def analyze(
     rel_noise = check_positive(rel_noise, "rel_noise", func)
     check_choice(activation_precision, "activation_precision", func, PRECISIONS)
     dev = check_device(device, "device", func)
-    for flag, name in ((split_in_proj, "split_in_proj"), (fits, "fits")):
+    for flag, name in (
+        (split_in_proj, "split_in_proj"),
+        (fits, "fits"),
+        (linear_inputs, "linear_inputs"),
+    ):
         check_bool(flag, name, func)
-    check_bool(linear_inputs, "linear_inputs", func)
     if progress is not None:
         check_bool(progress, "progress", func)
     if data is not None and (

@@ -656,9 +656,13 @@ def compare(
     rel_distortion = check_probability(rel_distortion, "rel_distortion", func)
     k = check_positive(k, "k", func, allow_zero=True, integer=True)
     dev = check_device(device, "device", func)
-    for flag, name in ((strict, "strict"), (tuned_values, "tuned_values"), (fits, "fits")):
+    for flag, name in (
+        (strict, "strict"),
+        (tuned_values, "tuned_values"),
+        (fits, "fits"),
+        (split_in_proj, "split_in_proj"),
+    ):
         check_bool(flag, name, func)
-    check_bool(split_in_proj, "split_in_proj", func)
     if progress is not None:
         check_bool(progress, "progress", func)
     from .distributed import on_every_rank, setup, stages_on

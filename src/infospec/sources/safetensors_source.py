@@ -30,7 +30,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._checks import check_positive, shown_str
+from .._checks import check_positive
 from .._errors import SourceError
 from .._text import printable
 from .base import WeightSource
@@ -313,10 +313,7 @@ def _entry_problem(path: Path, name: str, raw: Any) -> SourceError:
     begin, end = offsets
     if not 0 <= begin <= end < _U64:
         span = "begin > end" if 0 <= end < begin < _U64 else "an offset outside 0 to 2**64 - 1"
-        return bad(
-            f"data_offsets must be [begin, end] with 0 <= begin <= end < 2**64, got "
-            f"{shown_str(span)}"
-        )
+        return bad(f"data_offsets must be [begin, end] with 0 <= begin <= end < 2**64, got {span}")
     n = _elements(shape)
     if n is None:
         return bad(f"the product of its shape's {len(shape)} dimensions overflows 64 bits")
@@ -664,8 +661,7 @@ def _parsed_header(path: Path, text: str) -> tuple[dict[str, Any], dict[str, str
         )
         raise _fail(
             path,
-            f"has a malformed __metadata__ block (it must map strings to strings; got "
-            f"{shown_str(got)}).",
+            f"has a malformed __metadata__ block (it must map strings to strings; got {got}).",
         )
     if _SURROGATE_ESCAPE.search(text):  # only a \\udXXX escape can make a lone surrogate
         for name in (*header, *metadata, *metadata.values()):

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _torch_module
 
 from .._errors import InfospecError, InputError
 from .._validation import check_choice, check_positive
@@ -68,17 +69,21 @@ def output_features(module: nn.Module, out: torch.Tensor) -> tuple[torch.Tensor,
     return out.reshape(-1, out.shape[-1]), True
 
 
-def _global_hooks() -> bool:
-    """Whether a global module hook (``register_module_forward_hook`` or its pre-hook) is set.
+def _plain_call(module: nn.Module) -> bool:
+    """Whether ``module``'s output is its class's forward of its input, untouched.
 
-    Global hooks run on every module, before its own, and may rewrite inputs and outputs:
-    then an output is not the plain function of the input that a shortcut assumes.
+    Only our hook on it, no pre-hook, no instance ``forward`` (wrappers such as
+    accelerate's offloading replace it) and no global module hook
+    (``register_module_forward_hook`` or its pre-hook: they run on every module, before its
+    own, and may rewrite inputs and outputs). The shortcuts that read an output from its
+    input (linear layers, embedding lookups) need it.
     """
-    from torch.nn.modules import module as torch_module
-
-    return bool(
-        getattr(torch_module, "_global_forward_hooks", None)
-        or getattr(torch_module, "_global_forward_pre_hooks", None)
+    return (
+        len(module._forward_hooks) == 1
+        and not module._forward_pre_hooks
+        and "forward" not in vars(module)
+        and not _torch_module._global_forward_hooks
+        and not _torch_module._global_forward_pre_hooks
     )
 
 
@@ -299,10 +304,7 @@ class ActivationCovariances:
             or x.ndim < 1
             or x.shape[-1] != module.in_features
             or module.in_features > module.out_features
-            or len(module._forward_hooks) != 1  # only ours: nothing rewrites the output
-            or module._forward_pre_hooks
-            or "forward" in vars(module)
-            or _global_hooks()
+            or not _plain_call(module)
             or weight.device.type == "meta"
             or not weight.is_floating_point()
         ):
@@ -383,10 +385,7 @@ class ActivationCovariances:
             or ids.is_complex()
             or ids.dtype == torch.bool
             or tuple(ids.shape) != tuple(out.shape[:-1])
-            or len(module._forward_hooks) != 1  # only ours: nothing rewrites the output
-            or module._forward_pre_hooks
-            or "forward" in vars(module)
-            or _global_hooks()
+            or not _plain_call(module)
         ):
             return None
         return ids

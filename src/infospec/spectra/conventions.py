@@ -115,7 +115,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .._checks import check_choice, shown, shown_str
+from .._checks import check_choice, shown
 from .._errors import InputError
 
 if TYPE_CHECKING:  # torch and NumPy load on first use: matrix_layout needs neither
@@ -196,7 +196,7 @@ def _shape_error(kind: str, shape: tuple[int, ...], func: str, dtype: str = "") 
     got = f"shape {shape}" + (f" and dtype {dtype}" if dtype else "")
     return InputError(
         f"The 'tensor' argument of {func} must have the layout {_LAYOUT_TEXT[kind]} for "
-        f"kind {kind!r}; got {shown_str(got)}. Check the kind, or pass the tensor as kind 'matrix' "
+        f"kind {kind!r}; got {got}. Check the kind, or pass the tensor as kind 'matrix' "
         f"if it is a plain 2-D matrix."
     )
 

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .._checks import shown, shown_str
+from .._checks import shown
 from .._errors import InputError
 from .._validation import check_choice, check_positive
 
@@ -123,7 +123,7 @@ def diffusion_noise_levels(
         raise InputError(
             f"The 'steps' parameter of {func} must be an int > 20 for the linear schedule: "
             f"its last beta is 0.02 * 1000 / steps = {20 / steps:g}, and a beta >= 1 leaves "
-            f"no signal (alpha_bar <= 0). Got {shown_str(steps)}; use more steps or "
+            f"no signal (alpha_bar <= 0). Got {steps}; use more steps or "
             f"schedule='cosine'."
         )
     if timesteps is None:

@@ -42,7 +42,6 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .._checks import shown_str
 from .._errors import InputError
 from .._units import from_nats
 from .._validation import (
@@ -359,7 +358,7 @@ def _noise_levels(noise_var: Any, func: str, like: torch.Tensor) -> torch.Tensor
         bad = "no value" if noise.numel() == 0 else f"{float(noise.min()):.6g}"
         raise InputError(
             f"The 'noise_var' argument of {func} must hold noise variances > 0; got "
-            f"{shown_str(bad)} "
+            f"{bad} "
             f"in a tensor with {describe(noise)}."
         )
     return noise

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_choice, check_probability, count_in_range, real_above, shown_str
+from .._checks import check_choice, check_probability, count_in_range, real_above
 from .._errors import InputError, SourceError
 
 __all__ = [
@@ -147,9 +147,7 @@ def rope_config(config: dict | str | Path) -> RopeConfig:
     prf = cfg.get("partial_rotary_factor", scaling.get("partial_rotary_factor", 1.0))
     prf = real_above(prf, f"{where}: the 'partial_rotary_factor' field")
     if prf > 1.0:
-        raise InputError(
-            f"{where}: 'partial_rotary_factor' must be in (0, 1]. Got {shown_str(prf)}."
-        )
+        raise InputError(f"{where}: 'partial_rotary_factor' must be in (0, 1]. Got {prf}.")
     rotary = int(head_dim * prf)
     if rotary < 4:
         raise InputError(
@@ -398,7 +396,7 @@ def minimal_rope_base(
     what = f"The 'head_dim' parameter of {func}"
     head_dim = count_in_range(head_dim, what, low=4, high=MAX_HEAD_DIM)
     if head_dim % 2:
-        raise InputError(f"{what} must be an even int >= 4. Got {shown_str(head_dim)} instead.")
+        raise InputError(f"{what} must be an even int >= 4. Got {head_dim} instead.")
     if grid is None:
         grid = 10.0 ** np.arange(2, 12.001, 0.01)
     try:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import shown, shown_str
+from .._checks import shown
 from .._errors import InputError
 from .._names import close_matches
 from ..measures.latent import latent_capacity
@@ -84,7 +84,7 @@ def _as_rows(t: Any, role: str, name: str) -> torch.Tensor:
             got += f" of dtype {t.dtype}, shape {tuple(t.shape)}"
         raise InputError(
             f"Monitor(latent=...): the {role} from module '{name}' must be a floating-point "
-            f"tensor of shape (..., d); got {shown_str(got)}."
+            f"tensor of shape (..., d); got {got}."
         )
     return t.detach().reshape(-1, t.shape[-1])
 

@@ -58,7 +58,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import shown_str
 from .._errors import InputError
 from .._validation import (
     as_float_tensor,
@@ -271,7 +270,7 @@ class TransformCoder:
             got = "both" if rate is not None else "neither"
             raise InputError(
                 f"{func} takes exactly one of 'rate' (bits per vector) or 'distortion' "
-                f"(total squared error per vector); got {shown_str(got)}."
+                f"(total squared error per vector); got {got}."
             )
         if rate is not None:
             return "rate", check_positive(rate, "rate", func)

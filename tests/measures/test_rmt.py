@@ -541,6 +541,56 @@ def test_power_law_block_size_does_not_change_result(monkeypatch):
     assert float(fit_power_law(x, xmax="max").alpha) == float(truncated.alpha)
 
 
+def _spectrum_of_kind(kind, n, rng):
+    """Spectra whose KS curves have long flat stretches, ties and plateaus."""
+    if kind == "pareto":
+        return pareto(rng.uniform(1.5, 5.0), n, rng)
+    if kind == "chi2":
+        return rng.chisquare(3, n)
+    if kind == "ties":  # a quarter-step grid: many equal values and equal tails
+        return np.round(rng.exponential(1.0, n) * 4) / 4 + 1e-3
+    if kind == "matrix":
+        return np.linalg.svd(rng.standard_normal((n, n + 5)), compute_uv=False) ** 2
+    return np.concatenate([rng.uniform(0, 1, n), 10 + rng.pareto(2.0, max(1, n // 10))])
+
+
+@pytest.mark.parametrize("kind", ["pareto", "chi2", "ties", "matrix", "mixed"])
+@pytest.mark.parametrize("stride", [1, 2, 6, 17])
+def test_power_law_bounded_scan_is_the_full_scan(kind, stride, monkeypatch):
+    # _ks_argmin bounds each candidate's KS distance from a column grid and computes the
+    # rest only for the candidates the bounds cannot rule out: the chosen tail, its exponent
+    # and its distance must be those of the full scan, to the bit, at any stride
+    rng = np.random.default_rng(stride)
+    spectra = [_spectrum_of_kind(kind, int(n), rng) for n in rng.integers(30, 700, 6)]
+    monkeypatch.setattr(power_law, "_KS_STRIDE", 10**9)  # every candidate scanned in full
+    full = [fit_power_law(x) for x in spectra]
+    monkeypatch.setattr(power_law, "_KS_STRIDE", stride)
+    monkeypatch.setattr(power_law, "_KS_BLOCK_ELEMENTS", 1 << 12)  # many blocks and splits
+    for x, ref in zip(spectra, full, strict=True):
+        fit = fit_power_law(x)
+        assert fit.num_tail == ref.num_tail
+        for field in ("alpha", "xmin", "ks_distance", "sigma"):
+            assert float(getattr(fit, field)) == float(getattr(ref, field)), field
+
+
+def test_power_law_bounded_scan_bounds_hold():
+    # the grid's maximum is a lower bound of each candidate's distance and, plus
+    # stride / n_i, an upper bound: checked against every full distance
+    rng = np.random.default_rng(5)
+    x = np.sort(_spectrum_of_kind("mixed", 500, rng))
+    logs = torch.from_numpy(np.log(x) - np.log(x).mean())
+    n = logs.numel()
+    n_tail = torch.arange(n, 1, -1, dtype=torch.float64)
+    u = torch.from_numpy(rng.uniform(0.2, 3.0, n - 1))
+    full = power_law._ks_all(logs, u, None, None)
+    for stride in (3, 8):
+        grid = torch.cat([torch.arange(stride - 1, n - 1, stride), torch.tensor([n - 1])])
+        low = power_law._ks_all(logs, u, None, None, cols=grid)
+        assert bool((low <= full).all())
+        assert bool((full <= low + stride / n_tail + 1e-12).all())
+        assert float((full - low).max()) > 0  # the grid misses columns: a real bound
+
+
 @pytest.mark.parametrize(
     ("transform", "scale"),
     [

@@ -97,6 +97,12 @@ _WW_SMALL_N_MIN_TAIL = 8
 #: pass is a kernel launch, blocks are larger (:data:`_KS_BLOCK_ELEMENTS_DEVICE`).
 _KS_BLOCK_ELEMENTS = 1 << 17
 _KS_BLOCK_ELEMENTS_DEVICE = 1 << 22
+#: Column stride of the grid that bounds every candidate's KS distance (:func:`_ks_argmin`).
+_KS_STRIDE = 6
+#: Slack of those bounds for the rounding of the fitted CDF (far above it, far below a KS step).
+_KS_MARGIN = 1e-9
+#: Block entries a split of rows by width must save to be worth a block's fixed cost.
+_KS_SPLIT_ELEMENTS = 1 << 14
 
 
 class PowerLawFit(NamedTuple):
@@ -178,24 +184,30 @@ def _tail_cdf(
 
 def _ks_rows(
     logs: torch.Tensor,
-    start: int,
-    stop: int,
+    rows: torch.Tensor,
+    cols: int | torch.Tensor,
     u: torch.Tensor,
     v: torch.Tensor | None,
     span: torch.Tensor | None,
 ) -> torch.Tensor:
-    """KS distances max_j |F(x_j) - (j - i)/n_i| of candidates i in [start, stop).
+    """KS distances max_j |F(x_j) - (j - i)/n_i| of candidates ``rows``, over columns ``cols``.
 
-    ``u``, ``v`` and ``span`` hold the rows' parameters (length stop - start). Works on the
-    (rows x tail) block with tensor ops, in place; callers bound its size. Entries with
-    j < i get log-ratio 0 and step 0, hence a gap of exactly 0.
+    ``rows`` (sorted indices) and ``u``, ``v``, ``span`` (their parameters) have one entry
+    per candidate; ``cols`` is an int ``c`` (every column j >= c) or sorted column indices.
+    Works on the (rows x columns) block with tensor ops, in place; callers bound its size.
+    Entries with j <= i get log-ratio 0 and step 0, hence a gap of exactly 0; each entry is
+    the same float operation on the same numbers whichever block or columns it is in.
     """
     total = logs.numel()
-    rows = torch.arange(stop - start, device=logs.device)
-    offset = torch.arange(total - start, device=logs.device)
-    step = (offset[None, :] - rows[:, None]).clamp_(min=0).to(logs.dtype)  # j - i
-    step.div_((total - start - rows).to(logs.dtype)[:, None])  # (j - i) / n_i
-    log_ratio = (logs[None, start:] - logs[start:stop, None]).clamp_(min=0)
+    dtype = logs.dtype
+    if isinstance(cols, int):
+        index = torch.arange(cols, total, device=logs.device)
+        at = logs[cols:]
+    else:
+        index, at = cols, logs.index_select(0, cols)
+    step = (index[None, :] - rows[:, None]).clamp_(min=0).to(dtype)  # j - i
+    step.div_((total - rows).to(dtype)[:, None])  # (j - i) / n_i
+    log_ratio = (at[None, :] - logs.index_select(0, rows)[:, None]).clamp_(min=0)
     if v is None:
         model = log_ratio.mul_(-u[:, None]).expm1_().neg_()  # 1 - (x_j / x_i)^(1 - alpha)
     else:
@@ -204,28 +216,95 @@ def _ks_rows(
 
 
 def _ks_all(
-    logs: torch.Tensor, u: torch.Tensor, v: torch.Tensor | None, span: torch.Tensor | None
+    logs: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor | None,
+    span: torch.Tensor | None,
+    *,
+    rows: torch.Tensor | None = None,
+    cols: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """KS distance of every candidate 0..len(u)-1, in blocks of bounded size."""
-    count = u.numel()
+    """KS distance of every candidate (``rows``, default 0..len(u)-1), in bounded blocks.
+
+    ``u``, ``v`` and ``span`` are the parameters of the candidates in ``rows``. With
+    ``cols`` (sorted column indices), the maximum is over those columns only: a lower
+    bound of the distance (see :func:`_ks_argmin`).
+    """
+    if rows is None:
+        rows = torch.arange(u.numel(), device=logs.device)
+    count = rows.numel()
     total = logs.numel()
     out = torch.empty(count, dtype=logs.dtype, device=logs.device)
-    start = 0
     block = _KS_BLOCK_ELEMENTS if logs.device.type == "cpu" else _KS_BLOCK_ELEMENTS_DEVICE
-    while start < count:
-        rows = max(1, block // max(1, total - start))
-        stop = min(count, start + rows)
-        sl = slice(start, stop)
+    firsts = rows.tolist()
+    pos = 0
+    while pos < count:
+        first = firsts[pos]  # columns j < first give gaps of 0 for every row of the block
+        if cols is None:
+            block_cols: int | torch.Tensor = first
+            width = total - first
+        else:
+            block_cols = cols[int(torch.searchsorted(cols, first)) :]
+            width = block_cols.numel()
+        stop = min(count, pos + max(1, block // max(1, width)))
+        if width > 2 * _KS_STRIDE:
+            # rows of half the width or less start a block of their own where that saves
+            # more than a block's fixed cost (a dozen tensor calls)
+            half = int(torch.searchsorted(rows, first + width // 2, right=True))
+            if pos < half < stop and (stop - half) * width >= _KS_SPLIT_ELEMENTS:
+                stop = half
+        sl = slice(pos, stop)
         out[sl] = _ks_rows(
             logs,
-            start,
-            stop,
+            rows[sl],
+            block_cols,
             u[sl],
             None if v is None else v[sl],
             None if span is None else span[sl],
         )
-        start = stop
+        pos = stop
     return out
+
+
+def _ks_argmin(logs: torch.Tensor, u: torch.Tensor) -> tuple[int, torch.Tensor]:
+    r"""The first candidate of smallest KS distance (untruncated law), and that distance.
+
+    Exactly ``argmin`` of :func:`_ks_all` (the same index and the same float), at a
+    fraction of the cost: the distances are first bounded from a grid of every
+    :data:`_KS_STRIDE`-th column, then computed in full only for the candidates the bounds
+    cannot rule out. Both :math:`F_i(x_j)` and the step :math:`E_{ij} = (j-i)/n_i` are
+    non-decreasing in :math:`j`, so between two evaluated columns :math:`a < j < b`
+
+    .. math::
+
+        F_j - E_j \le (F_b - E_b) + (E_b - E_a),\qquad
+        E_j - F_j \le (E_a - F_a) + (E_b - E_a),
+
+    and with :math:`b - a \le s` (the column :math:`j = i`, of gap 0, counts as
+    evaluated) the grid's maximum :math:`\ell_i` satisfies :math:`\ell_i \le D_i \le
+    \ell_i + s/n_i`. A candidate with :math:`\ell_i > \min_k (\ell_k + s/n_k)` has
+    :math:`D_i > \min_k D_k` and cannot be the minimum (a margin of :math:`10^{-9}` covers
+    the rounding of :math:`F`'s monotonicity). The survivors, usually a few dozen of
+    hundreds, are computed exactly, in index order, so the first minimum is kept.
+    """
+    count = u.numel()
+    total = logs.numel()
+    stride = _KS_STRIDE
+    if count <= 4 * stride:
+        ks = _ks_all(logs, u, None, None)
+        best = int(torch.argmin(ks))
+        return best, ks[best]
+    device = logs.device
+    grid = torch.arange(stride - 1, total, stride, device=device)
+    if int(grid[-1]) != total - 1:
+        grid = torch.cat([grid, torch.tensor([total - 1], device=device)])
+    low = _ks_all(logs, u, None, None, cols=grid)
+    n_tail = (total - torch.arange(count, device=device)).to(logs.dtype)
+    cut = (low + stride / n_tail).min() + _KS_MARGIN
+    survivors = torch.nonzero(low <= cut).squeeze(1)
+    exact = _ks_all(logs, u.index_select(0, survivors), None, None, rows=survivors)
+    k = int(torch.argmin(exact))
+    return int(survivors[k]), exact[k]
 
 
 def _check_xlimit(value: Any, name: str, func: str) -> float:
@@ -265,8 +344,11 @@ def fit_power_law(
     log-sums come from suffix cumulative sums of :math:`(N - k - 1)(\log x_{k+1} - \log
     x_k) \ge 0` (exact zeros for tied tails, no cancellation), and the KS distances from
     blocks of the (candidates x tail) matrix of at most :math:`2^{17}` entries on the CPU
-    (:math:`2^{22}` on a GPU), so memory stays bounded (about 0.1 s on one CPU core for 4,096
-    eigenvalues, 0.5 s for 10,000).
+    (:math:`2^{22}` on a GPU), so memory stays bounded. The distances are first bounded
+    from every 6th column of that matrix and computed in full only for the candidates
+    whose bound does not rule them out (the result is the full scan's to the bit): about
+    15 ms on one CPU core for 4,096 eigenvalues and 65 ms for 10,000, where scanning every
+    candidate in full took 56 ms and 0.32 s.
 
     Parameters
     ----------
@@ -423,16 +505,18 @@ def fit_power_law(
             if not bool(log_sums[0] > 1e-12):
                 _raise_flat_tail(x, 0, func)
             ks = _ks_all(logs, alphas[:1] - 1, None, None)
+        ks_best = ks[best]
     else:
         alphas = torch.where(flat_tail, inf, 1 + n_tail / safe_sums)
-        ks = _ks_all(logs, torch.where(flat_tail, torch.zeros_like(alphas), alphas - 1), None, None)
-        best = int(torch.argmin(ks))
+        best, ks_best = _ks_argmin(
+            logs, torch.where(flat_tail, torch.zeros_like(alphas), alphas - 1)
+        )
     if bool(flat_tail[best]):
         _raise_flat_tail(x, best, func)
     alpha = alphas[best]
     sigma = (alpha - 1) / torch.sqrt(n_tail[best])
     xmax_t = torch.tensor(math.inf, dtype=torch.float64, device=x.device)
-    return PowerLawFit(alpha, x[best], ks[best], sigma, int(n_tail[best]), xmax_t)
+    return PowerLawFit(alpha, x[best], ks_best, sigma, int(n_tail[best]), xmax_t)
 
 
 def _raise_flat_tail(x: torch.Tensor, index: int, func: str) -> None:

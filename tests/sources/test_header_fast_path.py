@@ -49,9 +49,19 @@ def _full_check(text: str, size: int):
         return None
 
 
+#: How headers are written: as safetensors writes them, and as json.dumps does by default,
+#: with an indent, or with tabs (the fast path takes whitespace between tokens too).
+_LAYOUTS = [
+    {"separators": (",", ":")},
+    {},
+    {"indent": 2},
+    {"indent": "\t", "separators": (" ,\r\n", " :\t")},
+]
+
+
 @st.composite
 def _compact_headers(draw):
-    """Compact header text (as safetensors writes it), maybe with faults, and the data size.
+    """Header text (as safetensors or json.dumps writes it), maybe with faults, and the data size.
 
     Half the headers are valid (then the fast path must take most of them), the others
     have faults of every kind, in the entries or in the text.
@@ -92,7 +102,8 @@ def _compact_headers(draw):
             header = {**header, "__metadata__": meta}
         else:
             header = {"__metadata__": meta, **header}
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=fault(2))
+    layout = draw(st.sampled_from(_LAYOUTS))
+    text = json.dumps(header, **layout, ensure_ascii=fault(2))
     at = draw(st.integers(0, max(len(text) - 1, 0)))
     damage = draw(st.integers(1, 4)) if fault(2) else 0
     if damage == 1:  # a leading zero, a space, a sign, a lone brace or comma
@@ -170,7 +181,13 @@ def test_refusals_are_worded_as_before_on_the_fast_path_shape(tmp_path):
             read_safetensors_header(path)
 
 
-_COMPONENTS = ["weight", "bias", "embed_tokens", "in_proj_weight", "c_attn", "wte", "0", "x"]
+# kinds read from names (embeddings in any case, Conv1D modules, in_proj), and names that
+# the joined-names search must not misplace: a newline in a name, a letter that lowers to
+# two (U+0130)
+_COMPONENTS = [
+    "weight", "bias", "embed_tokens", "in_proj_weight", "c_attn", "wte", "0", "x",
+    "EmBed", "a\nb", "\u0130embed", "xwpe",
+]  # fmt: skip
 
 
 @settings(max_examples=150, deadline=None, database=None, derandomize=True)
@@ -214,8 +231,45 @@ def test_column_entries_follow_the_per_tensor_rules(tensors, model_order):
     assert table[-1] == table[len(table) - 1] and table[:2] == list(table)[:2]
     groups = entry_groups(table)
     assert sum(c for _, c in groups) == len(table)
-    assert sorted((g.kind, g.shape, g.skip_reason, c) for g, c in groups) == sorted(
-        (g.kind, g.shape, g.skip_reason, c) for g, c in entry_groups(list(table))
+    assert sorted(((g.kind, g.shape, g.skip_reason, c) for g, c in groups), key=str) == sorted(
+        ((g.kind, g.shape, g.skip_reason, c) for g, c in entry_groups(list(table))), key=str
     )
     with pytest.raises(IndexError):
         table[len(table)]
+
+
+@pytest.mark.parametrize("layout", _LAYOUTS)
+def test_fast_path_takes_headers_written_by_json_dumps(tmp_path, layout):
+    header = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for i in range(300):
+        shape = [2, 3] if i % 2 else []
+        nbytes = 4 * math.prod(shape)
+        header[f"layer.{i}.w"] = {
+            "dtype": "F32",
+            "shape": shape,
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    text = json.dumps(header, **layout)
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text.encode() + bytes(offset))
+    read = read_safetensors_header(path)
+    assert isinstance(read.tensors, _TensorTable)  # in bulk, not entry by entry
+    assert read.metadata == {"format": "pt"}
+    assert dict(read.tensors.items()) == _full_check(text, offset)[0]
+    assert len(read.tensors.kinds) == 2  # one kind per (dtype, shape), whatever the spacing
+    assert read.tensors["layer.7.w"].shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("shape_text", "match"),
+    [("[1 2]", "not valid JSON"), ("[1, ]", "not valid JSON"), ("[ 0 6 ]", "not valid JSON")],
+)
+def test_whitespace_inside_a_shape_is_not_read_as_a_separator(tmp_path, shape_text, match):
+    text = '{"w": {"dtype": "U8", "shape": ' + shape_text + ', "data_offsets": [0, 12]}}'
+    assert _fast_header(text, 12) is None
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text.encode() + bytes(12))
+    with pytest.raises(SourceError, match=match):
+        read_safetensors_header(path)

@@ -19,9 +19,12 @@ million one-byte tensors take a few hundredths of a second once the header is re
 
 from __future__ import annotations
 
+import re
 from array import array
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import accumulate
 from typing import NamedTuple, overload
 
 from .entry import Loader, WeightEntry, generic_kind, infer_kind, skip_reason_for
@@ -238,7 +241,8 @@ def entry_table(
     by_name = {i for i, m in enumerate(metas) if 2 <= len(m.shape) <= 5}
     reasons = {**packed.reasons, **plan.reasons} if packed.reasons else plan.reasons
     if by_name or reasons:
-        for j, (name, i) in enumerate(zip(names, meta_ids, strict=True)):
+        for j in _named_candidates(names, meta_ids, metas, by_name, reasons, conv1d_modules):
+            name, i = names[j], meta_ids[j]
             plan_reason = reasons.get(name) if reasons else None
             if i in by_name and name.endswith("weight"):
                 kind = infer_kind(name, metas[i].shape, conv1d_modules=conv1d_modules)
@@ -248,6 +252,58 @@ def entry_table(
                 kind = generic_kind(metas[i].shape)
             ids[j] = profile(i, kind, plan_reason)
     return EntryTable(names, ids, profiles, loader_of, plan, packed)
+
+
+def _named_candidates(
+    names: Sequence[str],
+    meta_ids: Sequence[int],
+    metas: Sequence[TensorMeta],
+    by_name: set[int],
+    reasons: Mapping[str, str],
+    conv1d_modules: frozenset[str],
+) -> Iterable[int]:
+    """Indices of the tensors whose entry may differ from their shape's generic kind.
+
+    Those with a plan's reason, and those named ``...weight`` whose kind
+    :func:`~infospec.sources.entry.infer_kind` may read from the name: a 3- to 5-D
+    tensor (a convolution), or a 2-D one whose name holds ``in_proj_weight``, ``embed``
+    (any case), ``wte``, ``wpe`` or a Conv1D module's name. The last are found by one
+    regular expression over the names joined (in C): a million tensors named
+    ``m.<i>.weight`` are not looked at one by one. A superset: infer_kind decides.
+    """
+    wanted: set[int] = set()
+    if reasons:
+        wanted.update(j for j, name in enumerate(names) if name in reasons)
+    convs = {i for i in by_name if len(metas[i].shape) > 2}
+    if convs:
+        wanted.update(j for j, i in enumerate(meta_ids) if i in convs)
+    if by_name - convs:
+        blob = "\n".join(names)
+        if blob.count("\n") != len(names) - 1:  # a name holds the separator: every name
+            return range(len(names))
+        lowered = blob.lower()  # the same positions unless a letter lowers to two (U+0130)
+        hits: list[int] = []
+        if len(lowered) != len(blob):
+            hits += (m.start() for m in re.finditer("(?i:embed)", blob))
+        else:
+            _find_all(lowered, "embed", hits)
+        for word in ("wte", "wpe", "in_proj_weight", *conv1d_modules):
+            if word:
+                _find_all(blob, word, hits)
+        if hits:
+            # acc[j]: where name j + 1 starts; the name holding position p is the number
+            # of names that start at or before it, less one
+            acc = array("Q", accumulate(map((1).__add__, map(len, names))))
+            wanted.update(bisect_right(acc, p) for p in hits)
+    return sorted(wanted)
+
+
+def _find_all(text: str, word: str, out: list[int]) -> None:
+    """Append to ``out`` where ``word`` starts in ``text`` (str.find: in C, no regex scan)."""
+    at = text.find(word)
+    while at >= 0:
+        out.append(at)
+        at = text.find(word, at + 1)
 
 
 def _shapes(names, meta_ids, metas) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -107,3 +107,35 @@ def test_truncation_curve_ratio_is_one_where_both_errors_are_zero():
     # and large data keeps finite, scale-free ratios
     big = truncation_curve(x * 1e150, [1, 2, 4])
     np.testing.assert_allclose(big["ratio"], truncation_curve(x, [1, 2, 4])["ratio"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("value", [1.0, 3.3e-7, 1e200, 1e-200, -7.25e150])
+def test_truncation_curve_of_constant_data_is_refused_alike_at_every_scale(value):
+    # the centring of a constant leaves the mean's round-off (at 3.3e-7 a total variance
+    # of 1e-44, at 1e200 an overflow): below MEAN_ROUND_OFF of the mean it counts as none
+    x = torch.full((50, 4), value, dtype=torch.float64)
+    with pytest.raises(InputError, match=r"TransformCoder\.fit: the covariance is zero"):
+        truncation_curve(x)
+    # the coder itself takes data whose squares are finite (beyond, it says to divide)
+    expected = "the covariance is zero" if abs(value) < 1e154 else "overflows float64"
+    with pytest.raises(InputError, match=expected):
+        TransformCoder(rate=1.0).fit(x)
+
+
+def test_a_constant_coordinate_is_constant_whatever_its_value():
+    # translating a constant coordinate changes nothing: its measured variance (the
+    # rounding of the centring, about 1e-12 at 1e10) is set to zero, in the coder and in
+    # the curve's errors
+    g = torch.Generator().manual_seed(3)
+    y = torch.randn(60, 3, generator=g, dtype=torch.float64) * 1e-5
+    shifted = y.clone()
+    shifted[:, 0] = 1e10
+    y[:, 0] = 0.0
+    a, b = truncation_curve(y), truncation_curve(shifted)
+    for col in ("prefix_distortion", "klt_distortion", "total_variance", "ratio"):
+        np.testing.assert_allclose(b[col], a[col], rtol=1e-12, atol=0)
+    coder = TransformCoder(rate=1.0).fit(shifted)
+    assert float(coder.eigenvalues_[-1]) == 0.0
+    np.testing.assert_allclose(
+        coder.eigenvalues_[:2], TransformCoder(rate=1.0).fit(y).eigenvalues_[:2], rtol=1e-12
+    )

@@ -74,6 +74,9 @@ __all__ = ["ENTROPY_MODELS", "TransformCoder", "empirical_entropy_bits"]
 
 #: Entropy models of the bitstream (the distribution assumed for each component's symbols).
 ENTROPY_MODELS = ("gaussian", "laplace")
+#: Relative round-off of a mean (64 float64 epsilons, generous for a pairwise sum): a
+#: coordinate whose standard deviation is below it, relative to its mean, is constant.
+MEAN_ROUND_OFF = 64 * float(np.finfo(np.float64).eps)
 
 #: Header of a bitstream: magic, format version, number of vectors, number of components,
 #: and (from version 2) the CRC-32 of the coded words, so that a truncated, extended or
@@ -295,7 +298,9 @@ class TransformCoder:
         InputError
             If a batch is not a finite 2-D array, batches differ in width, fewer than 2
             vectors are given, or the target cannot be met (a ``distortion`` above the
-            total variance, or an all-zero covariance).
+            total variance, or an all-zero covariance). A coordinate whose standard
+            deviation is below :data:`MEAN_ROUND_OFF` (64 float64 epsilons) of its mean
+            is constant: its variance, the rounding of the centring, is set to 0.
         """
         func = "TransformCoder.fit"
         batches = [X] if isinstance(X, (torch.Tensor, np.ndarray)) else X
@@ -324,6 +329,12 @@ class TransformCoder:
         if self.center:
             cov = acc.covariance(ddof=0)
             mean = acc.mean.clone()
+            # a coordinate whose spread is below the round-off of its mean is constant:
+            # its measured variance is the rounding of the centring, whatever the scale
+            flat = cov.diagonal() <= (MEAN_ROUND_OFF * mean.abs()) ** 2
+            if bool(flat.any()):
+                cov[flat, :] = 0.0
+                cov[:, flat] = 0.0
         else:
             mean = torch.zeros(acc.dim, dtype=torch.float64)
             centred = acc.covariance(ddof=0)
@@ -333,9 +344,10 @@ class TransformCoder:
         top = float(cov.diagonal().amax())
         if not top >= torch.finfo(torch.float64).tiny:  # zero, or subnormal: ~4 digits left
             raise InputError(
-                f"{func}: the covariance is zero: every training vector is the same, or their "
-                f"spread is below about 1e-154 (its square underflows float64; then multiply "
-                f"X by a constant first). There is nothing to code."
+                f"{func}: the covariance is zero: every training vector is the same (to "
+                f"round-off: a spread below {MEAN_ROUND_OFF:.1e} of the mean counts as none), "
+                f"or their spread is below about 1e-154 (its square underflows float64; then "
+                f"multiply X by a constant first). There is nothing to code."
             )
         eig, vec = torch.linalg.eigh(cov / top)  # entries of order one for the solver
         order = torch.argsort(eig, descending=True)

@@ -27,7 +27,7 @@ from .._checks import check_positive, shown
 from .._errors import InputError
 from .._validation import binary_scale, check_bool, check_not_meta
 from ..measures.information import rate_distortion
-from .coding import TransformCoder, _samples
+from .coding import MEAN_ROUND_OFF, TransformCoder, _samples
 
 __all__ = ["rate_distortion_curve", "truncation_curve"]
 
@@ -213,7 +213,10 @@ def truncation_curve(
     ------
     InputError
         If an array is not finite 2-D of one width, ``dims`` is not a non-empty list of
-        ints in [1, d], or the distortions overflow float64 (data beyond about 1e154).
+        ints in [1, d], the training vectors are all the same (to round-off, at any
+        scale: a coordinate whose spread is below ``MEAN_ROUND_OFF`` of its mean, and a
+        test value that close to the mean, count as constant), or the distortions
+        overflow float64 (data beyond about 1e154).
 
     Examples
     --------
@@ -243,6 +246,8 @@ def truncation_curve(
     x, t = x / unit, t / unit
     coder = TransformCoder(rate=1.0).fit(x)
     centred = t - coder.mean_
+    # a difference below the round-off of the mean is none (constant data at any scale)
+    centred = torch.where(centred.abs() <= MEAN_ROUND_OFF * coder.mean_.abs(), 0.0, centred)
     step = float(binary_scale(centred))
     unit, centred = unit * step, centred / step
     coeffs = centred @ coder.components_.mT

@@ -26,7 +26,7 @@ from hypothesis import strategies as st  # noqa: E402
 from infospec import SourceError  # noqa: E402
 from infospec.cli import main  # noqa: E402
 from infospec.sources import open_source, read_safetensors_header  # noqa: E402
-from infospec.sources.safetensors_source import _DTYPES  # noqa: E402
+from infospec.sources.safetensors_format import _DTYPES  # noqa: E402
 
 _TORCH_DTYPES = {torch_name for torch_name, _ in _DTYPES.values() if torch_name}
 _INTS = st.one_of(

@@ -21,13 +21,9 @@ from infospec import SourceError
 from infospec.sources import open_source, read_safetensors_header
 from infospec.sources.entry import infer_kind, skip_reason_for
 from infospec.sources.listing import EntryTable, TensorMeta, entry_groups, entry_table
-from infospec.sources.safetensors_source import (
-    _DTYPES,
-    _checked_entries,
-    _fast_header,
-    _parsed_header,
-    _TensorTable,
-)
+from infospec.sources.safetensors_bulk import _fast_header, _TensorTable
+from infospec.sources.safetensors_format import _DTYPES
+from infospec.sources.safetensors_header import _checked_entries, _parsed_header
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

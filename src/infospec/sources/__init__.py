@@ -34,12 +34,9 @@ from .entry import DEFAULT_MIN_DIM, ENTRY_KINDS, WeightEntry, infer_kind
 from .example import minilm_path
 from .peft_source import PeftSource
 from .pickle_source import PickleSource
-from .safetensors_source import (
-    SafetensorsHeader,
-    SafetensorsSource,
-    TensorInfo,
-    read_safetensors_header,
-)
+from .safetensors_format import SafetensorsHeader, TensorInfo
+from .safetensors_header import read_safetensors_header
+from .safetensors_source import SafetensorsSource
 
 #: Sources that need torch to be listed: imported on first use, so that listing a file's
 #: header (``infospec describe``) does not pay for importing torch.

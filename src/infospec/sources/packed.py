@@ -211,7 +211,7 @@ def _bnb4(weight, qtype, state_name, tensors, read):
         raw = read(state_name).contiguous().cpu().numpy().tobytes()
     except Exception as exc:  # a tensor with no data (meta device), a damaged file
         return skip(f"quant_state '{state_name}' cannot be read ({printable(str(exc), 80)})")
-    from .safetensors_source import _loads  # the hardened parser of untrusted JSON
+    from .safetensors_format import _loads  # the hardened parser of untrusted JSON
 
     try:
         state = _loads(raw.decode("utf-8"), SourceError, lambda exc: f"character {exc.pos}")

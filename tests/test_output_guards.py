@@ -21,8 +21,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from infospec import InputError
-from infospec import cli as cli_module
+from infospec import InputError, cli_analyze, cli_options
 from infospec._io import atomic_write, check_output, is_infospec_output
 from infospec.cli import main
 
@@ -261,7 +260,7 @@ def test_an_os_error_elsewhere_is_one_line(model, capsys, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", "/somewhere/file")
 
-    monkeypatch.setattr(cli_module, "_run_describe", refuse)
+    monkeypatch.setattr(cli_analyze, "_run_describe", refuse)
     assert main(["describe", str(model)]) == 2
     assert _error_line(capsys) == (
         f"{ERROR}Permission denied '/somewhere/file'; check the path and its permissions, "
@@ -318,12 +317,12 @@ def hostile_names(tmp_path):
 
 def test_csv_on_a_terminal_is_escaped_and_raw_into_a_pipe(hostile_names, capsys, monkeypatch):
     argv = ["analyze", str(hostile_names), "--format", "csv", "--no-fits", "--no-progress"]
-    monkeypatch.setattr(cli_module, "_stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_options, "stdout_is_terminal", lambda: True)
     assert main(argv) == 0
     shown = capsys.readouterr().out
     assert "\u202e" not in shown and "\x1b" not in shown
     assert "evil\\u202eplh.weight" in shown and "red\\x1b[31m.weight" in shown
-    monkeypatch.setattr(cli_module, "_stdout_is_terminal", lambda: False)
+    monkeypatch.setattr(cli_options, "stdout_is_terminal", lambda: False)
     assert main(argv) == 0
     raw = capsys.readouterr().out
     assert "evil\u202eplh.weight" in raw and "red\x1b[31m.weight" in raw

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from infospec import InputError, SourceError
-from infospec.cli import _read_texts, main
+from infospec.cli import main
+from infospec.cli_options import read_texts
 from infospec.example import MAX_TEXT_CHARS, example_batches, load_model_folder
 
 transformers = pytest.importorskip("transformers")
@@ -147,7 +148,7 @@ def test_load_model_folder_refuses_the_meta_device(tmp_path):
 def test_a_huge_line_is_cut_before_tokenising(tmp_path):
     data = tmp_path / "huge.txt"
     data.write_text("word " * 400_000 + "\nsecond text\n")  # a 2 MB first line
-    texts = _read_texts(str(data), 8)
+    texts = read_texts(str(data), 8)
     assert [len(t) <= MAX_TEXT_CHARS for t in texts] == [True, True]
     assert texts[1] == "second text"
 
@@ -157,9 +158,9 @@ def test_data_is_read_only_as_far_as_max_texts(tmp_path, monkeypatch):
     data.write_text("".join(f"text {i}\n" for i in range(10_000)))
     with data.open("ab") as fh:
         fh.write(b"\xff\xfe not utf-8 after the lines used\n")
-    assert _read_texts(str(data), 3) == ["text 0", "text 1", "text 2"]
+    assert read_texts(str(data), 3) == ["text 0", "text 1", "text 2"]
     with pytest.raises(InputError, match="is not UTF-8 text"):
-        _read_texts(str(data), 20_000)
+        read_texts(str(data), 20_000)
 
 
 def test_example_batches_cuts_texts_at_the_tokenizers_bound():

@@ -54,10 +54,11 @@ import torch
 
 from .._errors import InfospecError
 from ..measures.flatness import spectral_flatness
-from ..measures.information import gaussian_capacity, gaussian_entropy, rate_distortion
+from ..measures.information import gaussian_entropy
 from ..measures.marchenko_pastur import fit_marchenko_pastur
 from ..measures.rank import effective_rank, participation_ratio
 from ..measures.representation import ALPHA_REQ_FIT_RANGE, eigen_decay, entropy_rank, nesum
+from ..measures.water_filling import gaussian_capacity, rate_distortion
 
 __all__ = ["ACTIVATION_COLUMNS", "activation_record"]
 

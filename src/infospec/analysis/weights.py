@@ -55,10 +55,10 @@ import torch
 
 from .._errors import InfospecError, InputError
 from ..measures.flatness import log_spectrum_variance, spectral_flatness
-from ..measures.information import rate_distortion
 from ..measures.marchenko_pastur import fit_marchenko_pastur
 from ..measures.power_law import WW_EIGENVALUE_THRESHOLD, fit_power_law
 from ..measures.rank import effective_rank
+from ..measures.water_filling import rate_distortion
 
 __all__ = ["WEIGHT_COLUMNS", "weight_record"]
 

@@ -56,7 +56,7 @@ from .._validation import (
     describe,
     first_index,
 )
-from ..measures.information import gaussian_capacity
+from ..measures.water_filling import gaussian_capacity
 
 __all__ = [
     "RadialPowerLaw",

@@ -67,7 +67,7 @@ from .._validation import (
     check_ndim,
     check_positive,
 )
-from ..measures.information import distortion_rate, rate_distortion
+from ..measures.water_filling import distortion_rate, rate_distortion
 from ..spectra.covariance import StreamingCovariance
 
 __all__ = ["ENTROPY_MODELS", "TransformCoder", "empirical_entropy_bits"]

@@ -26,7 +26,7 @@ import torch
 from .._checks import check_positive, shown
 from .._errors import InputError
 from .._validation import binary_scale, check_bool, check_not_meta
-from ..measures.information import rate_distortion
+from ..measures.water_filling import rate_distortion
 from .coding import MEAN_ROUND_OFF, TransformCoder, _samples
 
 __all__ = ["rate_distortion_curve", "truncation_curve"]

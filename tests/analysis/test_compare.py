@@ -14,10 +14,9 @@ import infospec
 from infospec import InputError
 from infospec.analysis.compare import (
     CHANGE_COLUMNS,
-    principal_cosines,
     rename_names,
-    top_singular_subspaces,
 )
+from infospec.analysis.subspaces import principal_cosines, top_singular_subspaces
 from infospec.cli import main
 
 
@@ -252,11 +251,10 @@ def test_cli_compare(tmp_path, gen, capsys):
 
 
 def test_lanczos_route_gives_the_same_subspaces(rng, monkeypatch):
-    # the module (infospec.analysis.compare is the function, exported by the package)
-    cmp = importlib.import_module("infospec.analysis.compare")
+    subspaces = importlib.import_module("infospec.analysis.subspaces")
     w = _with_spectrum(rng, 70, 50, np.geomspace(30.0, 0.1, 50))
     full = top_singular_subspaces(torch.from_numpy(w), 6)
-    monkeypatch.setattr(cmp, "_EIGH_MAX", 0)  # every Gram matrix through ARPACK
+    monkeypatch.setattr(subspaces, "_EIGH_MAX", 0)  # every Gram matrix through ARPACK
     lanczos = top_singular_subspaces(torch.from_numpy(w), 6)
     np.testing.assert_allclose(lanczos[0].numpy(), full[0].numpy(), rtol=1e-13)
     for a, b in zip(full[1:], lanczos[1:], strict=True):

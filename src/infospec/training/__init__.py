@@ -7,13 +7,8 @@ The framework callbacks (:class:`InfospecLightningCallback`,
 
 from typing import Any
 
-from .losses import (
-    CodingRateLoss,
-    InfoSpecLoss,
-    coding_rate_loss,
-    info_spec_loss,
-    rate_reduction_loss,
-)
+from .info_spec import InfoSpecLoss, info_spec_loss
+from .losses import CodingRateLoss, coding_rate_loss, rate_reduction_loss
 from .matryoshka import MatryoshkaLoss
 from .monitor import DEFAULT_ALERTS, MONITOR_COLUMNS, Monitor, MonitorAlert
 from .regularizers import SpectralRegularizer

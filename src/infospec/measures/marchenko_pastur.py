@@ -24,6 +24,7 @@ complex sample covariance matrices", Ann. Probab. 33(5), 2005.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import numbers
@@ -531,16 +532,20 @@ def fit_marchenko_pastur(
         # Median matching with the spikes accounted for: the median of all m nonzero
         # eigenvalues is the bulk's quantile at level m / (2 (m - k)) when k of them are
         # spikes. Starting from k = 0, k can only grow and stays at most m / 2.
-        median = torch.quantile(nonzero, 0.5)
+        # in Python floats over the sorted values (the same IEEE operations as on 0-d
+        # tensors, and a count of the values above a threshold is a bisection)
+        median = float(torch.quantile(nonzero, 0.5))
+        ascending = nonzero.tolist()
         num_spikes = 0
         for _ in range(max_iter):
             level = 0.5 * m / (m - num_spikes)
-            s2 = median / _mp_unit_quantile(q_, level)
-            k = int((nonzero > s2 * edge_factor).sum())
+            s2_value = median / _mp_unit_quantile(q_, level)
+            k = m - bisect.bisect_right(ascending, s2_value * edge_factor)
             if k == num_spikes:
                 break
             num_spikes = k
-        num_spikes = int((nonzero > s2 * edge_factor).sum())  # consistent with the edge
+        num_spikes = m - bisect.bisect_right(ascending, s2_value * edge_factor)  # at the edge
+        s2 = torch.tensor(s2_value, dtype=torch.float64, device=t.device)
 
     lower, upper = marchenko_pastur_edges(q_, s2)
     bulk = nonzero[nonzero <= upper]

@@ -104,6 +104,63 @@ def test_hugging_face_cache_snapshot_links_into_its_blobs_are_read(tmp_path):
     assert [e.name for e in open_source(snapshot).entries()] == ["w"]
 
 
+def test_files_a_folder_holds_are_confined_to_it_like_its_shards(outside, tmp_path):
+    # a model folder's checkpoint, index, config.json and quantize_config.json that are
+    # links out of it are refused (the index's link echoed the outside file's keys)
+    secret, folder = outside
+    (folder / "model.safetensors").symlink_to(secret)
+    with pytest.raises(SourceError, match=r"The checkpoint '.*model\.safetensors' is a link to"):
+        open_source(folder)
+    assert main(["describe", str(folder)]) == 2
+    assert [e.name for e in open_source(folder / "model.safetensors").entries()] == ["w"]
+    (folder / "model.safetensors").unlink()  # named by the user: read where it leads
+    outside_json = tmp_path / "elsewhere" / "secrets.json"
+    outside_json.write_text(json.dumps({"aws_access_key_id": 1}))
+    (folder / "model.safetensors.index.json").symlink_to(outside_json)
+    with pytest.raises(SourceError, match=r"checkpoint index .* is a link to .*secrets\.json") as e:
+        open_source(folder)
+    assert "aws_access_key_id" not in str(e.value)
+    (folder / "model.safetensors.index.json").unlink()
+    _write(folder / "model.safetensors", _matrix(), bytes(16 * 16 * 4))
+    (folder / "config.json").symlink_to(outside_json)
+    with pytest.raises(SourceError, match=r"The model config .* is a link to .*outside the folder"):
+        open_source(folder)
+    (folder / "config.json").unlink()
+    (folder / "config.json").write_text("{}")
+    (folder / "quantize_config.json").symlink_to(outside_json)
+    with pytest.raises(SourceError, match=r"The quantization config .* is a link to"):
+        open_source(folder)
+    (folder / "quantize_config.json").unlink()
+    inner = folder / "real_config.json"
+    inner.write_text('{"model_type": "bert"}')
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to(inner.name)  # a link that stays inside is read
+    assert open_source(folder).model_type == "bert"
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "dangling", "loop"])
+def test_a_shard_that_is_not_a_file_is_named_for_what_it_is(tmp_path, kind):
+    index = _index(tmp_path, {"w": "s.safetensors"})
+    shard = tmp_path / "s.safetensors"
+    expected = {
+        "folder": r"is not readable as a file \('.*s\.safetensors' is a folder, not a file\)",
+        "fifo": r"is not readable as a file \(.*a FIFO",
+        "dangling": r"is a link that leads nowhere",
+        "loop": r"is a link that leads nowhere \(dangling, or a loop of links\)",
+    }[kind]
+    if kind == "folder":
+        shard.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(shard)
+    elif kind == "dangling":
+        shard.symlink_to("nothing.safetensors")
+    else:
+        shard.symlink_to("s.safetensors")
+    with pytest.raises(SourceError, match=expected) as e:
+        open_source(index)
+    assert "missing" not in str(e.value) and "Put the shard's file itself" in str(e.value)
+
+
 # -- crashes that must be one SourceError ------------------------------------------------------
 def _deep(depth):
     return "[" * depth + "]" * depth

@@ -169,9 +169,10 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
+    """The ``config.json`` found beside a checkpoint (confined to its folder), or None."""
     if not path.is_file():
         return None
-    config = _read_json(path, "model config")
+    config = _read_json(confined(path, "model config"), "model config")
     if not isinstance(config, dict):
         raise SourceError(
             f"The model config '{path}' must be a JSON object; got {_json_type(config)}."
@@ -188,7 +189,7 @@ def quantization_config(folder: Path, config: Mapping[str, Any] | None) -> dict 
     path = folder / "quantize_config.json"
     if not path.is_file():
         return None
-    q = _read_json(path, "quantization config")
+    q = _read_json(confined(path, "quantization config"), "quantization config")
     return q if isinstance(q, dict) else None
 
 
@@ -277,6 +278,45 @@ def _check_confined(index: Path, by_shard: dict[str, list[str]]) -> None:
             )
 
 
+def confined(path: Path, what: str, folder: Path | None = None) -> Path:
+    """``path``, a file infospec found by its name in ``folder`` (default its parent).
+
+    It must resolve (links followed) inside the folder, or, for a snapshot of the Hugging
+    Face cache, inside the cache's ``blobs`` (:func:`_shard_roots`): a ``config.json``,
+    ``model.safetensors`` or index that is a link out of the folder is refused, as a
+    shard's is, so that no file outside the folder a user names is read. A file the user
+    names itself is read wherever it is.
+
+    Raises
+    ------
+    SourceError
+        Naming the link, where it leads and how to read that file anyway.
+    """
+    folder = path.parent if folder is None else folder
+    real_folder = os.path.realpath(folder)
+    target = os.path.realpath(path)
+    if any(_inside(target, root) for root in _shard_roots(real_folder)):
+        return path
+    raise SourceError(
+        f"The {what} '{path}' is a link to '{printable(target, 300)}', outside the folder "
+        f"'{real_folder}': infospec reads only files inside the folder it is given (links "
+        f"included). Pass that file itself to read it."
+    )
+
+
+def _not_a_file(path: Path) -> str:
+    """What a path that is not a regular file is, in words (for a shard's message)."""
+    if not os.path.lexists(path):
+        return f"missing: no file '{path}'"
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"a link that leads nowhere (dangling, or a loop of links): '{path}'"
+    try:
+        regular_file(path)
+    except SourceError as exc:
+        return f"not readable as a file ({str(exc).rstrip('.')})"
+    return f"not readable: '{path}'"  # pragma: no cover - a race: it is a file now
+
+
 def _is_file(path: Path) -> bool:
     """``path.is_file()``, False for a name the system cannot look up (too long...)."""
     try:
@@ -307,16 +347,22 @@ def shards_of(index: Path) -> dict[str, list[str]]:
     missing = [s for s in by_shard if not _is_file(index.parent / s)]
     if missing:
         first = missing[0]
+        path = index.parent / first
+        absent = not os.path.lexists(path)
         raise SourceError(
             f"The shard '{_name(first)}' listed in the checkpoint index '{index}' (for "
             f"{len(by_shard[first])} tensors, e.g. '{_name(by_shard[first][0])}') is "
-            f"missing: no file '{index.parent / _name(first)}'"
+            + (f"missing: no file '{index.parent / _name(first)}'" if absent else _not_a_file(path))
             + (
-                f" ({len(missing)} of {len(by_shard)} shards are missing)"
+                f" ({len(missing)} of {len(by_shard)} shards are not regular files)"
                 if len(missing) > 1
                 else ""
             )
-            + ". Download or copy the missing shard(s) beside the index."
+            + (
+                ". Download or copy the missing shard(s) beside the index."
+                if absent
+                else ". Put the shard's file itself beside the index."
+            )
         )
     return by_shard
 
@@ -483,20 +529,22 @@ class SafetensorsSource(WeightSource):
 
     @staticmethod
     def _resolve_folder(folder: Path) -> Path:
+        """The checkpoint a model folder holds (an index, or one file), inside the folder."""
         for preferred in ("model.safetensors.index.json", "model.safetensors"):
             if (folder / preferred).is_file():
-                return folder / preferred
+                what = "checkpoint index" if preferred.endswith(".json") else "checkpoint"
+                return confined(folder / preferred, what, folder)
         indexes = sorted(folder.glob("*.safetensors.index.json"))
         files = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
         if len(indexes) == 1:
-            return indexes[0]
+            return confined(indexes[0], "checkpoint index", folder)
         if len(indexes) > 1:
             raise SourceError(
                 f"The folder '{folder}' holds several checkpoint indexes "
                 f"({', '.join(p.name for p in indexes)}): pass the one to analyse."
             )
         if len(files) == 1:
-            return files[0]
+            return confined(files[0], "checkpoint", folder)
         if len(files) > 1:
             raise SourceError(
                 f"The folder '{folder}' holds {len(files)} safetensors files "

@@ -301,8 +301,8 @@ def test_damaged_bitstreams_are_refused_not_decoded():
     # a version-1 stream (no CRC) still decodes
     v1 = struct.pack("<4sBII", b"ISTC", 1, 200, coder.n_active_) + data[17:]
     torch.testing.assert_close(coder.decode(v1), coder.decode(data))
-    with pytest.raises(InputError, match="version 1 or 2"):
-        coder.decode(b"ISTC" + bytes([3]) + data[5:])
+    with pytest.raises(InputError, match="version 1, 2 or 3"):
+        coder.decode(b"ISTC" + bytes([4]) + data[5:])
 
 
 def test_unfitted_measures_and_bad_symbols_are_named():
@@ -322,3 +322,157 @@ def test_unfitted_measures_and_bad_symbols_are_named():
     ):
         with pytest.raises(InputError, match=r"'symbols' argument of TransformCoder.dequantize"):
             coder.dequantize(bad)
+
+
+# -- bitstream version 3: the CRC covers the header; n is checked against the words ----------
+_CLAIMED = r"more or less data than its header declares|hold at most \d+ vectors"
+
+
+def _stream(n=300, rate=12.0, model="gaussian", clip_sigmas=16.0):
+    """A coder fitted on 2000 vectors, ``n`` other vectors and their bitstream."""
+    stds = [4.0, 2.0, 1.0, 0.3]
+    coder = TransformCoder(rate=rate, model=model, clip_sigmas=clip_sigmas)
+    coder.fit(_gaussian(2000, stds, seed=21))
+    x = _gaussian(n, stds, seed=24)
+    return coder, x, coder.encode(x)
+
+
+def _as_version(data, version, n=None, k=None, crc=True):
+    """The coded words of a v3 ``data`` under another header, as each encoder wrote it.
+
+    Version 1: magic, version, n, k (13 bytes); version 2: the same and the CRC-32 of the
+    coded words; version 3: the CRC-32 of the first 13 header bytes and the coded words.
+    ``crc=False`` keeps the CRC of ``data`` (a header edited in place); otherwise it is
+    recomputed, as a forger would.
+    """
+    import struct
+    import zlib
+
+    _, _, n0, k0, crc0 = struct.unpack_from("<4sBIII", data)
+    n, k, payload = n0 if n is None else n, k0 if k is None else k, data[17:]
+    head = struct.pack("<4sBII", b"ISTC", version, n, k)
+    if version == 1:
+        return head + payload
+    if not crc:
+        value = crc0
+    elif version == 2:
+        value = zlib.crc32(payload)
+    else:
+        value = zlib.crc32(head + payload)
+    return head + struct.pack("<I", value) + payload
+
+
+@pytest.mark.parametrize("model", ["gaussian", "laplace"])
+@pytest.mark.parametrize(("n", "rate"), [(1, 12.0), (300, 0.5), (300, 12.0), (2000, 40.0)])
+def test_v3_stream_layout_and_exact_round_trip(model, n, rate):
+    import struct
+    import zlib
+
+    coder, x, data = _stream(n=n, rate=rate, model=model)
+    magic, version, n_read, k, crc = struct.unpack_from("<4sBIII", data)
+    assert (magic, version, n_read, k) == (b"ISTC", 3, n, coder.n_active_)
+    assert (len(data) - 17) % 4 == 0
+    assert crc == zlib.crc32(data[:13] + data[17:])
+    assert torch.equal(coder.decode(data), coder.dequantize(coder.quantize(x)))
+
+
+def test_v3_stream_with_any_byte_changed_is_refused():
+    coder, _, data = _stream(n=60)
+    assert len(data) > 17 + 16
+    for pos in range(len(data)):
+        for flip in (0x01, 0x80, 0xFF):
+            damaged = bytearray(data)
+            damaged[pos] ^= flip
+            with pytest.raises(InputError, match=r"CRC-32|header|components"):
+                coder.decode(bytes(damaged))
+
+
+@pytest.mark.parametrize("model", ["gaussian", "laplace"])
+def test_v1_and_v2_streams_still_decode(model):
+    coder, x, data = _stream(model=model)
+    ref = coder.dequantize(coder.quantize(x))
+    for version in (1, 2):
+        old = _as_version(data, version)
+        assert old[4] == version and len(old) == len(data) - (4 if version == 1 else 0)
+        assert torch.equal(coder.decode(old), ref)
+    with pytest.raises(InputError, match="CRC-32"):  # v2: the CRC of the words is checked
+        coder.decode(_as_version(data, 2)[:-4] + bytes(4))
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("delta", [-299, -150, -1, 1, 2, 10, 150, 300, 10**6])
+def test_a_patched_vector_count_is_refused(version, delta):
+    """The count n edited (the CRC recomputed as a forger would): the decoder, which reads
+    zeros past the last word, used to return n vectors, all of them other values."""
+    coder, _, data = _stream(n=300)
+    forged = _as_version(data, version, n=300 + delta)
+    with pytest.raises(InputError, match=_CLAIMED):
+        coder.decode(forged)
+    if version == 3:  # edited in place, without a new CRC
+        with pytest.raises(InputError, match=r"CRC-32 check.*\(its header and its"):
+            coder.decode(_as_version(data, 3, n=300 + delta, crc=False))
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_header_of_zero_vectors_or_trailing_words_is_refused(version):
+    coder, _, data = _stream(n=300)
+    with pytest.raises(InputError, match="more or less data than its header declares"):
+        coder.decode(_as_version(data, version, n=0))
+    longer = _as_version(data + bytes(4), version)  # an extra word under a fresh CRC
+    with pytest.raises(InputError, match=_CLAIMED):
+        coder.decode(longer)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("rate", [0.5, 24.0])
+def test_a_tiny_payload_claiming_ten_million_vectors_is_refused_before_decoding(
+    monkeypatch, version, rate
+):
+    """16 zero bytes under a header claiming 10**7 vectors (and a correct CRC) used to be
+    decoded into 10**7 vectors (24 s, 1.6 GB): the count is refused from the payload's
+    length before the decoder is built or any output allocated."""
+    import struct
+    import zlib
+
+    import constriction
+
+    coder, _, _ = _stream(rate=rate)
+    payload = bytes(16)
+    head = struct.pack("<4sBII", b"ISTC", version, 10**7, coder.n_active_)
+    crc = {1: b"", 2: struct.pack("<I", zlib.crc32(payload))}
+    crc[3] = struct.pack("<I", zlib.crc32(head + payload))
+    data = head + crc[version] + payload
+
+    def no_decoder(*args, **kwargs):
+        raise AssertionError("the range decoder was built for a forged count")
+
+    monkeypatch.setattr(constriction.stream.queue, "RangeDecoder", no_decoder)
+    monkeypatch.setattr(torch, "empty", no_decoder)
+    with pytest.raises(InputError, match=r"claims 10000000 vectors, but its 16 bytes of coded"):
+        coder.decode(data)
+
+
+@pytest.mark.parametrize("model", ["gaussian", "laplace"])
+@pytest.mark.parametrize("clip_sigmas", [0.05, 1.0, 16.0])
+@pytest.mark.parametrize("rate", [0.5, 8.0, 24.0, 60.0])
+@pytest.mark.parametrize("where", ["mean", "edge", "data"])
+def test_the_payload_bound_is_a_lower_bound_on_every_stream(model, clip_sigmas, rate, where):
+    """The cheapest streams are all-mean vectors (symbol 0) and, when the clip range is
+    narrow, all-edge ones (an edge bin holds the tail beyond it): the bound on bits per
+    vector must stay below what the coder spends on them, or decode refuses genuine data."""
+    x = _gaussian(3000, [8.0, 4.0, 2.0, 1.0], seed=22)
+    coder = TransformCoder(rate=rate, model=model, clip_sigmas=clip_sigmas).fit(x)
+    if int(coder.max_symbols_[0]) > 2**19:
+        pytest.skip("beyond the bitstream's clip range")
+    n = 5000
+    if where == "mean":
+        y = coder.mean_.expand(n, -1)
+    elif where == "edge":
+        y = coder.mean_ + 1e6 * coder.components_[: coder.n_active_].sum(0).expand(n, -1)
+    else:
+        y = _gaussian(n, [8.0, 4.0, 2.0, 1.0], seed=23)
+    data = coder.encode(y)
+    bits = coder._min_bits_per_vector()
+    assert bits > 0
+    assert n * bits <= 8 * (len(data) - 17) + 128
+    assert torch.equal(coder.decode(data), coder.dequantize(coder.quantize(y)))

@@ -237,7 +237,10 @@ def load_compressed(model: nn.Module, directory: str | os.PathLike) -> nn.Module
         files are missing or not of this format, a listed layer is not an ``nn.Linear`` of
         ``model``, or a factor's shape does not fit the layer.
     SourceError
-        If ``plan.json`` has no list of layer records, a record lacks a field (``status``,
+        If ``plan.json`` is not a regular file of at most 100 MB (a FIFO, a device, a link
+        to one), is not UTF-8 JSON, has a key twice in one object, is nested deeper than
+        Python's recursion limit or holds an integer of more than 4300 digits; or if it
+        has no list of layer records, a record lacks a field (``status``,
         ``name``, ``shape``, ``rank``, ``bits``, ``group_size``) or has one of the wrong
         type, or the stored factors, scales or minima are not finite floating values (or
         overflow the model's dtype).
@@ -254,15 +257,28 @@ def load_compressed(model: nn.Module, directory: str | os.PathLike) -> nn.Module
             f"os.PathLike) of a folder written by CompressionResult.save; got "
             f"{type(directory).__name__}."
         ) from exc
+    from ..sources.safetensors_header import read_safetensors_header
+    from ..sources.safetensors_source import _read_json
+
+    not_folder = (
+        f"load_compressed: '{folder}' is not a compressed-model folder ({PLAN_FILE} and "
+        f"{FACTORS_FILE} or {QUANT_FILE})"
+    )
+    if not os.path.lexists(folder / PLAN_FILE):
+        raise InputError(f"{not_folder}: it has no {PLAN_FILE}.")
+    # read as untrusted text: a regular file of at most 100 MB, no key twice, no nesting
+    # past the recursion limit, no integer of thousands of digits (a SourceError naming it)
+    plan = _read_json(folder / PLAN_FILE, "compressed-model plan")
+    quant = isinstance(plan, dict) and plan.get("format") == _QUANT_FORMAT
+    stored = folder / (QUANT_FILE if quant else FACTORS_FILE)
+    if os.path.lexists(stored):
+        # its header checked first: a regular file (not a FIFO that would block), whose
+        # header does not lie (a SourceError naming it)
+        read_safetensors_header(stored)
     try:
-        plan = json.loads((folder / PLAN_FILE).read_text())
-        quant = isinstance(plan, dict) and plan.get("format") == _QUANT_FORMAT
-        tensors = load_file(str(folder / (QUANT_FILE if quant else FACTORS_FILE)))
+        tensors = load_file(str(stored))
     except (OSError, ValueError, SafetensorError) as exc:
-        raise InputError(
-            f"load_compressed: '{folder}' is not a compressed-model folder "
-            f"({PLAN_FILE} and {FACTORS_FILE} or {QUANT_FILE}): {exc}"
-        ) from exc
+        raise InputError(f"{not_folder}: {exc}") from exc
     if not isinstance(plan, dict) or plan.get("format") not in (_FORMAT, _QUANT_FORMAT):
         raise InputError(f"load_compressed: '{folder / PLAN_FILE}' is not an infospec plan.")
     if quant:

@@ -183,3 +183,40 @@ def test_example_batches_cuts_texts_at_the_tokenizers_bound():
     assert batch["input_ids"].shape == (2, 128)
     full = tokenizer.encode(long)
     assert batch["input_ids"][0].tolist() == full.ids
+
+
+def test_a_vision_model_folder_is_refused_with_data_before_running(tmp_path, capsys):
+    # --data feeds token ids: a model whose main input is pixel values (or audio) is told
+    # so in one line, not run into an AttributeError deep in its forward
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        image_size=16, patch_size=8,
+    )  # fmt: skip
+    folder = tmp_path / "vit"
+    transformers.ViTModel(config).save_pretrained(folder)
+    from infospec.sources.example import minilm_path
+
+    shutil.copy(minilm_path() / "tokenizer.json", folder)  # a tokenizer beside it, as on the Hub
+    with pytest.raises(SourceError, match=r"\(ViTModel\) takes 'pixel_values', not token ids"):
+        load_model_folder(folder)
+    data = tmp_path / "texts.txt"
+    data.write_text("a text\n")
+    capsys.readouterr()  # (save_pretrained's progress bar)
+    assert main(["analyze", str(folder), "--data", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "without --data" in err[0]
+
+
+def test_a_model_missing_an_input_fails_in_one_named_error():
+    # a model given only some of its inputs fails on the missing one's None inside its
+    # forward (CLIP without pixel values: an AttributeError): an InputError naming it
+    from infospec.analysis.activation_pass import call_model
+
+    class TwoInputs(torch.nn.Module):
+        def forward(self, input_ids=None, pixel_values=None):
+            return input_ids.float() * pixel_values.shape[0]
+
+    batch = {"input_ids": torch.ones(2, 3, dtype=torch.long)}
+    with pytest.raises(InputError, match=r"\(TwoInputs\): AttributeError: .*holds input_ids"):
+        call_model(TwoInputs(), batch, None, 0)

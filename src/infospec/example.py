@@ -279,6 +279,13 @@ def load_model_folder(
         if bars:
             hf_logging.enable_progress_bar()
     model.eval()
+    wants = getattr(model, "main_input_name", "input_ids")
+    if wants != "input_ids":  # a vision or audio model: text is not its input
+        raise SourceError(
+            f"The model in '{folder}' ({type(model).__name__}) takes '{wants}', not token "
+            f"ids: --data feeds it tokenized text, which it cannot run on. Analyse its "
+            f"weights without --data."
+        )
     if dev is not None:
         model.to(dev)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))

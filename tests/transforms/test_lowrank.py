@@ -230,7 +230,7 @@ def test_bad_input(kwargs, match):
 
 
 def test_bad_data_and_singular_covariance():
-    with pytest.raises(InputError, match="failed in the model's forward"):
+    with pytest.raises(InputError, match="failed in the forward pass of the model"):
         compress(_mlp(), [torch.randn(8, 5, dtype=torch.float64)], ratio=0.5)
     # 4 rows of width 16: C has rank 4, Cholesky fails without a ridge
     few = [_correlated(4)]

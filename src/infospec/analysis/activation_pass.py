@@ -89,14 +89,23 @@ def call_model(
             f"Batch {index} of 'data' is a {type(batch).__name__}; a batch "
             f"must be a tensor, a tuple of tensors or a dict of model inputs."
         )
-    except (RuntimeError, TypeError, IndexError, ValueError) as exc:
+    except (RuntimeError, TypeError, IndexError, ValueError, AttributeError, KeyError) as exc:
+        # (a model given only some of its inputs fails on the missing one's None: an
+        # AttributeError or KeyError from inside its forward, as CLIP without pixel values)
         if isinstance(exc, InfospecError):
             raise
         shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+        what = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+        given = (
+            f"; this one holds {', '.join(map(str, batch))}" if isinstance(batch, Mapping) else ""
+        )
         raise InputError(
-            f"Batch {index} of 'data' ({shape}) failed in the model's forward "
-            f"pass: {str(exc).splitlines()[0]}. Every batch must be a valid "
-            f"input of the model (same feature width, dtype and device)."
+            f"Batch {index} of 'data' ({shape}) failed in the forward pass of the model "
+            f"({type(model).__name__}): {type(exc).__name__}: {what}. Every batch must be a "
+            f"valid input of the model: same feature width, dtype and device, and every "
+            f"input it needs{given}. A model that needs inputs a batch does not hold (pixel "
+            f"values, audio features, decoder inputs) cannot be run on it: analyse its "
+            f"weights without data."
         ) from exc
 
 

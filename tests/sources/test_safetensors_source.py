@@ -306,6 +306,12 @@ def test_gpt2_folder_marks_conv1d_weights_transposed(tmp_path):
     entries = {e.name: e for e in open_source(tmp_path).entries()}
     assert entries["h.0.attn.c_attn.weight"].kind == "conv1d_transposed"
     assert entries["h.0.attn.c_attn.weight"].matrix_shape == (48, 16)
+    # the file itself, passed beside its config.json (as save_pretrained writes them),
+    # reads the same config: the same kinds and shapes as the folder
+    beside = {e.name: e for e in open_source(tmp_path / "model.safetensors").entries()}
+    assert {n: (e.kind, e.matrix_shape) for n, e in beside.items()} == {
+        n: (e.kind, e.matrix_shape) for n, e in entries.items()
+    }
     assert entries["h.0.mlp.c_proj.weight"].matrix_shape == (16, 64)
     assert entries["wte.weight"].kind == "embedding"
 

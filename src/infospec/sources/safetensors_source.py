@@ -390,11 +390,12 @@ class SafetensorsSource(WeightSource):
     * a model folder: ``model.safetensors.index.json`` or ``model.safetensors`` if
       present, otherwise the folder's only index or only ``.safetensors`` file.
 
-    The ``config.json`` of a folder (or beside an index) is read: for GPT-2-style model
+    The ``config.json`` beside the checkpoint (in a folder, beside an index, or beside a
+    file passed alone, as ``save_pretrained`` writes them) is read: for GPT-2-style model
     types (``gpt2``, ``openai-gpt``, ``imagegpt``, ``decision_transformer``) the 2-D
     weights of ``c_attn``, ``q_attn``, ``c_proj`` and ``c_fc`` are the transposed
-    ``Conv1D`` layout, ``(in, out)``. Without a config (a file passed alone) they are
-    plain ``"matrix"``.
+    ``Conv1D`` layout, ``(in, out)``. Without a config beside it they are plain
+    ``"matrix"``.
 
     Kinds come from names and shapes (:func:`infospec.sources.entry.infer_kind`):
     ``"embedding"``, ``"in_proj"``, a convolution for a 3- to 5-D ``weight``, otherwise
@@ -473,9 +474,10 @@ class SafetensorsSource(WeightSource):
         else:
             headers, owner = [read_safetensors_header(target)], None
             kind_of_path = kind_of_path or "safetensors file"
-        if given.is_dir() or self.index is not None:
-            self.config = _read_config(target.parent / "config.json")
-            self.quantization = quantization_config(target.parent, self.config)
+        # the config.json beside the checkpoint (a folder's, an index's, or a file's in
+        # the folder save_pretrained wrote): GPT-2's Conv1D layout and FP8 blocks depend on it
+        self.config = _read_config(target.parent / "config.json")
+        self.quantization = quantization_config(target.parent, self.config)
         self.files = [h.path for h in headers]
         self.metadata = dict(headers[0].metadata)
         model_type = self.model_type

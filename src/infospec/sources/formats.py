@@ -13,6 +13,8 @@ format             recognised by
                    ``torch.jit.save``
 ``torch-legacy``   a pickle (protocol 2) whose first object is PyTorch's legacy
                    magic number: ``torch.save(..., _use_new_zipfile_serialization=False)``
+                   (or a file of 3 to 13 bytes that is the start of that number: one
+                   cut short, which reading then reports as truncated)
 ``pickle``         any other pickle stream (``\\x80`` and a protocol 2 to 5)
 ``gguf``           ``GGUF`` (llama.cpp; read by :class:`~infospec.sources.gguf_source.GGUFSource`)
 ``hdf5``           ``\\x89HDF\\r\\n\\x1a\\n`` (Keras ``.h5``)
@@ -20,6 +22,8 @@ format             recognised by
 ``npz``            a zip archive of ``.npy`` members
 ``keras``          a zip archive with ``config.json`` and ``model.weights.h5``
 ``zip``            any other zip archive
+``zip-corrupt``    ``PK\\x03\\x04`` without a readable central directory (the end of
+                   a zip archive): a truncated or corrupt archive
 ``onnx``           best effort: a ``.onnx`` name and a protobuf field-1 varint
                    (``ir_version``) first
 ``unknown``        anything else
@@ -27,7 +31,12 @@ format             recognised by
 
 :func:`regular_file` refuses a FIFO, a device or a socket before anything opens it (a
 FIFO would block the reader), and :func:`refusal` gives the message for a format
-infospec does not read, with the command to run instead.
+infospec does not read, with the command to run instead. :func:`check_torch_archive`
+checks the members of a ``torch.save`` or ``torch.jit.save`` zip archive through its
+central and local headers, before PyTorch reads any of it: no member is compressed where
+PyTorch never compresses (a compressed tensor would be memory-mapped as its compressed
+bytes; a compressed member can inflate to any size), and every member lies inside the
+file, apart from the others.
 """
 
 from __future__ import annotations
@@ -38,12 +47,15 @@ import shlex
 import stat
 import struct
 import zipfile
+from itertools import pairwise
 from pathlib import Path
 
 from .._errors import SourceError
+from .._text import printable
 
 __all__ = [
     "SNIFF_BYTES",
+    "check_torch_archive",
     "convert_pickle_command",
     "refusal",
     "regular_file",
@@ -87,12 +99,21 @@ def regular_file(path: Path) -> int:
     )
 
 
+def _zip_problem(path: Path) -> str | None:
+    """Why :mod:`zipfile` cannot read the central directory of ``path``, or ``None``."""
+    try:
+        with zipfile.ZipFile(path):
+            return None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _zip_format(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return "zip"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error):
+        return "zip-corrupt"
     # members sit under one root folder, named after the file (torch.save of code.pt
     # writes code/data.pkl): TorchScript adds <root>/code/ and <root>/constants.pkl
     parts = [n.split("/") for n in names]
@@ -105,6 +126,173 @@ def _zip_format(path: Path) -> str:
     if "config.json" in names and any(n.endswith(".h5") for n in names):
         return "keras"
     return "zip"
+
+
+#: Compression methods by zip code, for messages.
+_METHODS = {zipfile.ZIP_DEFLATED: "deflated", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+_METHODS[9] = "deflate64"
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local header (30 bytes)
+#: A TorchScript archive's deflated members may inflate to at most this many bytes plus
+#: :data:`_INFLATE_RATIO` times their compressed size (torch.jit.save's code: 2-9 times).
+_INFLATE_SLACK = 64 << 20
+_INFLATE_RATIO = 32
+
+
+def _resave(path: Path) -> str:
+    """The command that re-saves the deflated checkpoint ``path`` as torch.save writes it.
+
+    ``torch.load`` without a memory map inflates deflated members correctly.
+    """
+    out = f"{path}.resaved.pt"
+    code = (
+        f'import torch; torch.save(torch.load({_lit(path)}, map_location="cpu", '
+        f"weights_only=True), {_lit(out)})"
+    )
+    return (
+        f"if you trust the file, re-save it with: {_python_command(code)} ; then run: "
+        f"infospec analyze {shlex.quote(out)}"
+    )
+
+
+def check_torch_archive(path: Path, fmt: str) -> None:
+    """Check the members of a ``torch.save`` or TorchScript zip archive before PyTorch reads it.
+
+    Only the central directory and each member's 30-byte local header are read, never a
+    member's data. ``torch.save`` writes every member stored (uncompressed), which lets
+    ``torch.load(mmap=True)`` map tensors from the file, so a ``torch-zip`` archive must
+    have stored members only: a compressed tensor would be mapped as its compressed
+    bytes (garbage values), and a compressed ``data.pkl`` can inflate to any size.
+    ``torch.jit.save`` deflates its ``code/`` members (which ``torch.jit.load`` inflates
+    into memory, the archive being read whole anyway), so a ``torchscript`` archive may
+    have deflated members that inflate to at most 64 MiB plus 32 times their compressed
+    size (its code inflates 2 to 9 times). For both, a stored member's two sizes agree,
+    each member starts with a local header of its name and method, and its data lies
+    inside the file, before the central directory, apart from the other members.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    fmt : {"torch-zip", "torchscript"}
+        As :func:`sniff` named it.
+
+    Raises
+    ------
+    SourceError
+        Naming the file, the first faulty member and what to do.
+    """
+    torchscript = fmt == "torchscript"
+    what = "TorchScript archive" if torchscript else "PyTorch checkpoint"
+    writer = "torch.jit.save" if torchscript else "torch.save"
+    try:
+        size = os.stat(path).st_size
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            end = min(getattr(archive, "start_dir", size), size)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise SourceError(f"The {what} '{path}' cannot be read: {exc.strerror or exc}.") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(
+            f"The {what} '{path}' is a truncated or corrupt zip archive (zipfile: "
+            f"{why}): copy or download it again."
+        ) from None
+
+    def corrupt(info: zipfile.ZipInfo, problem: str) -> SourceError:
+        return SourceError(
+            f"The {what} '{path}' is a corrupt zip archive: its member "
+            f"'{printable(info.filename, 200)}' {problem}. It may be truncated or "
+            f"altered: copy or download it again, or re-save it with {writer}."
+        )
+
+    compressed = [i for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    refused = [i for i in compressed if not torchscript or i.compress_type != zipfile.ZIP_DEFLATED]
+    if refused:
+        first = refused[0]
+        method = _METHODS.get(first.compress_type, f"method {first.compress_type}")
+        if not torchscript and all(i.compress_type == zipfile.ZIP_DEFLATED for i in refused):
+            fix = _resave(path)  # torch.load reads deflate when it does not map the file
+        else:
+            fix = f"save it again with {writer} where it was made"
+        never = (
+            "which torch.jit.save never writes (it deflates only its code) and "
+            "torch.jit.load cannot read"
+            if torchscript
+            else "which torch.save never writes (it stores every member uncompressed, so "
+            "that tensors can be memory-mapped)"
+        )
+        raise SourceError(
+            f"The {what} '{path}' is a zip archive with {len(refused)} compressed "
+            f"member(s) (first: '{printable(first.filename, 200)}', {method}, "
+            f"{first.compress_size} bytes that inflate to {first.file_size}), {never}: it "
+            f"was not written by {writer}, or was re-zipped. infospec does not inflate "
+            f"them (a compressed member can inflate to any size); {fix}."
+        )
+    if compressed:
+        packed = sum(i.compress_size for i in compressed)
+        inflated = sum(i.file_size for i in compressed)
+        if inflated > _INFLATE_SLACK + _INFLATE_RATIO * packed:
+            raise SourceError(
+                f"The {what} '{path}' has {len(compressed)} deflated member(s) whose "
+                f"{packed} bytes inflate to {inflated} bytes, over {_INFLATE_RATIO} times "
+                f"their size plus 64 MiB, which torch.jit.save never writes (its code "
+                f"inflates 2 to 9 times): it may be a zip bomb, and infospec does not "
+                f"inflate it; save the module again with torch.jit.save where it was made."
+            )
+    try:
+        spans = _member_spans(path, infos, end, corrupt)
+    except OSError as exc:
+        raise SourceError(f"The {what} '{path}' cannot be read: {exc.strerror or exc}.") from None
+    spans.sort(key=lambda s: s[0])
+    for (_, stop, before), (start, _, info) in pairwise(spans):
+        if start < stop:
+            raise corrupt(
+                info,
+                f"starts at byte {start}, inside the member "
+                f"'{printable(before.filename, 200)}' (overlapping members, as in a zip bomb)",
+            )
+
+
+def _member_spans(
+    path: Path, infos: list[zipfile.ZipInfo], end: int, corrupt
+) -> list[tuple[int, int, zipfile.ZipInfo]]:
+    """Each member's (first byte, byte after its data, info), its local header checked."""
+    spans: list[tuple[int, int, zipfile.ZipInfo]] = []
+    with open(path, "rb") as fh:
+        for info in infos:
+            if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+                raise corrupt(
+                    info,
+                    f"is stored (uncompressed) yet declares {info.compress_size} bytes in "
+                    f"the file for {info.file_size} bytes of data",
+                )
+            if info.header_offset < 0:
+                raise corrupt(info, f"starts at byte {info.header_offset}, before the file")
+            fh.seek(info.header_offset)
+            raw = fh.read(_LOCAL_HEADER.size)
+            if len(raw) < _LOCAL_HEADER.size:
+                raise corrupt(info, f"starts at byte {info.header_offset}, past the file's end")
+            sig, _, _, method, _, _, _, _, _, n_name, n_extra = _LOCAL_HEADER.unpack(raw)
+            name = fh.read(n_name)
+            encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+            if (
+                sig != b"PK\x03\x04"
+                or method != info.compress_type
+                or name.decode(encoding, "replace") != info.orig_filename
+            ):
+                raise corrupt(
+                    info,
+                    f"has no local header of its own name and compression at byte "
+                    f"{info.header_offset}, where the central directory puts it",
+                )
+            stop = info.header_offset + _LOCAL_HEADER.size + n_name + n_extra + info.compress_size
+            if stop > end:
+                raise corrupt(
+                    info,
+                    f"declares {info.compress_size} bytes of data from byte "
+                    f"{info.header_offset}, past the {end} bytes that members can occupy",
+                )
+            spans.append((info.header_offset, stop, info))
+    return spans
 
 
 def sniff(path: Path) -> str:
@@ -124,8 +312,8 @@ def sniff(path: Path) -> str:
         return "safetensors"  # first: no other format has "{" at byte 8
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return _zip_format(path)
-    if head.startswith(_LEGACY_MAGIC):
-        return "torch-legacy"
+    if head.startswith(_LEGACY_MAGIC) or (3 <= len(head) and _LEGACY_MAGIC.startswith(head)):
+        return "torch-legacy"  # the second: cut short within the magic number
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
     if head.startswith(b"GGUF"):
@@ -229,6 +417,13 @@ def refusal(path: Path, fmt: str) -> SourceError:
             f"The file '{path}' is a plain Python pickle, not a PyTorch checkpoint, and "
             f"infospec never unpickles code: if you trust the file, convert it in a trusted "
             f"environment with: {convert_pickle_command(path)} ; {then}."
+        )
+    if fmt == "zip-corrupt":
+        return SourceError(
+            f"The file '{path}' is a truncated or corrupt zip archive (zipfile: "
+            f"{_zip_problem(path) or 'unreadable'}): its central directory, which ends "
+            f"every zip archive (a torch.save checkpoint, a TorchScript archive), is "
+            f"missing or damaged. Copy or download it again."
         )
     if fmt == "zip":
         return SourceError(

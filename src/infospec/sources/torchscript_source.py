@@ -10,7 +10,13 @@ other tensor is recognised by name and shape as in a file.
 Trust: loading deserialises and compiles the archive's TorchScript code (not Python: it
 cannot import modules), and runs a class's TorchScript ``__setstate__`` if the archive
 defines one. Treat an archive like code: open only archives you trust. Unlike pickles,
-the archive is read whole into memory (``torch.jit.load`` has no memory map).
+the archive is read whole into memory (``torch.jit.load`` has no memory map). Before
+``torch.jit.load`` reads it, its zip headers are checked
+(:func:`~infospec.sources.formats.check_torch_archive`): ``torch.jit.save`` deflates
+its ``code/`` members only, so a member compressed otherwise than deflated, deflated
+members that would inflate to over 64 MiB plus 32 times their size (a zip bomb), and
+members that overlap or run past the file are refused; a truncated archive is reported
+as such.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from .._checks import check_positive
 from .._errors import SourceError
 from .._text import printable
 from .entry import DEFAULT_MIN_DIM
-from .formats import regular_file, sniff
+from .formats import check_torch_archive, refusal, regular_file, sniff
 from .torch_sources import ModuleSource
 
 __all__ = ["TorchScriptSource"]
@@ -67,11 +73,15 @@ class TorchScriptSource(ModuleSource):
 
         path = Path(path).expanduser()
         regular_file(path)
-        if sniff(path) != "torchscript":
+        fmt = sniff(path)
+        if fmt == "zip-corrupt":
+            raise refusal(path, fmt)  # truncated or corrupt: says so
+        if fmt != "torchscript":
             raise SourceError(
                 f"The file '{path}' is not a TorchScript archive (torch.jit.save output): "
                 f"pass it to open_source, which tells its format from its content."
             )
+        check_torch_archive(path, fmt)  # members inside the file, inflating boundedly
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # torch raises RuntimeError and others

@@ -138,6 +138,27 @@ def test_files_a_folder_holds_are_confined_to_it_like_its_shards(outside, tmp_pa
     assert open_source(folder).model_type == "bert"
 
 
+def test_a_pickle_folder_s_checkpoint_is_confined_and_reads_the_config_beside_it(tmp_path):
+    import torch
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    gpt2 = {"h.0.attn.c_attn.weight": torch.randn(16, 48), "wte.weight": torch.randn(50, 16)}
+    torch.save(gpt2, outside / "w.bin")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").symlink_to(outside / "w.bin")
+    with pytest.raises(SourceError, match=r"The checkpoint '.*pytorch_model\.bin' is a link to"):
+        open_source(folder)
+    (folder / "pytorch_model.bin").unlink()
+    torch.save(gpt2, folder / "sd.pt")
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    # the file passed alone reads the config beside it, as the folder does
+    kinds = {e.name: e.kind for e in open_source(folder / "sd.pt").entries()}
+    assert kinds["h.0.attn.c_attn.weight"] == "conv1d_transposed"
+    assert kinds == {e.name: e.kind for e in open_source(folder).entries()}
+
+
 @pytest.mark.parametrize("kind", ["folder", "fifo", "dangling", "loop"])
 def test_a_shard_that_is_not_a_file_is_named_for_what_it_is(tmp_path, kind):
     index = _index(tmp_path, {"w": "s.safetensors"})

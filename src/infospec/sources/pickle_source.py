@@ -64,6 +64,7 @@ from .order import order_note
 from .safetensors_source import (
     _read_config,
     check_shard_names,
+    confined,
     conv1d_modules,
     quantization_config,
     shards_of,
@@ -498,7 +499,8 @@ class PickleSource(WeightSource):
         self.quantization: dict[str, Any] | None = None
         if not given.exists():
             raise SourceError(f"No such file or folder: '{given}'.")
-        target = _resolve_folder(given) if given.is_dir() else given
+        # a checkpoint found by name in a folder is confined to it (links included)
+        target = confined(_resolve_folder(given), "checkpoint", given) if given.is_dir() else given
         kind_of_path = "model folder" if given.is_dir() else "PyTorch checkpoint"
         self.name = given.resolve().name
         self._cache = _ShardCache()
@@ -512,9 +514,9 @@ class PickleSource(WeightSource):
         else:
             by_shard = {target.name: None}
             shards = [target.name]
-        if given.is_dir() or self.index is not None:
-            self.config = _read_config(target.parent / "config.json")
-            self.quantization = quantization_config(target.parent, self.config)
+        # the config.json beside the checkpoint (a folder's, an index's or a file's)
+        self.config = _read_config(target.parent / "config.json")
+        self.quantization = quantization_config(target.parent, self.config)
         self.files = [target.parent / s for s in shards]
         metas: dict[str, TensorMeta] = {}
         owner: dict[str, Path] = {}

@@ -220,3 +220,30 @@ def test_a_model_missing_an_input_fails_in_one_named_error():
     batch = {"input_ids": torch.ones(2, 3, dtype=torch.long)}
     with pytest.raises(InputError, match=r"\(TwoInputs\): AttributeError: .*holds input_ids"):
         call_model(TwoInputs(), batch, None, 0)
+
+
+def test_data_reads_the_saved_class_so_weight_rows_keep_their_names(tmp_path):
+    # a *ForCausalLM checkpoint run with --data is built from its own class (config's
+    # 'architectures'), not AutoModel's base model: the same weight rows and names as the
+    # weights-only report ('model.' prefixes, the untied lm_head)
+    config = transformers.LlamaConfig(
+        vocab_size=30522, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path / "llama"
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    from infospec.sources.example import minilm_path
+
+    shutil.copy(minilm_path() / "tokenizer.json", folder)
+    model, tokenizer = load_model_folder(folder)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    import infospec
+
+    batches = example_batches(tokenizer, ["a short text", "another one"], batch_size=2)
+    with_data = infospec.analyze(model, batches, min_dim=4, progress=False)
+    weights_only = infospec.analyze(folder, min_dim=4, progress=False)
+    names = [r["name"] for r in with_data.weights]
+    assert names == [r["name"] for r in weights_only.weights]
+    assert "lm_head.weight" in names and "model.embed_tokens.weight" in names
+    assert with_data.activations  # and the text ran through it

@@ -256,16 +256,24 @@ def load_model_folder(
     hf_logging.set_verbosity_error()  # quiet while loading (logs and its own bar); restored
     hf_logging.disable_progress_bar()
     safe = any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))
+    # the class the checkpoint was saved from (config.json's 'architectures', one of
+    # transformers' own): its parameter names are the checkpoint's, so the weights table
+    # with --data has the rows and names of the weights-only one (AutoModel would load the
+    # base model: 'model.' prefixes dropped, an untied lm_head gone)
+    cls = _saved_class(config) or AutoModel
     try:
         if safe:
-            model = AutoModel.from_pretrained(
+            model = cls.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=False, use_safetensors=True
             )
         else:
             hf_config = AutoConfig.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=False
             )
-            model = AutoModel.from_config(hf_config, trust_remote_code=False)
+            if cls is AutoModel:
+                model = AutoModel.from_config(hf_config, trust_remote_code=False)
+            else:
+                model = cls(hf_config)
             _load_pickled_weights(model, folder)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         if isinstance(exc, SourceError):
@@ -292,6 +300,23 @@ def load_model_folder(
     tokenizer.enable_truncation(max_length=MAX_LENGTH)
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
     return model, tokenizer
+
+
+def _saved_class(config: dict) -> Any:
+    """The transformers class named by ``config['architectures']`` (one name, a
+    ``PreTrainedModel`` of transformers itself), or None: never a folder's own code."""
+    names = config.get("architectures")
+    if not (isinstance(names, list) and len(names) == 1 and isinstance(names[0], str)):
+        return None
+    import transformers
+
+    try:
+        cls = getattr(transformers, names[0], None)
+    except Exception:  # transformers' lazy import of a class whose dependencies are missing
+        return None
+    if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+        return cls
+    return None
 
 
 def _load_pickled_weights(model: torch.nn.Module, folder: Path) -> None:

@@ -139,6 +139,23 @@ def test_a_whole_pickled_module_is_refused(tmp_path, net):
         open_source(tmp_path / "whole.pt")
 
 
+def test_the_conversion_command_writes_tied_weights_once(tmp_path):
+    # the command of a refused whole-module pickle keeps a tie as one tensor (a copy of
+    # each would be two identical rows where the module has one)
+    torch.manual_seed(0)
+    wte, lm_head = torch.nn.Embedding(40, 16), torch.nn.Linear(16, 40, bias=False)
+    lm_head.weight = wte.weight  # GPT-2's tie (torch classes only: the pickle needs no test code)
+    model = torch.nn.Sequential(wte, lm_head)
+    torch.save(model, tmp_path / "tied.pt")
+    with pytest.raises(SourceError, match="weights_only=True") as info:
+        open_source(tmp_path / "tied.pt")
+    command = str(info.value).split("environment with: ")[1].split(" ; then run")[0]
+    subprocess.run(["bash", "-c", command], check=True, timeout=300)
+    converted = open_source(tmp_path / "tied.pt.safetensors")
+    assert [e.name for e in converted.entries()] == ["0.weight"]
+    assert [e.name for e in open_source(model).entries() if not e.skipped] == ["0.weight"]
+
+
 def test_tied_weights_are_listed_once_analysed(tmp_path):
     w = torch.randn(20, 16)
     torch.save({"embed.weight": w, "lm_head.weight": w}, tmp_path / "t.pt")

@@ -336,14 +336,21 @@ def _lit(path: Path | str) -> str:
 
 
 def convert_pickle_command(path: Path) -> str:
-    """A shell command that converts a trusted pickle checkpoint to safetensors."""
+    """A shell command that converts a trusted pickle checkpoint to safetensors.
+
+    Tied tensors (one storage under two names, as GPT-2's ``lm_head`` and ``wte``) are
+    written once, under their first name, so the converted file analyses as the module
+    does (safetensors refuses shared tensors, and a copy of each would count twice).
+    """
     out = _lit(f"{path}.safetensors")
     code = (
         f"import torch; from safetensors.torch import save_file; "
         f'ck = torch.load({_lit(path)}, map_location="cpu", weights_only=False); '
         f'sd = ck.state_dict() if hasattr(ck, "state_dict") else ck.get("state_dict", ck); '
+        f"seen = set(); "
         f"save_file({{k: v.contiguous().clone() for k, v in sd.items() "
-        f"if isinstance(v, torch.Tensor)}}, {out})"
+        f"if isinstance(v, torch.Tensor) and not ((v.data_ptr(), v.shape) in seen "
+        f"or seen.add((v.data_ptr(), v.shape)))}}, {out})"
     )
     return _python_command(code)
 

@@ -149,6 +149,8 @@ KIND_SHAPES = {
     "in_proj": (12, 4),
     "embedding": (30, 4),
     "matrix": (1, 7, 5),
+    "experts": (3, 7, 5),
+    "experts_transposed": (3, 5, 7),
 }
 
 
@@ -236,6 +238,68 @@ def test_pooled_layout_of_a_crepe_first_conv():
     assert matrix_layout("conv2d", (1024, 1, 512, 1)) == MatrixLayout(1, 1024, 512)
 
 
+@pytest.mark.parametrize("conv", CONV_MODES)
+def test_fused_experts_give_one_out_x_in_matrix_per_expert(conv):
+    """Mixtral's layout ``(E, out, in)``, expert e computing ``F.linear(x, T[e])``, and
+    gpt-oss's ``(E, in, out)``, computing ``x @ T[e]``: the matrix of ``name[e]`` maps x
+    to the expert's output in both, whatever ``conv`` is."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(11, 6, generator=g, dtype=torch.float64)  # in = 6
+    plain = torch.randn(4, 9, 6, generator=g, dtype=torch.float64)  # (E, out, in)
+    flipped = torch.randn(4, 6, 9, generator=g, dtype=torch.float64)  # (E, in, out)
+    for kind, t, ref in (
+        ("experts", plain, lambda e: F.linear(x, plain[e])),
+        ("experts_transposed", flipped, lambda e: x @ flipped[e]),
+    ):
+        pairs = as_matrices(kind, t, name="mlp.experts.gate_up_proj", conv=conv)
+        assert [label for label, _ in pairs] == [f"mlp.experts.gate_up_proj[{e}]" for e in range(4)]
+        assert matrix_layout(kind, t.shape, conv=conv) == MatrixLayout(4, 9, 6)
+        for e, (_, w) in enumerate(pairs):
+            assert w.shape == (9, 6)
+            torch.testing.assert_close(x @ w.T, ref(e), rtol=1e-12, atol=1e-12)
+            assert w.data_ptr() == t[e].data_ptr()  # a view
+
+
+def test_experts_size_rule_is_per_expert_matrix():
+    from infospec.sources.entry import size_skip_reason, skip_reason_for
+
+    assert size_skip_reason("experts", (64, 8, 512), min_dim=10) == (
+        "smaller side 8 < min_dim=10 (64 expert matrices 8 x 512)"
+    )
+    assert size_skip_reason("experts_transposed", (2, 32, 96), min_dim=10) is None
+    reason = skip_reason_for("other", (4, 32, 96), "float32", min_dim=10)
+    assert reason == "3-D tensor with no known matrix layout"
+
+
+def test_fused_experts_orientation_from_the_module_s_shapes():
+    from infospec.sources.entry import experts_transposed, fused_experts_kinds, infer_kind
+
+    mixtral = {"gate_up_proj": (4, 96, 32), "down_proj": (4, 32, 48)}  # (E, out, in)
+    qwen_square = {"gate_up_proj": (4, 32, 32), "down_proj": (4, 32, 16)}  # 2I == H
+    gpt_oss = {"gate_up_proj": (4, 32, 96), "down_proj": (4, 48, 32)}  # (E, in, out)
+    assert experts_transposed(mixtral) is False
+    assert experts_transposed(qwen_square) is False
+    assert experts_transposed(gpt_oss) is True
+    assert experts_transposed({"down_proj": (4, 32, 48)}) is None
+    assert experts_transposed({"gate_proj": (4, 48, 32), "down_proj": (4, 32, 48)}) is None
+    shapes = {f"a.experts.{k}": v for k, v in mixtral.items()}
+    shapes |= {f"b.experts.{k}": v for k, v in gpt_oss.items()}
+    shapes |= {"b.experts.down_proj_bias": (4, 32), "c.experts.down_proj": (4, 48, 32)}
+    assert fused_experts_kinds(shapes) == {
+        "a.experts.gate_up_proj": "experts",
+        "a.experts.down_proj": "experts",
+        "b.experts.gate_up_proj": "experts_transposed",
+        "b.experts.down_proj": "experts_transposed",
+        "c.experts.down_proj": "experts_transposed",  # alone: the checkpoints' layout
+    }
+    # one tensor's name and shape do not decide its orientation: the caller passes it
+    assert infer_kind("model.layers.0.mlp.experts.down_proj", (4, 48, 32)) == "other"
+    assert infer_kind("m.experts.down_proj", (4, 48, 32), experts_kind="experts") == "experts"
+    assert infer_kind("m.experts.down_proj", (48, 32)) == "matrix"
+    assert infer_kind("m.experts.down_proj_bias", (1, 4, 32)) == "matrix"
+    assert infer_kind("m.mlp.down_proj", (4, 48, 32)) == "other"
+
+
 def test_singular_values_do_not_depend_on_orientation():
     w = torch.randn(9, 6, dtype=torch.float64)
     s_t = torch.linalg.svdvals(as_matrices("conv1d_transposed", w)[0][1])
@@ -252,6 +316,8 @@ def test_singular_values_do_not_depend_on_orientation():
         ("matrix", (2, 3, 4), r"leading axes of size 1 for kind 'matrix'"),
         ("matrix", (5,), "for kind 'matrix'; got shape"),
         ("in_proj", (10, 4), r"rows divisible by 3 for kind 'in_proj'.*got shape \(10, 4\)"),
+        ("experts", (3, 4), r"layout \(E, out, in\) for kind 'experts'; got shape \(3, 4\)"),
+        ("experts_transposed", (2, 3, 4, 5), r"layout \(E, in, out\) for kind 'experts_trans"),
     ],
 )
 def test_shape_errors(kind, shape, match):

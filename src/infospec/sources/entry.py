@@ -19,7 +19,10 @@ Skip rules, checked in this order (the first that applies is the reason):
    position's ``out x in`` matrix when it reads convolutions per position or pooled (its
    default), through :func:`size_skip_reason`. WeightWatcher counts a pooled layer's
    eigenvalues instead (``min(out, in) * positions >= 8``), so it analyses, for example,
-   a ``(1024, 1, 512, 1)`` kernel (512 matrices ``1024 x 1``) that infospec skips.
+   a ``(1024, 1, 512, 1)`` kernel (512 matrices ``1024 x 1``) that infospec skips. A
+   fused mixture-of-experts tensor ``(E, a, b)`` (kinds ``"experts"`` and
+   ``"experts_transposed"``) gives ``E`` matrices, one per expert; the rule applies to
+   each expert's ``out x in`` matrix.
 
 Tied weights (one tensor under two names) are listed under both names; the second is
 skipped with the reason ``same tensor as '<first name>' (tied weights)``. Before these
@@ -38,10 +41,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import SourceError
-from ..spectra.conventions import KINDS, matrix_layout
+from ..spectra.conventions import EXPERT_KINDS, KINDS, matrix_layout
 from .packed import PACKED_DTYPES
 
-__all__ = ["DEFAULT_MIN_DIM", "ENTRY_KINDS", "WeightEntry"]
+__all__ = ["DEFAULT_MIN_DIM", "ENTRY_KINDS", "EXPERT_LEAVES", "WeightEntry", "fused_experts_kinds"]
 
 #: Smallest matrix side analysed by default (WeightWatcher's ``min_evals`` default).
 DEFAULT_MIN_DIM = 10
@@ -230,6 +233,8 @@ def size_skip_reason(
     what = f"matrix {rows} x {cols}"
     if count > 1 and kind.startswith("conv") and kind != "conv1d_transposed":
         what = f"{count} kernel-position matrices {rows} x {cols}"
+    elif kind in EXPERT_KINDS:
+        what = f"{count} expert matrices {rows} x {cols}"
     return f"smaller side {min(rows, cols)} < min_dim={min_dim} ({what})"
 
 
@@ -265,24 +270,98 @@ def generic_kind(shape: tuple[int, ...]) -> str:
 
 _CONV_BY_NDIM = {3: "conv1d", 4: "conv2d", 5: "conv3d"}
 
+#: Names of the fused mixture-of-experts parameters of ``transformers`` 5 (``...experts.<leaf>``).
+EXPERT_LEAVES: tuple[str, ...] = ("gate_up_proj", "down_proj", "up_proj", "gate_proj")
+
+
+def is_fused_experts(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether a tensor is a fused experts weight: 3-D, named ``...experts.<EXPERT_LEAVES>``."""
+    parts = name.split(".")
+    return (
+        len(shape) == 3
+        and len(parts) >= 2
+        and parts[-1] in EXPERT_LEAVES
+        and parts[-2].lower().endswith("experts")
+    )
+
+
+def experts_transposed(shapes: dict[str, tuple[int, ...]]) -> bool | None:
+    """Whether one experts module's fused tensors are stored ``(E, in, out)``, from their shapes.
+
+    ``shapes`` maps the module's leaves (``"gate_up_proj"``, ``"down_proj"``...) to 3-D
+    shapes. An expert maps ``H -> 2I`` (``gate_up_proj``, or ``H -> I`` for a separate
+    ``up_proj``/``gate_proj``) and ``down_proj`` maps ``I -> H``. With ``gate_up_proj``
+    ``(E, a, b)`` and ``down_proj`` ``(E, c, d)``: ``(E, out, in)`` (Mixtral, Qwen-MoE)
+    has ``b == c`` and ``a == 2 d``; ``(E, in, out)`` (gpt-oss, Llama 4) has ``a == d``
+    and ``b == 2 c``. Both cannot hold (it would need ``d = 0``). ``None`` when the
+    shapes do not decide (no ``down_proj``, or only square or separate projections,
+    whose two layouts have the same shapes).
+    """
+    down = shapes.get("down_proj")
+    gate_up = shapes.get("gate_up_proj")
+    if down is None or gate_up is None or down[0] != gate_up[0]:
+        return None
+    (_, a, b), (_, c, d) = gate_up, down
+    plain = b == c and a == 2 * d
+    flipped = a == d and b == 2 * c
+    return flipped if plain != flipped else None
+
+
+def fused_experts_kinds(shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    """The kind of every fused experts tensor among ``shapes`` (full name to shape).
+
+    Each experts module's tensors (same prefix) are read together: the orientation is
+    :func:`experts_transposed` of their shapes, and where that does not decide,
+    ``"experts_transposed"``, the layout of the checkpoints that store fused experts
+    (gpt-oss, Llama 4; Mixtral's and Qwen-MoE's save one 2-D matrix per expert).
+
+    Examples
+    --------
+    >>> fused_experts_kinds({"m.experts.gate_up_proj": (4, 96, 32),
+    ...                      "m.experts.down_proj": (4, 32, 48)})  # Mixtral's layout
+    {'m.experts.gate_up_proj': 'experts', 'm.experts.down_proj': 'experts'}
+    """
+    groups: dict[str, dict[str, tuple[int, ...]]] = {}
+    for name, shape in shapes.items():
+        if is_fused_experts(name, tuple(shape)):
+            prefix, _, leaf = name.rpartition(".")
+            groups.setdefault(prefix, {})[leaf] = tuple(shape)
+    out: dict[str, str] = {}
+    for prefix, leaves in groups.items():
+        flip = experts_transposed(leaves)
+        kind = "experts" if flip is False else "experts_transposed"
+        out.update((f"{prefix}.{leaf}", kind) for leaf in leaves)
+    return out
+
 
 def infer_kind(
-    name: str, shape: tuple[int, ...], *, conv1d_modules: frozenset[str] = frozenset()
+    name: str,
+    shape: tuple[int, ...],
+    *,
+    conv1d_modules: frozenset[str] = frozenset(),
+    experts_kind: str | None = None,
 ) -> str:
     """Kind of a tensor known only by its name and shape (from a file or a state dict).
 
-    In order: a 2-D ``*in_proj_weight`` with rows divisible by 3 is ``"in_proj"``; a 2-D
-    ``weight`` of a module named in ``conv1d_modules`` (``c_attn``, ``c_fc``... of a
-    GPT-2-style model) is ``"conv1d_transposed"``; a 2-D ``weight`` of a module whose
-    name contains ``embed`` (or is ``wte``/``wpe``) is ``"embedding"``; a 3-, 4- or 5-D
-    ``weight`` is a convolution kernel in PyTorch's ``(out, in, *k)`` layout; anything
-    else is ``"matrix"`` if it is 2-D once leading axes of size 1 are dropped, and
+    In order: a 3-D ``...experts.gate_up_proj`` (or ``down_proj``, ``up_proj``,
+    ``gate_proj``: a fused mixture-of-experts weight) is ``experts_kind`` when given, and
+    otherwise ``"other"``: one tensor's name and shape do not tell ``(E, out, in)`` from
+    ``(E, in, out)``, so a caller that sees the module's tensors decides
+    (:func:`fused_experts_kinds`, as :class:`~infospec.sources.StateDictSource` does);
+    a 2-D ``*in_proj_weight`` with rows divisible by 3 is
+    ``"in_proj"``; a 2-D ``weight`` of a module named in ``conv1d_modules`` (``c_attn``,
+    ``c_fc``... of a GPT-2-style model) is ``"conv1d_transposed"``; a 2-D ``weight`` of a
+    module whose name contains ``embed`` (or is ``wte``/``wpe``) is ``"embedding"``; a 3-,
+    4- or 5-D ``weight`` is a convolution kernel in PyTorch's ``(out, in, *k)`` layout;
+    anything else is ``"matrix"`` if it is 2-D once leading axes of size 1 are dropped, and
     ``"other"`` otherwise.
     """
     parts = name.split(".")
     leaf = parts[-1]
     module = parts[-2] if len(parts) > 1 else ""
     ndim = len(shape)
+    if experts_kind in EXPERT_KINDS and is_fused_experts(name, shape):
+        return experts_kind
     if ndim == 2 and leaf.endswith("in_proj_weight") and shape[0] % 3 == 0:
         return "in_proj"
     if leaf == "weight":

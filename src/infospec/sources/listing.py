@@ -27,7 +27,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from typing import NamedTuple, overload
 
-from .entry import Loader, WeightEntry, generic_kind, infer_kind, skip_reason_for
+from .entry import (
+    Loader,
+    WeightEntry,
+    fused_experts_kinds,
+    generic_kind,
+    infer_kind,
+    is_fused_experts,
+    skip_reason_for,
+)
 from .fp8 import DEFAULT_BLOCK, FP8_DTYPES, SCALE_DTYPE, Fp8Plan, fp8_plan
 from .order import model_order_indices
 from .packed import EMPTY_PLAN, PackedPlan, may_hold_packed, packed_plan
@@ -241,11 +249,26 @@ def entry_table(
     by_name = {i for i, m in enumerate(metas) if 2 <= len(m.shape) <= 5}
     reasons = {**packed.reasons, **plan.reasons} if packed.reasons else plan.reasons
     if by_name or reasons:
-        for j in _named_candidates(names, meta_ids, metas, by_name, reasons, conv1d_modules):
+        candidates = _named_candidates(names, meta_ids, metas, by_name, reasons, conv1d_modules)
+        # fused mixture-of-experts tensors (3-D, 'experts.gate_up_proj'...): the orientation
+        # of each experts module is read from its tensors together
+        experts = fused_experts_kinds(
+            {
+                names[j]: metas[meta_ids[j]].shape
+                for j in candidates
+                if is_fused_experts(names[j], metas[meta_ids[j]].shape)
+            }
+        )
+        for j in candidates:
             name, i = names[j], meta_ids[j]
             plan_reason = reasons.get(name) if reasons else None
-            if i in by_name and name.endswith("weight"):
-                kind = infer_kind(name, metas[i].shape, conv1d_modules=conv1d_modules)
+            if i in by_name and (name.endswith("weight") or name in experts):
+                kind = infer_kind(
+                    name,
+                    metas[i].shape,
+                    conv1d_modules=conv1d_modules,
+                    experts_kind=experts.get(name),
+                )
             elif plan_reason is None:
                 continue
             else:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,16 @@ from .._errors import SourceError
 from .._validation import check_positive
 from ..spectra.conventions import _CONV_NDIM
 from .base import WeightSource
-from .entry import DEFAULT_MIN_DIM, WeightEntry, generic_kind, infer_kind, skip_reason_for
+from .entry import (
+    DEFAULT_MIN_DIM,
+    EXPERT_LEAVES,
+    WeightEntry,
+    experts_transposed,
+    fused_experts_kinds,
+    generic_kind,
+    infer_kind,
+    skip_reason_for,
+)
 from .fp8 import fp8_plan
 from .listing import TensorMeta, build_entries
 from .packed import EMPTY_PLAN, PackedPlan, packed_plan
@@ -66,14 +76,31 @@ def module_param_kind(module: nn.Module, param_name: str, shape: tuple[int, ...]
     transposed convolutions and embeddings by type; the ``weight`` of a class named
     ``Conv1D`` (GPT-2 style, detected without importing ``transformers``) as
     ``"conv1d_transposed"``; ``nn.MultiheadAttention``'s packed ``in_proj_weight`` as
-    ``"in_proj"`` and its separate ``q/k/v_proj_weight`` as ``"linear"``; any other
-    parameter by its shape (``"matrix"`` or ``"other"``).
+    ``"in_proj"`` and its separate ``q/k/v_proj_weight`` as ``"linear"``; the fused
+    mixture-of-experts weights of ``transformers`` 5 (a 3-D ``gate_up_proj``,
+    ``down_proj``, ``up_proj`` or ``gate_proj`` of a module whose class name ends in
+    ``Experts``, or that has a boolean ``is_transposed``, as ``@use_experts_implementation``
+    sets) as ``"experts"`` (stored ``(E, out, in)``: Mixtral, Qwen2-MoE, Qwen3-MoE) or
+    ``"experts_transposed"`` (``(E, in, out)``: gpt-oss, Llama 4), by the module's
+    ``is_transposed``, else by the shapes of its fused tensors
+    (:func:`~infospec.sources.entry.experts_transposed`), else ``"experts_transposed"``;
+    any other parameter by its shape (``"matrix"`` or ``"other"``).
 
     A TorchScript module (``torch.jit.script`` or ``torch.jit.load``) is recognised by
     its ``original_name``, the name of the Python class it was compiled from.
     """
     kind = None
     script_name = _script_name(module)
+    if len(shape) == 3 and param_name in EXPERT_LEAVES and _is_experts_module(module):
+        flag = getattr(module, "is_transposed", None)
+        if not isinstance(flag, bool):
+            leaves = {
+                n: tuple(p.shape)
+                for n, p in module.named_parameters(recurse=False)
+                if n in EXPERT_LEAVES and p.ndim == 3
+            }
+            flag = experts_transposed(leaves) is not False
+        return "experts_transposed" if flag else "experts"
     if isinstance(module, nn.MultiheadAttention) or script_name == "MultiheadAttention":
         if param_name == "in_proj_weight":
             kind = "in_proj"
@@ -93,6 +120,14 @@ def module_param_kind(module: nn.Module, param_name: str, shape: tuple[int, ...]
         if kind != "in_proj" or shape[0] % 3 == 0:
             return kind
     return generic_kind(shape)
+
+
+def _is_experts_module(module: nn.Module) -> bool:
+    """Whether a module holds fused experts (``MixtralExperts``, ``GptOssExperts``...)."""
+    name = _script_name(module) or type(module).__name__
+    return name.lower().endswith("experts") or isinstance(
+        getattr(module, "is_transposed", None), bool
+    )
 
 
 def _script_name(module: nn.Module) -> str | None:
@@ -120,12 +155,172 @@ def _param_loader(tensor: torch.Tensor):
     return load
 
 
+#: Names of torch's parametrizations (``torch.nn.utils.parametrizations``), by class.
+_PARAMETRIZATION_NAMES = {
+    "_WeightNorm": "weight_norm",
+    "_SpectralNorm": "spectral_norm",
+    "_Orthogonal": "orthogonal",
+}
+
+
+class _Parametrized:
+    """The tensors of one module computed by a parametrization (see :func:`_parametrized`).
+
+    ``effective`` maps an attribute of the module (``"weight"``) to the function that
+    computes it and the raw tensors it is computed from; ``raw`` maps the full name of
+    each raw tensor to its skip reason; ``buffers`` holds the full names of those raw
+    tensors that are buffers (listed although a module's buffers are not).
+    """
+
+    __slots__ = ("buffers", "effective", "raw")
+
+    def __init__(self) -> None:
+        self.effective: dict[str, tuple[Callable[[], torch.Tensor], list[torch.Tensor]]] = {}
+        self.raw: dict[str, str] = {}
+        self.buffers: set[str] = set()
+
+    def add(self, attr: str, name: str, how: str, compute, raw: dict, buffers: set) -> None:
+        """Record ``attr`` (full name ``name``), computed by ``compute`` from the tensors
+        ``raw`` (full name to tensor) by the parametrization ``how``."""
+        self.effective[attr] = (compute, list(raw.values()))
+        why = f"parametrization input of {name} ({how}); the effective {attr} is analysed"
+        self.raw.update(dict.fromkeys(raw, why))
+        self.buffers |= buffers
+
+
+def _parametrized(mod: nn.Module, prefix: str) -> _Parametrized:
+    """The parametrized tensors of ``mod`` (its own, not a child's).
+
+    ``torch.nn.utils.parametrize`` (``weight_norm``, ``spectral_norm``, ``orthogonal`` of
+    ``torch.nn.utils.parametrizations``, or a user's): each tensor of
+    ``mod.parametrizations``; the legacy hooks ``torch.nn.utils.weight_norm`` (``weight_g``
+    and ``weight_v``) and ``torch.nn.utils.spectral_norm`` (``weight_orig``, ``weight_u``,
+    ``weight_v``): the tensor each hook recomputes before a forward pass.
+    """
+    out = _Parametrized()
+    plists = getattr(mod, "parametrizations", None)
+    if isinstance(plists, nn.ModuleDict) and _script_name(mod) is None:
+        for attr, plist in plists.items():
+            if not isinstance(plist, nn.Module):
+                continue
+            steps = list(plist.children())
+            how = ", ".join(
+                _PARAMETRIZATION_NAMES.get(type(m).__name__, type(m).__name__) for m in steps
+            )
+            base = f"{prefix}parametrizations.{attr}."
+            raw = {base + n: t for n, t in plist.named_parameters(remove_duplicate=False)}
+            bufs = {base + n: t for n, t in plist.named_buffers(remove_duplicate=False)}
+            raw.update({n: t for n, t in bufs.items() if t is not None})
+            compute = lambda mod=mod, attr=attr, plist=plist: _compute_parametrized(  # noqa: E731
+                mod, attr, plist
+            )
+            out.add(attr, prefix + attr, how or "parametrization", compute, raw, set(bufs))
+    if _script_name(mod) is None:
+        for hook in list(getattr(mod, "_forward_pre_hooks", {}).values()):
+            _legacy_parametrization(mod, hook, prefix, out)
+    return out
+
+
+def _compute_parametrized(mod: nn.Module, attr: str, plist: nn.Module) -> torch.Tensor:
+    """``getattr(mod, attr)`` under ``torch.no_grad()``, detached, with its parametrizations
+    in eval mode for the time of the call, so that reading the weight changes nothing
+    (``spectral_norm`` runs a power iteration on its buffers in training mode)."""
+    modes = [(m, m.training) for m in plist.modules()]
+    try:
+        for m, _ in modes:
+            m.training = False
+        with torch.no_grad():
+            return getattr(mod, attr).detach()
+    finally:
+        for m, was in modes:
+            m.training = was
+
+
+def _legacy_parametrization(mod: nn.Module, hook: Any, prefix: str, out: _Parametrized) -> None:
+    """Record the tensor a legacy ``weight_norm`` or ``spectral_norm`` hook computes."""
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    if isinstance(hook, WeightNorm):
+        how, suffixes = "legacy weight_norm", ("_g", "_v")
+
+        def compute(hook=hook) -> torch.Tensor:
+            with torch.no_grad():
+                return hook.compute_weight(mod).detach()
+
+    elif isinstance(hook, SpectralNorm):
+        how, suffixes = "legacy spectral_norm", ("_orig", "_u", "_v")
+
+        def compute(hook=hook) -> torch.Tensor:  # as in eval mode: no power iteration
+            with torch.no_grad():
+                return hook.compute_weight(mod, do_power_iteration=False).detach()
+
+    else:
+        return
+    attr = getattr(hook, "name", None)
+    if not isinstance(attr, str) or attr in out.effective:
+        return
+    tensors = {
+        **dict(mod.named_parameters(recurse=False)),
+        **dict(mod.named_buffers(recurse=False)),
+    }
+    names = [attr + s for s in suffixes]
+    if not all(isinstance(tensors.get(n), torch.Tensor) for n in names):
+        return
+    params = dict(mod.named_parameters(recurse=False))
+    raw = {prefix + n: tensors[n] for n in names}
+    bufs = {prefix + n for n in names if n not in params}
+    out.add(attr, prefix + attr, how, compute, raw, bufs)
+
+
+def _parametrized_entry(
+    mod: nn.Module, attr: str, name: str, spec: tuple, min_dim: int, origin: str
+) -> WeightEntry:
+    """The entry of a parametrized tensor: the tensor the layer computes with, its kind
+    that of an unparametrized layer's tensor; computed once here for its shape."""
+    compute, raw = spec
+    reason = None
+    meta = [t for t in raw if t.is_meta]
+    if meta:
+        t = max(meta, key=lambda t: t.numel())
+        shape, dtype = tuple(t.shape), _dtype_name(t.dtype)
+        reason = "parametrization inputs on the meta device (no data)"
+    else:
+        try:
+            t = compute()
+        except Exception as exc:  # a user's parametrization that fails: say so
+            t = max(raw, key=lambda t: t.numel()) if raw else torch.empty(0)
+            reason = f"its parametrization failed: {type(exc).__name__}: {exc}"
+        shape, dtype = tuple(t.shape), _dtype_name(t.dtype)
+    kind = module_param_kind(mod, attr, shape)
+    reason = reason or skip_reason_for(kind, shape, dtype, min_dim=min_dim)
+    reason = reason or _storage_skip_reason(t, "parametrized tensor")
+
+    def load(device: Any = None) -> torch.Tensor:
+        w = compute()
+        return w if device is None else w.to(device)
+
+    return WeightEntry(name, shape, dtype, kind, reason, origin, load)
+
+
 class ModuleSource(WeightSource):
     """The parameters of a ``torch.nn.Module``, walked through ``named_modules()``.
 
     Only parameters are listed (buffers such as running statistics or position ids are
     not weights). Names are the full dotted names of ``model.state_dict()``. Loading a
     parameter returns it detached, without a copy.
+
+    A parametrized tensor (``torch.nn.utils.parametrize``: ``weight_norm``,
+    ``spectral_norm``, ``orthogonal`` of ``torch.nn.utils.parametrizations``, or the
+    legacy hooks ``torch.nn.utils.weight_norm`` and ``torch.nn.utils.spectral_norm``) is
+    listed under the module's attribute, ``0.weight``, not the state dict's
+    ``0.parametrizations.weight.original0`` (or ``0.weight_g``): its loader computes the
+    tensor the layer uses (``getattr(module, "weight")`` under ``torch.no_grad()``, the
+    parametrizations in eval mode, detached), and its kind is that of an unparametrized
+    layer's. The raw tensors (``original*``, a parametrization's buffers such as
+    ``orthogonal``'s ``base``, ``weight_g``/``weight_v``) are listed, skipped with the
+    reason ``parametrization input of 0.weight (weight_norm); the effective weight is
+    analysed``.
 
     Parameters
     ----------
@@ -173,12 +368,21 @@ class ModuleSource(WeightSource):
         origin = self._origin
         seen: dict[int, str] = {}
         out: list[WeightEntry] = []
+        raw_inputs: dict[str, str] = {}  # full name of a parametrization's input: reason
+        seen_computed: dict[tuple[int, str], str] = {}
         for mod_name, mod in self.module.named_modules(remove_duplicate=False):
             own = dict(mod.named_parameters(recurse=False))
             listed = list(own)
             buffers = {n: b for n, b in mod.named_buffers(recurse=False) if b is not None}
             if self._with_buffers:
                 listed += [n for n in buffers if n not in own]
+            computed = _parametrized(mod, f"{mod_name}." if mod_name else "")
+            raw_inputs.update(computed.raw)
+            listed = [n for n in computed.effective if n not in own] + listed
+            for n in buffers:  # a parametrization's buffers (orthogonal's base): say why
+                full = f"{mod_name}.{n}" if mod_name else n
+                if n not in listed and (full in computed.buffers or full in raw_inputs):
+                    listed.append(n)
             own.update({n: b for n, b in buffers.items() if n not in own})
             plan = fp8_plan(
                 {
@@ -200,6 +404,17 @@ class ModuleSource(WeightSource):
                     listed.append(local)
             for p_name in listed:
                 name = f"{mod_name}.{p_name}" if mod_name else p_name
+                if p_name in computed.effective and p_name not in own:
+                    entry = _parametrized_entry(
+                        mod, p_name, name, computed.effective[p_name], self.min_dim, origin
+                    )
+                    first = seen_computed.setdefault((id(mod), p_name), name)
+                    if entry.skip_reason is None and first != name:
+                        entry = replace(
+                            entry, skip_reason=f"same tensor as '{first}' (tied weights)"
+                        )
+                    out.append(entry)
+                    continue
                 spec = packed.weights.get(name)
                 if spec is not None:  # a packed weight: the matrix's shape, dequantized
                     loader = packed.loader(name, lambda n, saved=saved: _param_loader(saved[n]))
@@ -235,7 +450,9 @@ class ModuleSource(WeightSource):
                 if script and kind in ("matrix", "other"):
                     kind = infer_kind(name, shape)  # a class it does not know: by name and shape
                 dtype = _dtype_name(p.dtype)
-                reason = packed.reasons.get(name) or plan.reasons.get(p_name)
+                reason = (
+                    raw_inputs.get(name) or packed.reasons.get(name) or plan.reasons.get(p_name)
+                )
                 reason = reason or skip_reason_for(kind, shape, dtype, min_dim=self.min_dim)
                 reason = reason or _storage_skip_reason(p, "parameter")
                 first = seen.setdefault(id(p), name)
@@ -300,8 +517,10 @@ class StateDictSource(WeightSource):
     """A mapping from full dotted names to tensors (a ``state_dict``).
 
     Kinds are inferred from names and shapes, as for a file
-    (see :func:`infospec.sources.entry.infer_kind`). NumPy arrays are
-    accepted as values.
+    (see :func:`infospec.sources.entry.infer_kind`); the fused experts tensors of one
+    module are read together (:func:`infospec.sources.entry.fused_experts_kinds`), so
+    that the ``state_dict()`` of a Mixtral and of a gpt-oss module both get their
+    orientation. NumPy arrays are accepted as values.
 
     Parameters
     ----------
@@ -395,4 +614,10 @@ class StateDictSource(WeightSource):
         )
         # built keeps the metas' order (a packed GPTQ weight is listed under its entry name)
         by_name = dict(zip(metas, built, strict=True)) | unreadable
+        experts = fused_experts_kinds({n: m.shape for n, m in metas.items()})
+        for name, kind in experts.items():  # one experts module's tensors read together
+            e, meta = by_name[name], metas[name]
+            reason = skip_reason_for(kind, meta.shape, meta.dtype, min_dim=self.min_dim)
+            reason = reason or meta.reason
+            by_name[name] = WeightEntry(name, e.shape, e.dtype, kind, reason, e.origin, e.loader)
         return [by_name[name] for name in self._tensors]

@@ -31,6 +31,21 @@ flattened input patch).
 ``"matrix"``, stored ``(1, ..., 1, m, n)``
     As is, leading axes of size 1 dropped: a 2-D tensor of unknown role, typically read
     from a file.
+``"experts"``, stored ``(E, out, in)``
+    ``E`` matrices ``W_e = T[e]``, ``out x in``, labelled ``name[0]`` ... ``name[E-1]``:
+    the fused mixture-of-experts weights of ``transformers`` 5 (``experts.gate_up_proj``,
+    ``experts.down_proj``...) in the layout of Mixtral, Qwen2-MoE and Qwen3-MoE, whose
+    expert ``e`` computes ``F.linear(x, T[e])``.
+``"experts_transposed"``, stored ``(E, in, out)``
+    ``E`` matrices ``W_e = T[e].T``, ``out x in``, labelled as above: the layout of
+    gpt-oss and Llama 4 (``is_transposed=True`` in ``transformers``), whose expert
+    computes ``x @ T[e]``, and of their checkpoints, which store the fused tensors so.
+
+Every expert's matrix is its own layer: one report row each, whatever ``conv`` is, and
+``min_dim`` applies to each. A fused ``gate_up_proj`` is read as one ``2I x in`` matrix
+per expert, the gate and up projections together (as an LSTM's gates, below): in
+Mixtral's and Qwen's layout its first ``I`` rows are the gate's and the last ``I`` the
+up projection's, in gpt-oss's the even rows the gate's and the odd ones up's.
 
 ``g`` is the number of groups of a grouped convolution: its kernel is read as one
 matrix, the groups' blocks side by side.
@@ -122,7 +137,15 @@ if TYPE_CHECKING:  # torch and NumPy load on first use: matrix_layout needs neit
     import numpy as np
     import torch
 
-__all__ = ["ANALYSIS_CONV", "CONV_MODES", "KINDS", "MatrixLayout", "as_matrices", "matrix_layout"]
+__all__ = [
+    "ANALYSIS_CONV",
+    "CONV_MODES",
+    "EXPERT_KINDS",
+    "KINDS",
+    "MatrixLayout",
+    "as_matrices",
+    "matrix_layout",
+]
 
 #: Every kind of weight tensor that has a matrix convention.
 KINDS: tuple[str, ...] = (
@@ -137,7 +160,12 @@ KINDS: tuple[str, ...] = (
     "in_proj",
     "embedding",
     "matrix",
+    "experts",
+    "experts_transposed",
 )
+
+#: The kinds of a fused mixture-of-experts tensor ``(E, a, b)``: one matrix per expert.
+EXPERT_KINDS: tuple[str, ...] = ("experts", "experts_transposed")
 
 #: How a convolution kernel becomes matrices (see the module docstring).
 CONV_MODES: tuple[str, ...] = ("pooled", "flatten", "per_position")
@@ -165,6 +193,8 @@ _LAYOUT_TEXT = {
     "in_proj": "(3E, E)",
     "embedding": "(vocab, dim)",
     "matrix": "(m, n), possibly with leading axes of size 1",
+    "experts": "(E, out, in)",
+    "experts_transposed": "(E, in, out)",
 }
 
 
@@ -175,8 +205,8 @@ class MatrixLayout(NamedTuple):
     ----------
     count : int
         Number of matrices (``prod(k)`` for a convolution read per position or pooled,
-        3 for a split ``in_proj``, otherwise 1). Pooled, they come as one stack and give
-        one spectrum.
+        3 for a split ``in_proj``, ``E`` for fused experts, otherwise 1). Pooled, they
+        come as one stack and give one spectrum.
     rows : int
         Rows of each matrix (outputs).
     cols : int
@@ -218,6 +248,11 @@ def _layout(
         if ndim < 2 or any(s != 1 for s in shape[:-2]):
             raise _shape_error(kind, shape, func, dtype)
         return MatrixLayout(1, shape[-2], shape[-1])
+    if kind in EXPERT_KINDS:
+        if ndim != 3:
+            raise _shape_error(kind, shape, func, dtype)
+        n_exp, a, b = shape
+        return MatrixLayout(n_exp, b, a) if kind == "experts_transposed" else MatrixLayout(*shape)
     if ndim != 2:
         raise _shape_error(kind, shape, func, dtype)
     if kind == "conv1d_transposed":
@@ -276,6 +311,8 @@ def matrix_layout(
     MatrixLayout(count=49, rows=64, cols=3)
     >>> matrix_layout("in_proj", (96, 32))
     MatrixLayout(count=3, rows=32, cols=32)
+    >>> matrix_layout("experts_transposed", (8, 64, 256))  # gpt-oss gate_up: 8 x (256 x 64)
+    MatrixLayout(count=8, rows=256, cols=64)
     """
     func = "matrix_layout"
     kind = _check_kind(kind, func)
@@ -331,8 +368,9 @@ def as_matrices(
         :func:`matrix_layout` (for a pooled convolution one pair, a stack of shape
         ``(count, rows, cols)`` whose singular values, batched, make one spectrum), in
         the input's dtype and on its device (views where possible). Labels are ``name``,
-        or ``name[q]``/``name[k]``/``name[v]`` for a split ``in_proj`` and ``name[i,j]``
-        for a per-position convolution slice.
+        or ``name[q]``/``name[k]``/``name[v]`` for a split ``in_proj``, ``name[i,j]``
+        for a per-position convolution slice and ``name[e]`` for expert ``e`` of a fused
+        experts tensor (``T[e]``, or ``T[e].T`` for ``"experts_transposed"``).
 
     Raises
     ------
@@ -350,6 +388,9 @@ def as_matrices(
             [2., 5.]])
     >>> [label for label, _ in as_matrices("in_proj", torch.zeros(12, 4), name="attn")]
     ['attn[q]', 'attn[k]', 'attn[v]']
+    >>> [(label, tuple(m.shape)) for label, m in
+    ...  as_matrices("experts_transposed", torch.zeros(2, 16, 40), name="down_proj")]
+    [('down_proj[0]', (40, 16)), ('down_proj[1]', (40, 16))]
     """
     import numpy as np
     import torch
@@ -404,6 +445,9 @@ def as_matrices(
             label = f"{base}[{','.join(str(i) for i in idx)}]"
             out.append((label, slices[:, :, p]))
         return out
+    if kind in EXPERT_KINDS:
+        flip = kind == "experts_transposed"
+        return [(f"{base}[{e}]", tensor[e].T if flip else tensor[e]) for e in range(layout.count)]
     if kind == "conv1d_transposed":
         return [(base, tensor.T)]
     if kind == "in_proj" and split_in_proj:

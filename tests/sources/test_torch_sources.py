@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+import infospec
 from infospec import InputError, SourceError
 from infospec.sources import (
     DEFAULT_MIN_DIM,
@@ -298,3 +299,24 @@ def test_open_source_returns_sources_and_passes_sources_through():
 def test_open_source_rejects_other_types(obj):
     with pytest.raises(SourceError, match=f"type {type(obj).__name__}; it accepts a torch.nn"):
         open_source(obj)
+
+
+def test_a_state_dict_with_sparse_nested_and_meta_tensors_lists_them_skipped():
+    # as in a torch.save file: listed with their layout, never read (tuple(t.shape) of a
+    # nested tensor raised from inside torch)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's prototype warnings for these layouts
+        sd = {
+            "w": torch.randn(20, 16),
+            "sp": torch.sparse_coo_tensor(torch.tensor([[0, 1], [1, 0]]), torch.ones(2), (20, 16)),
+            "nt": torch.nested.nested_tensor([torch.randn(3, 4), torch.randn(5, 4)]),
+            "meta": torch.empty(20, 16, device="meta"),
+        }
+        entries = {e.name: e for e in open_source(sd).entries()}
+        report = infospec.analyze(sd, progress=False)
+    assert entries["sp"].skip_reason == "sparse tensor (layout sparse_coo), not read"
+    assert entries["meta"].skip_reason == "tensor on the meta device (no data)"
+    assert entries["nt"].skipped and entries["nt"].shape == (2, 5, 4)
+    assert [r["name"] for r in report.weights] == ["w"]

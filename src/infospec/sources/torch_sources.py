@@ -575,6 +575,8 @@ class StateDictSource(WeightSource):
         self.description = f"state dict ({len(self._tensors)} tensors)"
 
     def entries(self) -> list[WeightEntry]:
+        from .pickle_source import _listed_shape, unread_layout  # (the rule of torch.save files)
+
         seen: dict[tuple, str] = {}
         unreadable: dict[str, WeightEntry] = {}
         tensors: dict[str, torch.Tensor] = {}
@@ -597,6 +599,13 @@ class StateDictSource(WeightSource):
                     continue
             else:
                 t = value
+            layout = unread_layout(t)  # sparse, nested, meta: listed, not read
+            if layout is not None:
+                tensors[name] = t
+                metas[name] = TensorMeta(
+                    _listed_shape(t), _dtype_name(t.dtype), "state dict", layout
+                )
+                continue
             shape = tuple(t.shape)
             reason = _storage_skip_reason(t, "tensor")
             if reason is None and t.numel():

@@ -14,7 +14,7 @@ given exactly those tensors):
   another (each tensor upcast to float64, the Gram matrix on the smaller side by a general
   matrix multiply, ``torch.linalg.eigvalsh``): the least any exact spectral report must do;
 * ``floor pool``: the same work on infospec's own CPU worker schedule (``workers`` threads
-  of one intra-op thread each, :func:`infospec.analysis.analyze._map_in_order`), the floor
+  of one intra-op thread each, :func:`infospec.analysis.stages._map_in_order`), the floor
   that ``analyze``'s scheduling alone would reach;
 * ``infospec``: :func:`infospec.analyze`, every measure and fit (weights only);
 * ``infospec w1`` (``default`` only): the same with ``workers=1``, the calling thread
@@ -81,7 +81,7 @@ def _eig_floor(w: torch.Tensor) -> torch.Tensor:
 
 
 def _floors(model, names, workers):
-    from infospec.analysis.analyze import _map_in_order
+    from infospec.analysis.stages import _map_in_order
 
     params = dict(model.named_parameters())
     tensors = [params[n] for n in names]
@@ -125,7 +125,7 @@ def bench(name: str, setting: str, rounds: int, mp_fit: bool) -> dict:
     import weightwatcher as ww
 
     import infospec
-    from infospec.analysis.analyze import _resolve_workers
+    from infospec.analysis.stages import _resolve_workers
 
     model = MODELS[name]()
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)

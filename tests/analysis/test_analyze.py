@@ -416,7 +416,7 @@ def test_map_in_order_runs_fits_beside_the_spectra():
     """In the pipeline the second stage of item i runs while the first stage of i+1 does."""
     import threading
 
-    from infospec.analysis.analyze import _map_in_order
+    from infospec.analysis.stages import _map_in_order
 
     started = threading.Event()
     log = []
@@ -531,7 +531,7 @@ def test_interrupt_in_the_consumer_stops_the_workers(monkeypatch, gpu_route):
     import importlib
     import threading
 
-    analyze_module = importlib.import_module("infospec.analysis.analyze")
+    stages_module = importlib.import_module("infospec.analysis.stages")
     if gpu_route:
         _as_if_on_gpu(monkeypatch)
 
@@ -541,7 +541,7 @@ def test_interrupt_in_the_consumer_stops_the_workers(monkeypatch, gpu_route):
                 raise KeyboardInterrupt
             yield item
 
-    monkeypatch.setattr(analyze_module, "_progress", interrupting_bar)
+    monkeypatch.setattr(stages_module, "_progress", interrupting_bar)
     model = nn.Sequential(*[nn.Linear(64, 64) for _ in range(12)])
     before = torch.get_num_threads()
     with pytest.raises(KeyboardInterrupt) as excinfo:

@@ -142,7 +142,7 @@ def activation_pass(
     ``batches`` (over all ranks), the seconds of each step and, with ``pg``,
     ``rank_batches``.
     """
-    from .analyze import _intra_op_threads, _resolve_workers
+    from .stages import _intra_op_threads, _resolve_workers
 
     start = time.perf_counter()
     modules = _observed_modules(model, weight_names, activation_layers)

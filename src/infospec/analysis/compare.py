@@ -23,7 +23,7 @@ every matched weight matrix the report row holds
 Both checkpoints stream: each matched pair is loaded, its three spectra (base, tuned,
 delta) computed and the tensors released before the next, so memory is about two stored
 tensors and one float64 matrix per worker. The stages, workers and progress are
-:func:`~infospec.analysis.analyze.run_stages`, the spectra
+:func:`~infospec.analysis.stages.run_stages`, the spectra
 :func:`~infospec.analysis.analyze.tensor_spectra`'s and
 :func:`infospec.singular_values`'s, the records :func:`~infospec.analysis.weights.weight_record`'s:
 the pipeline of :func:`infospec.analyze`, not a copy of it.

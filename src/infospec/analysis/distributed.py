@@ -396,14 +396,14 @@ def stages_on(
     split_in_proj: bool,
     **options: Any,
 ):
-    """The weight stages of a verb: :func:`~infospec.analysis.analyze.run_stages` alone, or
+    """The weight stages of a verb: :func:`~infospec.analysis.stages.run_stages` alone, or
     :func:`run_stages_distributed` over ``pg`` with each item's :func:`entry_cost`.
 
     ``options`` are those of ``run_stages`` (``workers``, ``pipeline``, ``progress``,
     ``desc``).
     """
     if pg is None:
-        from .analyze import run_stages
+        from .stages import run_stages
 
         return run_stages(first, second, items, meta, **options)
     costs = [entry_cost(e, conv=conv, split_in_proj=split_in_proj) for e in items]
@@ -423,7 +423,7 @@ def run_stages_distributed(
     progress: bool | None,
     desc: str = "weights",
 ):
-    """:func:`~infospec.analysis.analyze.run_stages` over this rank's share, gathered.
+    """:func:`~infospec.analysis.stages.run_stages` over this rank's share, gathered.
 
     Every rank runs the stages over the items :func:`assign_by_cost` gives it, then the
     results of all ranks are gathered (:func:`gather_outcome`) and yielded in the order of
@@ -432,7 +432,7 @@ def run_stages_distributed(
     ``pipeline`` of this rank, and ``spectrum_seconds`` and ``fit_seconds`` summed over
     ranks. Only rank 0 shows a progress bar (of its own share).
     """
-    from .analyze import run_stages
+    from .stages import run_stages
 
     _check_same_items(pg, [str(getattr(e, "name", e)) for e in items], desc)
     owner = assign_by_cost(costs, pg.world)

@@ -7,13 +7,13 @@ ggml type, ``uint64`` offset relative to the data region), padding to
 ``general.alignment`` (32 by default), and the data region
 (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md).
 
-The header is parsed and checked (:mod:`.gguf_header`), in bounded steps, before any tensor is read: a
-truncated file, a count or a size that the file cannot hold, a bad magic, an unknown
-version, a big-endian file, nesting too deep, a name given twice or a tensor outside
-the file is a :class:`~infospec.SourceError` naming the file, found without allocating
-more than the header's own size (``gguf.GGUFReader`` itself builds one NumPy view per
-array element, which a hostile array of a billion elements turns into a hang). The
-maintained ``gguf`` package supplies the type table (``GGML_QUANT_SIZES``) and the
+The header is parsed and checked (:mod:`.gguf_header`), in bounded steps, before any
+tensor is read: a truncated file, a count or a size that the file cannot hold, a bad
+magic, an unknown version, a big-endian file, nesting too deep, a name given twice or a
+tensor outside the file is a :class:`~infospec.SourceError` naming the file, found
+without allocating more than the header's own size (``gguf.GGUFReader`` itself builds one
+NumPy view per array element, which a hostile array of a billion elements turns into a
+hang). The maintained ``gguf`` package supplies the type table (``GGML_QUANT_SIZES``) and the
 dequantization (``gguf.quants.dequantize``).
 
 Orientation: GGUF lists dimensions fastest-varying first (ggml's ``ne``), the reverse of

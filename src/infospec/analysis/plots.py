@@ -38,11 +38,12 @@ panel, where it would not describe the histogram:
   \text{cols})`, the eigenvalues above the edge are not ``mp_num_spikes`` (a fit made on
   another normalisation, such as eigenvalues pooled over kernel positions);
 * ``mp_num_spikes`` is half the eigenvalues or more: there is no noise bulk;
-* ``mp_ks`` > :data:`~.plots_esd.MP_MAX_KS`: the bulk is not Marchenko–Pastur (a trained conv kernel,
-  an embedding);
-* the bulk :math:`[\lambda_-, \lambda_+]` spans fewer than :data:`~.plots_esd.MP_MIN_BINS` histogram
-  bins: with a tiny :math:`q` (a conv kernel ``out x (in k)`` with few outputs) the law
-  is a narrow spike that no histogram of a spread-out spectrum can be compared with.
+* ``mp_ks`` > :data:`~.plots_esd.MP_MAX_KS`: the bulk is not Marchenko–Pastur (a trained
+  conv kernel, an embedding);
+* the bulk :math:`[\lambda_-, \lambda_+]` spans fewer than :data:`~.plots_esd.MP_MIN_BINS`
+  histogram bins: with a tiny :math:`q` (a conv kernel ``out x (in k)`` with few outputs)
+  the law is a narrow spike that no histogram of a spread-out spectrum can be compared
+  with.
 
 The bulk edge is drawn in every case where the fit was made, since ``mp_num_spikes`` counts
 the eigenvalues right of it.

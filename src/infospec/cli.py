@@ -94,6 +94,10 @@ _FLAGS = {
 }
 
 
+#: Library flags that are on/off switches in the CLI (``strict=True`` is ``--strict``).
+_SWITCHES = frozenset({"strict"})
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     """Every numeric option in range, or an error in the words of the command line.
 
@@ -131,13 +135,16 @@ def _cli_words(message: str) -> str:
         return f"The {flag} pattern" if m[2] == "pattern" else flag
 
     text = re.sub(r"The '(\w+)' (parameter|argument|pattern)(?: of \w+)?", parameter, message)
-    text = re.sub(
-        r"\b(\w+)=(?:'([^']*)'|(\S+?))(?=[\s.,;)]|$)",
-        lambda m: (
-            f"{_FLAGS[m[1]]} {m[2] if m[2] is not None else m[3]}" if m[1] in _FLAGS else m[0]
-        ),
-        text,
-    )
+    def setting(m: re.Match) -> str:
+        flag = _FLAGS.get(m[1])
+        if flag is None:
+            return m[0]
+        value = m[2] if m[2] is not None else m[3]
+        if m[1] in _SWITCHES and value == "True":  # an on/off flag takes no value
+            return flag
+        return f"{flag} {value}"
+
+    text = re.sub(r"\b(\w+)=(?:'([^']*)'|(\S+?))(?=[\s.,;)]|$)", setting, text)
     return re.sub(r"\. Got (.+?) instead\.", r"; got \1.", text)
 
 

@@ -304,3 +304,51 @@ def test_compare_rows_name_the_route_of_their_spectra(rng):
     again = infospec.compare(base, tuned, k=0, progress=False)  # no subspaces: same routes
     assert {row["name"]: row["spectrum_method"] for row in again.weights} == routes
     assert "spectrum_method" in importlib.import_module("infospec.analysis.compare").COMPARE_COLUMNS
+
+
+def test_a_conv1d_checkpoint_pairs_with_its_bare_state_dict(tmp_path):
+    # GPT-2's Conv1D weights are transposed when a config says so (a folder, a module) and
+    # plain matrices in a bare state dict: the pair reads the known layout on both sides
+    # (the identical square matrices had a false delta, the others a size mismatch)
+    torch.manual_seed(0)
+    tensors = {
+        "h.0.attn.c_attn.weight": torch.randn(32, 96),
+        "h.0.attn.c_proj.weight": torch.randn(32, 32),
+        "h.0.mlp.c_fc.weight": torch.randn(32, 128),
+    }
+    folder = tmp_path / "base"
+    folder.mkdir()
+    save_file(tensors, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (tmp_path / "elsewhere").mkdir()
+    same = tmp_path / "elsewhere" / "same.pt"
+    torch.save(tensors, same)
+    report = infospec.compare(folder, same, progress=False)
+    assert [r["rel_delta"] for r in report.weights] == [0.0, 0.0, 0.0]
+    assert {r["kind"] for r in report.weights} == {"conv1d_transposed"}
+    tuned = {k: v + 0.01 * torch.randn_like(v) for k, v in tensors.items()}
+    torch.save(tuned, tmp_path / "elsewhere" / "tuned.pt")
+    both = infospec.compare(folder, tmp_path / "elsewhere" / "tuned.pt", progress=False)
+    folders = infospec.compare(folder, folder, progress=False)  # (the same file: delta 0)
+    assert len(both.weights) == 3 and len(folders.weights) == 3
+    for row in both.weights:
+        base = tensors[row["name"]]
+        delta = (tuned[row["name"]] - base).double()
+        assert row["rel_delta"] == pytest.approx(float(delta.norm() / base.double().norm()))
+        assert (row["rows"], row["cols"]) == tuple(base.T.shape)  # out x in, as GPT-2 reads it
+
+
+def test_strict_errors_speak_the_cli_s_words(tmp_path, capsys):
+    # --strict is a switch: the advice is to drop it, never "--strict False"
+    torch.manual_seed(0)
+    save_file({"a.weight": torch.randn(16, 16)}, tmp_path / "b.safetensors")
+    save_file(
+        {"a.weight": torch.randn(16, 16), "x.weight": torch.randn(16, 16)},
+        tmp_path / "t.safetensors",
+    )
+    b, t = str(tmp_path / "b.safetensors"), str(tmp_path / "t.safetensors")
+    assert main(["compare", b, t, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --strict to list it" in err and "False" not in err
+    with pytest.raises(InputError, match=r"drop strict=True to list it"):
+        infospec.compare(b, t, strict=True, progress=False)

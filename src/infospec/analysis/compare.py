@@ -40,7 +40,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -374,7 +374,7 @@ def _pairs(
                 raise InputError(
                     f"compare(strict=True): tensor '{one.name}' of the {side} checkpoint "
                     f"({one.origin or (where_b if side == 'base' else where_t)}) has no "
-                    f"match in the {other}; add a rename rule or pass strict=False to list it."
+                    f"match in the {other}; add a rename rule, or drop strict=True to list it."
                 )
             skipped.append({**skipped_record(one, f"only in {side}"), "name": name})
             continue
@@ -386,10 +386,16 @@ def _pairs(
                     f"compare(strict=True): tensor '{name}' has shape {tuple(eb.shape)} in "
                     f"the base ({eb.origin or where_b}) but {tuple(et.shape)} in the tuned "
                     f"checkpoint ({et.origin or where_t}); compare checkpoints of one "
-                    f"architecture, or pass strict=False to list it."
+                    f"architecture, or drop strict=True to list it."
                 )
             skipped.append({**skipped_record(eb, reason), "name": name})
             continue
+        if eb.kind != et.kind and "matrix" in (eb.kind, et.kind):
+            # one side read its layout from a config (GPT-2's Conv1D as a folder or a module)
+            # and the other could not (a bare state dict): both read the known layout, so
+            # that the same stored values pair up (a transposed pair had a false delta)
+            known = et.kind if eb.kind == "matrix" else eb.kind
+            eb, et = replace(eb, kind=known), replace(et, kind=known)
         pair = MatchedPair(name, eb, et)
         reason = skip_reason_under(eb, min_dim=min_dim, conv=conv) or skip_reason_under(
             et, min_dim=min_dim, conv=conv

@@ -300,3 +300,36 @@ def test_models_that_are_not_modules_or_a_bare_linear_are_named():
         infospec.rmt_project(nn.Linear(16, 8), [torch.randn(4, 16)])
     smoothed = infospec.svd_smooth(nn.Linear(16, 8), 2)  # changed in place: a bare layer works
     assert int(torch.linalg.matrix_rank(smoothed.weight.detach())) == 2
+
+
+class _TiedLM(nn.Module):
+    """An embedding, a hidden layer and an output layer tied to the embedding (GPT-2's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(50, 32)
+        self.hidden = nn.Linear(32, 32)
+        self.lm_head = nn.Linear(32, 50, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, ids):
+        return self.lm_head(torch.relu(self.hidden(self.wte(ids))))
+
+
+@pytest.mark.parametrize("kwargs", [{"ratio": 0.5}, {"bits": 4, "group_size": 16}])
+def test_a_tied_output_layer_is_skipped_not_counted_as_saved(kwargs):
+    # factorising a tied lm_head keeps the embedding and adds the factors (the plan
+    # reported the parameters halved while the model grew); quantizing it would change
+    # the embedding too
+    torch.manual_seed(0)
+    model = _TiedLM().eval()
+    data = [torch.randint(0, 50, (4, 8)) for _ in range(3)]
+    result = infospec.compress(model, data, **kwargs)
+    rows = {r["name"]: r for r in result.plan}
+    assert rows["lm_head"]["status"] == "skipped"
+    assert "tied to 'wte'" in rows["lm_head"]["reason"]
+    assert rows["hidden"]["status"] != "skipped"
+    assert result.model.lm_head.weight is result.model.wte.weight  # the tie kept
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731 (tied once)
+    if "ratio" in kwargs:
+        assert count(result.model) - count(model) == result.params_after - result.params_before

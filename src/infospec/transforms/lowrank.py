@@ -327,11 +327,28 @@ def _chosen_linears(
             [n for n, _ in named], layers, param="layers", func="compress", what="module"
         )
     modules = dict(named)
+    if layers is None:  # GPT-2's transformers Conv1D blocks: listed, not silently left out
+        picked += [n for n, m in named if type(m).__name__ == "Conv1D"]
+    owners: dict[int, list[str]] = {}  # each weight's modules (a tie lists two)
+    for n, m in named:
+        w = getattr(m, "weight", None)
+        if isinstance(w, nn.Parameter):
+            owners.setdefault(id(w), []).append(n)
     chosen, skipped = {}, []
     for n in picked:
         m = modules[n]
+        tied = [o for o in owners.get(id(getattr(m, "weight", None)), []) if o != n]
         if factorised and type(m) is nn.modules.linear.NonDynamicallyQuantizableLinear:
             skipped.append({"name": n, "status": "skipped", "reason": MHA_OUT_PROJ})
+        elif type(m).__name__ == "Conv1D" and not isinstance(m, nn.Linear):
+            reason = "a transformers Conv1D (GPT-2 style), not an nn.Linear: not compressed"
+            skipped.append({"name": n, "status": "skipped", "reason": reason})
+        elif tied and isinstance(m, nn.Linear):
+            reason = (
+                f"its weight is tied to '{tied[0]}' (the same tensor), which keeps it: "
+                f"compressing it would add parameters, or change '{tied[0]}' too"
+            )
+            skipped.append({"name": n, "status": "skipped", "reason": reason})
         elif type(m) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear):
             if m.weight.device.type == "meta":
                 raise InputError(f"compress: layer '{n}' has its weights on the meta device.")
@@ -417,7 +434,11 @@ def compress(
         Regular expressions over module names (``match_names``); default every
         ``nn.Linear``. Only the ``nn.Linear`` modules matched are compressed; matched
         convolutions are listed in the plan as skipped (linear layers only: a convolution
-        would need the covariance of its unfolded patches), other modules are ignored.
+        would need the covariance of its unfolded patches), and so are transformers'
+        ``Conv1D`` blocks (GPT-2's) and a linear layer whose weight is tied to another
+        module's (an ``lm_head`` tied to the embedding: factorised, the embedding would
+        keep the weight and the factors add parameters; quantized, the embedding would
+        change too); other modules are ignored.
     ridge : float >= 0, default 1e-6
         :math:`\rho` in :math:`C + \rho\,\overline{\operatorname{diag}C}\,I`, the Cholesky
         regulariser for singular :math:`C`.

@@ -135,6 +135,7 @@ def _cli_words(message: str) -> str:
         return f"The {flag} pattern" if m[2] == "pattern" else flag
 
     text = re.sub(r"The '(\w+)' (parameter|argument|pattern)(?: of \w+)?", parameter, message)
+
     def setting(m: re.Match) -> str:
         flag = _FLAGS.get(m[1])
         if flag is None:

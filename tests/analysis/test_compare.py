@@ -352,3 +352,26 @@ def test_strict_errors_speak_the_cli_s_words(tmp_path, capsys):
     assert "drop --strict to list it" in err and "False" not in err
     with pytest.raises(InputError, match=r"drop strict=True to list it"):
         infospec.compare(b, t, strict=True, progress=False)
+
+
+def test_numerical_rank_sees_through_the_rounding_of_the_stored_dtype(tmp_path):
+    # a rank-2 update merged into float32 weights: the float32 rounding of the merged
+    # matrix is full rank at about 1e-8 of the update, under u/2 ||W||_F; in float64 the
+    # same update is exact and rank 2 under the matrix_rank rule alone
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 40, generator=g, dtype=torch.float64)
+    update = (
+        0.05
+        * torch.randn(48, 2, generator=g, dtype=torch.float64)
+        @ torch.randn(2, 40, generator=g, dtype=torch.float64)
+    )
+    for dtype in (torch.float32, torch.float64):
+        base, tuned = tmp_path / f"b_{dtype}.safetensors", tmp_path / f"t_{dtype}.safetensors"
+        save_file({"w": w.to(dtype)}, base)
+        save_file({"w": (w + update).to(dtype)}, tuned)
+        row = infospec.compare(base, tuned, progress=False).weights[0]
+        delta = ((w + update).to(dtype).double() - w.to(dtype).double()).numpy()
+        full = np.linalg.matrix_rank(delta)  # NumPy's float64 rule alone
+        assert row["numerical_rank"] == 2, dtype
+        if dtype == torch.float32:
+            assert full > 2  # the rounding is full rank under the float64 rule

@@ -8,7 +8,9 @@ every matched weight matrix the report row holds
   two bf16 checkpoints loses nothing): every column of
   :data:`~infospec.analysis.weights.WEIGHT_COLUMNS` (stable and effective rank, flatness,
   alpha, ``rate_bits`` at the distortion, ...), its ``numerical_rank`` (singular values
-  above :math:`\max(m, n)\,\epsilon\,\sigma_{\max}`, NumPy's ``matrix_rank`` rule) and
+  above :math:`\max(m, n)\,\epsilon\,\sigma_{\max}`, NumPy's ``matrix_rank`` rule, and
+  above :math:`\tfrac u2\max(\|W_b\|_F, \|W_t\|_F)`, the most that storing the weights
+  in a dtype of epsilon :math:`u` (float32, bf16, fp16) moves them in spectral norm) and
   ``rel_delta`` :math:`= \|\Delta W\|_F / \|W_\text{base}\|_F`;
 * ``change_<column>``: the tuned matrix's value of each single-model column minus the
   base matrix's (``change_alpha``, ``change_flatness``, ...);
@@ -80,7 +82,10 @@ CHANGE_COLUMNS: tuple[str, ...] = tuple(
 
 #: Columns ``compare`` adds to the delta's :data:`WEIGHT_COLUMNS`, with their meaning.
 COMPARE_COLUMNS: dict[str, str] = {
-    "numerical_rank": "singular values of dW above max(m, n) * eps * sigma_max (matrix_rank)",
+    "numerical_rank": (
+        "singular values of dW above max(m, n) * eps * sigma_max (matrix_rank) and the "
+        "rounding of the stored dtype, u/2 * ||W||_F"
+    ),
     "rel_delta": "||W_tuned - W_base||_F / ||W_base||_F",
     "overlap_k": "k of the subspace overlaps (min(k, rows, cols))",
     "overlap_left": "mean cos^2 of the principal angles of the top-k left singular subspaces",
@@ -108,6 +113,15 @@ _SUMMARY = (
 )
 
 _EPS64 = float(torch.finfo(torch.float64).eps)
+
+
+def _storage_eps(dtype: str) -> float:
+    """Machine epsilon of a stored floating dtype (``"bfloat16"``...); 0 for float64 and
+    for formats whose values are not one rounding of the weight (packed quantized codes)."""
+    t = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    if isinstance(t, torch.dtype) and t.is_floating_point and t != torch.float64:
+        return float(torch.finfo(t).eps)
+    return 0.0
 
 
 def rename_names(names: Sequence[str], rename: Any, *, side: str, where: str) -> dict[str, str]:
@@ -312,7 +326,13 @@ def _pair_records(
             for s in (sb, st)
         ]
         sd64 = sd.flatten()
-        tol = max(r, c) * _EPS64 * float(sd64.max())
+        # NumPy's matrix_rank rule on the float64 delta, and the rounding of the stored
+        # values: storing W in a dtype of epsilon u moves each entry by at most u/2 of
+        # itself, so no more than u/2 ||W||_F in spectral norm (a rank-4 LoRA merged in
+        # float32 read as rank 32 under the float64 rule alone)
+        stored = max(_storage_eps(pair.base.dtype), _storage_eps(pair.tuned.dtype))
+        norms = max(recs[0]["frobenius_norm"], recs[1]["frobenius_norm"])
+        tol = max(max(r, c) * _EPS64 * float(sd64.max()), 0.5 * stored * norms)
         base_norm = recs[0]["frobenius_norm"]
         row["numerical_rank"] = int((sd64 > tol).sum()) if float(sd64.max()) > 0 else 0
         row["rel_delta"] = row["frobenius_norm"] / base_norm if base_norm > 0 else math.nan

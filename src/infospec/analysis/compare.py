@@ -9,8 +9,9 @@ every matched weight matrix the report row holds
   :data:`~infospec.analysis.weights.WEIGHT_COLUMNS` (stable and effective rank, flatness,
   alpha, ``rate_bits`` at the distortion, ...), its ``numerical_rank`` (singular values
   above :math:`\max(m, n)\,\epsilon\,\sigma_{\max}`, NumPy's ``matrix_rank`` rule, and
-  above :math:`\tfrac u2\max(\|W_b\|_F, \|W_t\|_F)`, the most that storing the weights
-  in a dtype of epsilon :math:`u` (float32, bf16, fp16) moves them in spectral norm) and
+  above twice the spectral norm of the rounding of storing the weights in a dtype of
+  epsilon :math:`u` (float32, bf16, fp16), :math:`(\sqrt m + \sqrt n)\,u\,\|W\|_F /
+  \sqrt{3mn}` with errors uniform within half an ulp) and
   ``rel_delta`` :math:`= \|\Delta W\|_F / \|W_\text{base}\|_F`;
 * ``change_<column>``: the tuned matrix's value of each single-model column minus the
   base matrix's (``change_alpha``, ``change_flatness``, ...);
@@ -83,8 +84,9 @@ CHANGE_COLUMNS: tuple[str, ...] = tuple(
 #: Columns ``compare`` adds to the delta's :data:`WEIGHT_COLUMNS`, with their meaning.
 COMPARE_COLUMNS: dict[str, str] = {
     "numerical_rank": (
-        "singular values of dW above max(m, n) * eps * sigma_max (matrix_rank) and the "
-        "rounding of the stored dtype, u/2 * ||W||_F"
+        "singular values of dW above max(m, n) * eps * sigma_max (matrix_rank) and twice "
+        "the spectral norm of the stored dtype's rounding, (sqrt m + sqrt n) u ||W||_F / "
+        "sqrt(3 m n)"
     ),
     "rel_delta": "||W_tuned - W_base||_F / ||W_base||_F",
     "overlap_k": "k of the subspace overlaps (min(k, rows, cols))",
@@ -327,12 +329,15 @@ def _pair_records(
         ]
         sd64 = sd.flatten()
         # NumPy's matrix_rank rule on the float64 delta, and the rounding of the stored
-        # values: storing W in a dtype of epsilon u moves each entry by at most u/2 of
-        # itself, so no more than u/2 ||W||_F in spectral norm (a rank-4 LoRA merged in
-        # float32 read as rank 32 under the float64 rule alone)
+        # values (a rank-4 LoRA merged in float32 read as rank 32 under the float64 rule
+        # alone): storing W in a dtype of epsilon u moves each entry by a rounding error
+        # of about u |w| / (2 sqrt 3) at random (uniform within half an ulp), whose
+        # spectral norm is about (sqrt m + sqrt n) u ||W||_F / (2 sqrt(3 m n)); twice that
+        # is the cut (the worst case, u/2 ||W||_F, is sqrt(min(m, n)) times looser)
         stored = max(_storage_eps(pair.base.dtype), _storage_eps(pair.tuned.dtype))
         norms = max(recs[0]["frobenius_norm"], recs[1]["frobenius_norm"])
-        tol = max(max(r, c) * _EPS64 * float(sd64.max()), 0.5 * stored * norms)
+        rounding = (math.sqrt(r) + math.sqrt(c)) * stored * norms / math.sqrt(3.0 * r * c)
+        tol = max(max(r, c) * _EPS64 * float(sd64.max()), rounding)
         base_norm = recs[0]["frobenius_norm"]
         row["numerical_rank"] = int((sd64 > tol).sum()) if float(sd64.max()) > 0 else 0
         row["rel_delta"] = row["frobenius_norm"] / base_norm if base_norm > 0 else math.nan

@@ -11,9 +11,8 @@ from typing import Any
 from ._errors import InfospecError, InputError
 from ._text import printable
 from .cli_options import (
-    FORMATS,
     add_conv,
-    add_force,
+    add_output,
     add_progress,
     add_spectrum_options,
     check_out,
@@ -97,35 +96,13 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         help="observe modules whose name matches (default: the analysed layers)",
     )
     add_spectrum_options(p)
-    p.add_argument(
-        "--format",
-        choices=FORMATS,
-        default=None,
-        help="table (default), csv, json or html (default from --out's suffix)",
-    )
-    p.add_argument(
-        "--table",
-        choices=("weights", "activations", "skipped"),
-        default="weights",
-        help="which table --format csv writes (default weights)",
-    )
-    p.add_argument(
-        "--out",
-        help="output file (written atomically); default stdout, or "
-        "infospec-report.html for --format html",
-    )
-    add_force(p)
+    add_output(p, "infospec-report.html", tables=("weights", "activations", "skipped"))
     p.add_argument(
         "--workers",
         type=int,
         default=None,
         help="CPU threads (default one per core, at most 4): on the CPU each analyses one "
         "tensor at a time; with --device cuda they make the fits while the GPU computes spectra",
-    )
-    p.add_argument(
-        "--verbose",
-        action="store_true",
-        help="list every skipped tensor by name (default: counted per reason)",
     )
     add_progress(p)
 

@@ -50,8 +50,13 @@ def add_spectrum_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_output(p: argparse.ArgumentParser, default_html: str) -> None:
-    """``--format``, ``--table``, ``--out`` and ``--verbose`` of a verb that prints a report."""
+def add_output(
+    p: argparse.ArgumentParser,
+    default_html: str,
+    tables: tuple[str, ...] = ("weights", "skipped"),
+) -> None:
+    """``--format``, ``--table`` (one of ``tables``), ``--out``, ``--force`` and ``--verbose``
+    of a verb that prints a report."""
     p.add_argument(
         "--format",
         choices=FORMATS,
@@ -60,7 +65,7 @@ def add_output(p: argparse.ArgumentParser, default_html: str) -> None:
     )
     p.add_argument(
         "--table",
-        choices=("weights", "skipped"),
+        choices=tables,
         default="weights",
         help="which table --format csv writes (default weights)",
     )

@@ -251,6 +251,12 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _escape(path: str | Path, roots: list[str]) -> str | None:
+    """Where ``path`` resolves (links followed) if that is outside every root, else None."""
+    target = os.path.realpath(path)
+    return None if any(_inside(target, root) for root in roots) else target
+
+
 def _check_confined(index: Path, by_shard: dict[str, list[str]]) -> None:
     """Refuse an index whose shard paths leave its folder (``..``, absolute, links out)."""
     folder = os.path.realpath(index.parent)
@@ -267,8 +273,8 @@ def _check_confined(index: Path, by_shard: dict[str, list[str]]) -> None:
                 f"{where}, an absolute path: infospec reads shards only from the index's "
                 f"folder '{folder}', named relative to it."
             )
-        target = os.path.realpath(os.path.join(folder, shard))
-        if not any(_inside(target, root) for root in roots):
+        target = _escape(os.path.join(folder, shard), roots)
+        if target is not None:
             link = os.path.islink(os.path.join(folder, shard))
             raise SourceError(
                 f"{where}, which {'is a link to' if link else 'resolves to'} "
@@ -294,8 +300,8 @@ def confined(path: Path, what: str, folder: Path | None = None) -> Path:
     """
     folder = path.parent if folder is None else folder
     real_folder = os.path.realpath(folder)
-    target = os.path.realpath(path)
-    if any(_inside(target, root) for root in _shard_roots(real_folder)):
+    target = _escape(path, _shard_roots(real_folder))
+    if target is None:
         return path
     raise SourceError(
         f"The {what} '{path}' is a link to '{printable(target, 300)}', outside the folder "
